@@ -1,0 +1,164 @@
+//! Admission decisions, pure: an [`AdmissionRequest`] and the [`Config`] in, a
+//! [`Decision`] out. The HTTPS server, `sandgate check` and the tests all call
+//! [`decide`]; nothing here does I/O.
+
+pub mod containers;
+pub mod mutate;
+pub mod pod;
+pub mod review;
+pub mod template;
+pub mod validate;
+
+use std::fmt;
+
+pub use review::{AdmissionRequest, Operation, ReviewError};
+
+use crate::config::Config;
+
+/// Which of the two webhooks is asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Webhook {
+    /// `/mutate`: fill in what a sandbox pod lacks, then judge the result.
+    Mutate,
+    /// `/validate`: judge the final object, after every mutating webhook has run.
+    Validate,
+}
+
+impl Webhook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Webhook::Mutate => "mutate",
+            Webhook::Validate => "validate",
+        }
+    }
+}
+
+/// One broken rule, with the field that breaks it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// Stable rule identifier (`privileged`, `host-path`...), for reports and metrics.
+    pub rule: &'static str,
+    /// Path of the offending field, e.g. `spec.containers[0].securityContext.privileged`.
+    pub field: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(rule: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            rule,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} [{}]", self.field, self.message, self.rule)
+    }
+}
+
+/// A side effect the caller must perform before the answer is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The namespace's default-deny NetworkPolicy must exist before the pod is admitted.
+    EnsureDefaultDeny { namespace: String },
+}
+
+/// The answer to one admission request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    pub allowed: bool,
+    /// What the object is, for the denial message ("pod default/foo").
+    pub subject: String,
+    /// Why the object is denied; empty when allowed.
+    pub violations: Vec<Violation>,
+    /// Admission warnings (kubectl prints them).
+    pub warnings: Vec<String>,
+    /// The mutation, when there is one.
+    pub patch: Option<json_patch::Patch>,
+    /// Side effects to perform when the request is admitted (never on dry-run).
+    pub effects: Vec<Effect>,
+}
+
+impl Decision {
+    /// Allowed, untouched.
+    pub fn allow() -> Self {
+        Self {
+            allowed: true,
+            ..Self::default()
+        }
+    }
+
+    /// Denied for the given reasons.
+    pub fn deny(subject: impl Into<String>, violations: Vec<Violation>) -> Self {
+        Self {
+            allowed: false,
+            subject: subject.into(),
+            violations,
+            ..Self::default()
+        }
+    }
+
+    /// The message the user sees: every broken rule with its field.
+    pub fn message(&self) -> String {
+        if self.allowed {
+            return String::new();
+        }
+        let reasons: Vec<String> = self.violations.iter().map(ToString::to_string).collect();
+        let subject = if self.subject.is_empty() {
+            "the request".to_string()
+        } else {
+            self.subject.clone()
+        };
+        format!("sandgate denied {subject}: {}", reasons.join("; "))
+    }
+
+    /// The short decision label used in metrics.
+    pub fn label(&self) -> &'static str {
+        match (self.allowed, self.patch.as_ref().is_some_and(|p| !p.0.is_empty())) {
+            (false, _) => "denied",
+            (true, true) => "mutated",
+            (true, false) => "allowed",
+        }
+    }
+}
+
+/// Judges one request. Resources sandgate does not govern are allowed untouched: the
+/// webhook configurations only send sandbox-scoped objects here, and the rest of the
+/// cluster must never wait on sandgate.
+pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
+    if req
+        .namespace
+        .as_deref()
+        .is_some_and(|ns| cfg.exclude_namespaces.contains(ns))
+    {
+        return Decision::allow();
+    }
+    match (req.resource.group.as_str(), req.resource.resource.as_str()) {
+        ("", "pods") => pod::review(webhook, req, cfg),
+        (crate::crd::GROUP, "sandboxtemplates") => template::review(webhook, req, cfg),
+        _ => Decision::allow(),
+    }
+}
+
+/// "pod default/name" for messages; the name may be absent on CREATE (generateName).
+pub(crate) fn subject(kind: &str, req: &AdmissionRequest) -> String {
+    let name = req
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            req.object
+                .as_ref()
+                .and_then(|o| o.pointer("/metadata/generateName"))
+                .and_then(|v| v.as_str())
+        })
+        .unwrap_or("");
+    match req.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
+        _ => format!("{kind} {name}"),
+    }
+}

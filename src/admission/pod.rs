@@ -1,0 +1,111 @@
+//! The pod flow: which mutation and which rules apply to CREATE, UPDATE and the
+//! `ephemeralcontainers` and `resize` subresources.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+use super::validate::{self, Change};
+use super::{AdmissionRequest, Decision, Effect, Operation, Violation, Webhook, mutate, subject};
+use crate::config::Config;
+use crate::labels;
+
+pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
+    let sub = req.sub_resource();
+    if !matches!(req.operation, Operation::Create | Operation::Update)
+        || !matches!(sub, "" | "ephemeralcontainers" | "resize")
+    {
+        return Decision::allow();
+    }
+    let who = subject("pod", req);
+    // Anything that cannot be read is denied: these pods reached the webhook because
+    // they are in sandbox scope, and an unjudged sandbox pod must never be admitted.
+    let before = match parse_pod(req.object.as_ref(), "object") {
+        Ok(p) => p,
+        Err(v) => return Decision::deny(who, vec![v]),
+    };
+    let old = match req.operation {
+        Operation::Update => match parse_pod(req.old_object.as_ref(), "oldObject") {
+            Ok(p) => Some(p),
+            Err(v) => return Decision::deny(who, vec![v]),
+        },
+        _ => None,
+    };
+
+    let mut after = before.clone();
+    if webhook == Webhook::Mutate && !is_mirror(&before) {
+        match (req.operation, sub) {
+            (Operation::Create, "") => mutate::pod(&mut after, cfg),
+            (Operation::Update, "ephemeralcontainers") => {
+                mutate::new_ephemeral_containers(&mut after, old.as_ref())
+            }
+            _ => {}
+        }
+    }
+
+    let change = match old.as_ref() {
+        Some(old) => Change::Update { old, sub_resource: sub },
+        None => Change::Create,
+    };
+    let violations = validate::pod(&after, cfg, change);
+    if !violations.is_empty() {
+        return Decision::deny(who, violations);
+    }
+
+    let mut decision = Decision::allow();
+    decision.subject = who;
+    if after != before {
+        match diff(&before, &after) {
+            Ok(patch) => decision.patch = Some(patch),
+            Err(v) => return Decision::deny(decision.subject, vec![v]),
+        }
+    }
+    if webhook == Webhook::Mutate && req.operation == Operation::Create && sub == "" {
+        if let Some(ns) = req.namespace.as_deref().filter(|ns| !ns.is_empty()) {
+            decision.effects.push(Effect::EnsureDefaultDeny {
+                namespace: ns.to_string(),
+            });
+        }
+    }
+    decision
+}
+
+fn parse_pod(object: Option<&Value>, field: &str) -> Result<Pod, Violation> {
+    parse_pod_like(object, field, "Pod")
+}
+
+/// Reads the request's object as `T`; deserialising from the borrowed Value avoids
+/// copying it. A failure is a violation: what cannot be read cannot be admitted.
+pub(crate) fn parse_pod_like<T: serde::de::DeserializeOwned>(
+    object: Option<&Value>,
+    field: &str,
+    kind: &str,
+) -> Result<T, Violation> {
+    let object = object.ok_or_else(|| {
+        Violation::new("malformed-object", field, format!("is missing; the {kind} cannot be judged"))
+    })?;
+    T::deserialize(object).map_err(|e| {
+        Violation::new(
+            "malformed-object",
+            field,
+            format!("is not a valid {kind} ({e}); it cannot be judged"),
+        )
+    })
+}
+
+fn is_mirror(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(labels::MIRROR_POD))
+}
+
+/// The JSON Patch from `before` to `after`. Both sides go through the same typed
+/// round-trip, so fields the types do not know never show up as removals.
+pub(crate) fn diff<T: serde::Serialize>(before: &T, after: &T) -> Result<json_patch::Patch, Violation> {
+    let to_value = |v: &T| {
+        serde_json::to_value(v).map_err(|e| {
+            Violation::new("internal", "object", format!("cannot serialise the mutated object: {e}"))
+        })
+    };
+    Ok(json_patch::diff(&to_value(before)?, &to_value(after)?))
+}

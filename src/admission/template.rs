@@ -1,0 +1,93 @@
+//! SandboxTemplates are judged by the pod rules, on the pod the template would produce
+//! after mutation: what sandgate supplies (limits, security context) is not held against
+//! the template, and a bad template is refused at `kubectl apply` rather than when its
+//! pods fail to start.
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+
+use super::pod::parse_pod_like;
+use super::{AdmissionRequest, Decision, Operation, Violation, Webhook, mutate, subject, validate};
+use crate::config::Config;
+use crate::crd::SandboxTemplate;
+use crate::labels;
+
+pub fn review(_webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
+    if !matches!(req.operation, Operation::Create | Operation::Update) || req.sub_resource() != "" {
+        return Decision::allow();
+    }
+    let who = subject("sandboxtemplate", req);
+    let template: SandboxTemplate = match parse_pod_like(req.object.as_ref(), "object", "SandboxTemplate") {
+        Ok(t) => t,
+        Err(v) => return Decision::deny(who, vec![v]),
+    };
+    let violations = judge(&template, cfg);
+    if violations.is_empty() {
+        let mut d = Decision::allow();
+        d.subject = who;
+        d
+    } else {
+        Decision::deny(who, violations)
+    }
+}
+
+/// Every built-in rule that the template's pods would break.
+pub fn judge(template: &SandboxTemplate, cfg: &Config) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if template.spec.runtime_class_name != cfg.runtime_class_name {
+        out.push(Violation::new(
+            "runtime-class",
+            "spec.runtimeClassName",
+            format!(
+                "is {:?}; sandbox templates must use {:?}",
+                template.spec.runtime_class_name, cfg.runtime_class_name
+            ),
+        ));
+    }
+    let pod = pod_for(template, cfg);
+    if let Some(spec) = pod.spec.as_ref() {
+        let mut pod_rules = Vec::new();
+        validate::spec_rules(spec, "spec.template.spec", cfg, &mut pod_rules);
+        // Unless the pod template names a runtime class itself, it inherits
+        // spec.runtimeClassName, already judged above.
+        let own_rc = template
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.runtime_class_name.is_some());
+        out.extend(pod_rules.into_iter().filter(|v| own_rc || v.rule != "runtime-class"));
+    }
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+        if !node.is_empty() {
+            out.push(Violation::new(
+                "node-name",
+                "spec.template.spec.nodeName",
+                format!("is set to {node:?}; sandbox pods are placed by the scheduler"),
+            ));
+        }
+    }
+    out
+}
+
+/// The pod a template produces, after sandgate's mutation: the same code the webhook
+/// applies to pods, so the template is judged on what will actually run.
+pub fn pod_for(template: &SandboxTemplate, cfg: &Config) -> Pod {
+    let pt = &template.spec.template;
+    let mut spec: PodSpec = pt.spec.clone().unwrap_or_default();
+    if spec.runtime_class_name.is_none() {
+        spec.runtime_class_name = Some(template.spec.runtime_class_name.clone());
+    }
+    let mut metadata = pt.metadata.clone().unwrap_or_default();
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    if let Some(name) = template.metadata.name.as_deref() {
+        labels.insert(labels::TEMPLATE.to_string(), name.to_string());
+    }
+    metadata.namespace = template.metadata.namespace.clone();
+    let mut pod = Pod {
+        metadata,
+        spec: Some(spec),
+        status: None,
+    };
+    mutate::pod(&mut pod, cfg);
+    pod
+}

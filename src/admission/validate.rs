@@ -1,0 +1,422 @@
+//! Validation: the rules every sandbox pod must satisfy (DESIGN.md §3). Each rule
+//! reports the field that breaks it; a pod is judged on every container list
+//! (containers, init containers including sidecars, ephemeral containers).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, LifecycleHandler, Pod, PodSpec, Probe, SELinuxOptions, SeccompProfile,
+    WindowsSecurityContextOptions,
+};
+
+use super::Violation;
+use super::containers::{self, ContainerLike, ListKind};
+use crate::config::Config;
+use crate::labels;
+use crate::quantity;
+
+/// The only capability the Pod Security "restricted" profile lets a container add.
+const ALLOWED_ADDED_CAPABILITIES: [&str; 1] = ["NET_BIND_SERVICE"];
+
+/// Sysctls the Pod Security "baseline" profile considers safe (namespaced, isolated).
+const SAFE_SYSCTLS: [&str; 10] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// SELinux types a container may ask for (Pod Security "baseline").
+const ALLOWED_SELINUX_TYPES: [&str; 4] = [
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+/// What kind of write is being judged.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// A new pod (or the pod a template would produce).
+    Create,
+    /// An update of the pod itself or of a subresource, with the stored pod.
+    Update { old: &'a Pod, sub_resource: &'a str },
+}
+
+/// Every rule, on the pod as it would be stored.
+pub fn pod(pod: &Pod, cfg: &Config, change: Change<'_>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    match pod.spec.as_ref() {
+        Some(spec) => spec_rules(spec, "spec", cfg, &mut out),
+        None => out.push(Violation::new("malformed-object", "spec", "a pod must have a spec")),
+    }
+    annotation_rules(pod, &mut out);
+    match change {
+        Change::Create => {
+            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                if !node.is_empty() {
+                    out.push(Violation::new(
+                        "node-name",
+                        "spec.nodeName",
+                        format!("is set to {node:?}; sandbox pods are placed by the scheduler, not by their creator"),
+                    ));
+                }
+            }
+        }
+        Change::Update { old, sub_resource } => {
+            label_rules(old, pod, &mut out);
+            if sub_resource == "resize" {
+                resize_rules(old, pod, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// The pod-spec rules, with `prefix` the path of the spec (`spec`, or
+/// `spec.template.spec` inside a SandboxTemplate).
+pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Violation>) {
+    match spec.runtime_class_name.as_deref() {
+        Some(rc) if rc == cfg.runtime_class_name => {}
+        Some(rc) => out.push(Violation::new(
+            "runtime-class",
+            format!("{prefix}.runtimeClassName"),
+            format!("is {rc:?}; sandbox pods must run under {:?}", cfg.runtime_class_name),
+        )),
+        None => out.push(Violation::new(
+            "runtime-class",
+            format!("{prefix}.runtimeClassName"),
+            format!("is unset; sandbox pods must run under {:?}", cfg.runtime_class_name),
+        )),
+    }
+    for (field, on) in [
+        ("hostNetwork", spec.host_network),
+        ("hostPID", spec.host_pid),
+        ("hostIPC", spec.host_ipc),
+    ] {
+        if on == Some(true) {
+            out.push(Violation::new(
+                "host-namespaces",
+                format!("{prefix}.{field}"),
+                "is true; sandbox pods may not share the node's namespaces",
+            ));
+        }
+    }
+    if spec.automount_service_account_token != Some(false) {
+        let state = if spec.automount_service_account_token == Some(true) { "true" } else { "unset" };
+        out.push(Violation::new(
+            "service-account-token",
+            format!("{prefix}.automountServiceAccountToken"),
+            format!("is {state}; sandbox pods must not get a service-account token (set it to false)"),
+        ));
+    }
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        if v.host_path.is_some() {
+            out.push(Violation::new(
+                "host-path",
+                format!("{prefix}.volumes[{i}].hostPath"),
+                format!("volume {:?} mounts a path of the node; hostPath volumes are not allowed", v.name),
+            ));
+        }
+        let token_sources = v
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .enumerate()
+            .filter(|(_, s)| s.service_account_token.is_some());
+        for (j, _) in token_sources {
+            out.push(Violation::new(
+                "service-account-token",
+                format!("{prefix}.volumes[{i}].projected.sources[{j}].serviceAccountToken"),
+                format!("volume {:?} projects a service-account token; sandbox pods must not hold one", v.name),
+            ));
+        }
+    }
+    if let Some(psc) = spec.security_context.as_ref() {
+        let p = format!("{prefix}.securityContext");
+        for (i, s) in psc.sysctls.iter().flatten().enumerate() {
+            if !SAFE_SYSCTLS.contains(&s.name.as_str()) {
+                out.push(Violation::new(
+                    "sysctls",
+                    format!("{p}.sysctls[{i}]"),
+                    format!("sysctl {:?} is not in the safe set", s.name),
+                ));
+            }
+        }
+        seccomp_rule(psc.seccomp_profile.as_ref(), &p, out);
+        apparmor_rule(psc.app_armor_profile.as_ref(), &p, out);
+        selinux_rule(psc.se_linux_options.as_ref(), &p, out);
+        host_process_rule(psc.windows_options.as_ref(), &p, out);
+    }
+    for (list, i, c) in containers::all(spec) {
+        container_rules(c, list, &format!("{prefix}.{}[{i}]", list.field()), cfg, out);
+    }
+}
+
+fn container_rules(
+    c: &dyn ContainerLike,
+    list: ListKind,
+    p: &str,
+    cfg: &Config,
+    out: &mut Vec<Violation>,
+) {
+    let name = c.name();
+    if let Some(sc) = c.security_context() {
+        let s = format!("{p}.securityContext");
+        if sc.privileged == Some(true) {
+            out.push(Violation::new(
+                "privileged",
+                format!("{s}.privileged"),
+                format!("container {name:?} is privileged; privileged containers are not allowed"),
+            ));
+        }
+        if sc.allow_privilege_escalation == Some(true) {
+            out.push(Violation::new(
+                "privilege-escalation",
+                format!("{s}.allowPrivilegeEscalation"),
+                format!("is true in container {name:?}; privilege escalation is not allowed"),
+            ));
+        }
+        for (i, cap) in sc
+            .capabilities
+            .iter()
+            .flat_map(|c| c.add.iter().flatten())
+            .enumerate()
+        {
+            if !ALLOWED_ADDED_CAPABILITIES.contains(&cap.as_str()) {
+                out.push(Violation::new(
+                    "capabilities",
+                    format!("{s}.capabilities.add[{i}]"),
+                    format!("container {name:?} adds {cap:?}; only NET_BIND_SERVICE may be added"),
+                ));
+            }
+        }
+        if let Some(pm) = sc.proc_mount.as_deref() {
+            if pm != "Default" {
+                out.push(Violation::new(
+                    "proc-mount",
+                    format!("{s}.procMount"),
+                    format!("is {pm:?} in container {name:?}; only Default is allowed"),
+                ));
+            }
+        }
+        seccomp_rule(sc.seccomp_profile.as_ref(), &s, out);
+        apparmor_rule(sc.app_armor_profile.as_ref(), &s, out);
+        selinux_rule(sc.se_linux_options.as_ref(), &s, out);
+        host_process_rule(sc.windows_options.as_ref(), &s, out);
+    }
+    for (i, port) in c.ports().iter().enumerate() {
+        if let Some(hp) = port.host_port.filter(|hp| *hp != 0) {
+            out.push(Violation::new(
+                "host-port",
+                format!("{p}.ports[{i}].hostPort"),
+                format!("container {name:?} binds node port {hp}; hostPort is not allowed"),
+            ));
+        }
+    }
+    for (field, probe) in c.probes() {
+        if let Some(probe) = probe {
+            probe_host_rule(probe, &format!("{p}.{field}"), out);
+        }
+    }
+    if let Some(lc) = c.lifecycle() {
+        for (field, handler) in [("postStart", lc.post_start.as_ref()), ("preStop", lc.pre_stop.as_ref())] {
+            if let Some(h) = handler {
+                handler_host_rule(h, &format!("{p}.lifecycle.{field}"), out);
+            }
+        }
+    }
+    // The API forbids resources on ephemeral containers; they share the pod's sandbox.
+    if list != ListKind::EphemeralContainers {
+        limit_rules(c, p, cfg, out);
+    }
+}
+
+fn limit_rules(c: &dyn ContainerLike, p: &str, cfg: &Config, out: &mut Vec<Violation>) {
+    let limits = c.resources().and_then(|r| r.limits.as_ref());
+    for r in &cfg.resources {
+        let field = format!("{p}.resources.limits.{}", r.name);
+        match limits.and_then(|l| l.get(r.name)) {
+            None => out.push(Violation::new(
+                "resource-limits",
+                field,
+                format!("container {:?} has no {} limit", c.name(), r.name),
+            )),
+            Some(q) => match quantity::parse(&q.0) {
+                Err(e) => out.push(Violation::new("resource-limits", field, e.to_string())),
+                Ok(v) if v > r.max_limit_milli => out.push(Violation::new(
+                    "resource-caps",
+                    field,
+                    format!(
+                        "container {:?} asks for {} {}, above the maximum {}",
+                        c.name(),
+                        q.0,
+                        r.name,
+                        r.max_limit
+                    ),
+                )),
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+fn seccomp_rule(profile: Option<&SeccompProfile>, p: &str, out: &mut Vec<Violation>) {
+    if profile.is_some_and(|s| s.type_ == "Unconfined") {
+        out.push(Violation::new(
+            "seccomp",
+            format!("{p}.seccompProfile.type"),
+            "is Unconfined; a seccomp profile is required",
+        ));
+    }
+}
+
+fn apparmor_rule(profile: Option<&AppArmorProfile>, p: &str, out: &mut Vec<Violation>) {
+    if profile.is_some_and(|a| a.type_ == "Unconfined") {
+        out.push(Violation::new(
+            "apparmor",
+            format!("{p}.appArmorProfile.type"),
+            "is Unconfined; AppArmor may not be disabled",
+        ));
+    }
+}
+
+fn selinux_rule(opts: Option<&SELinuxOptions>, p: &str, out: &mut Vec<Violation>) {
+    let Some(o) = opts else { return };
+    if let Some(t) = o.type_.as_deref().filter(|t| !t.is_empty()) {
+        if !ALLOWED_SELINUX_TYPES.contains(&t) {
+            out.push(Violation::new(
+                "selinux",
+                format!("{p}.seLinuxOptions.type"),
+                format!("SELinux type {t:?} is not allowed"),
+            ));
+        }
+    }
+    for (field, v) in [("user", o.user.as_deref()), ("role", o.role.as_deref())] {
+        if v.is_some_and(|v| !v.is_empty()) {
+            out.push(Violation::new(
+                "selinux",
+                format!("{p}.seLinuxOptions.{field}"),
+                format!("setting the SELinux {field} is not allowed"),
+            ));
+        }
+    }
+}
+
+fn host_process_rule(opts: Option<&WindowsSecurityContextOptions>, p: &str, out: &mut Vec<Violation>) {
+    if opts.is_some_and(|w| w.host_process == Some(true)) {
+        out.push(Violation::new(
+            "host-process",
+            format!("{p}.windowsOptions.hostProcess"),
+            "is true; host processes are not allowed",
+        ));
+    }
+}
+
+fn probe_host_rule(probe: &Probe, p: &str, out: &mut Vec<Violation>) {
+    let http = probe.http_get.as_ref().and_then(|h| h.host.as_deref());
+    let tcp = probe.tcp_socket.as_ref().and_then(|t| t.host.as_deref());
+    host_fields(http, tcp, p, out);
+}
+
+fn handler_host_rule(h: &LifecycleHandler, p: &str, out: &mut Vec<Violation>) {
+    let http = h.http_get.as_ref().and_then(|h| h.host.as_deref());
+    let tcp = h.tcp_socket.as_ref().and_then(|t| t.host.as_deref());
+    host_fields(http, tcp, p, out);
+}
+
+/// A probe or hook with a `host` makes the kubelet connect from the node to any address,
+/// a classic way to reach what the sandbox's network policy forbids.
+fn host_fields(http: Option<&str>, tcp: Option<&str>, p: &str, out: &mut Vec<Violation>) {
+    for (field, host) in [("httpGet.host", http), ("tcpSocket.host", tcp)] {
+        if let Some(h) = host.filter(|h| !h.is_empty()) {
+            out.push(Violation::new(
+                "probe-host",
+                format!("{p}.{field}"),
+                format!("is {h:?}; probes and lifecycle hooks may only target the pod itself"),
+            ));
+        }
+    }
+}
+
+fn annotation_rules(pod: &Pod, out: &mut Vec<Violation>) {
+    for (k, v) in pod.metadata.annotations.iter().flatten() {
+        if k.starts_with(APPARMOR_ANNOTATION_PREFIX) && v == "unconfined" {
+            out.push(Violation::new(
+                "apparmor",
+                format!("metadata.annotations[{k}]"),
+                "is unconfined; AppArmor may not be disabled",
+            ));
+        }
+    }
+}
+
+/// sandbox.gke.io/* labels are fixed at creation: removing or changing one would take
+/// the pod out of its NetworkPolicies.
+fn label_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
+    let empty = BTreeMap::new();
+    let old_labels = old.metadata.labels.as_ref().unwrap_or(&empty);
+    let new_labels = new.metadata.labels.as_ref().unwrap_or(&empty);
+    for (k, v) in old_labels.iter().filter(|(k, _)| k.starts_with(labels::PREFIX)) {
+        match new_labels.get(k) {
+            None => out.push(Violation::new(
+                "sandbox-labels",
+                format!("metadata.labels[{k}]"),
+                "was removed; sandbox labels cannot be removed",
+            )),
+            Some(nv) if nv != v => out.push(Violation::new(
+                "sandbox-labels",
+                format!("metadata.labels[{k}]"),
+                format!("was changed from {v:?} to {nv:?}; sandbox labels cannot be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Through `pods/resize` limits may go down, never up.
+fn resize_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
+    let (Some(old_spec), Some(new_spec)) = (old.spec.as_ref(), new.spec.as_ref()) else {
+        return;
+    };
+    let old_by_name: BTreeMap<&str, &dyn ContainerLike> = containers::all(old_spec)
+        .map(|(_, _, c)| (c.name(), c))
+        .collect();
+    for (list, i, c) in containers::all(new_spec) {
+        let Some(prev) = old_by_name.get(c.name()) else {
+            continue;
+        };
+        let old_limits = prev.resources().and_then(|r| r.limits.as_ref());
+        let new_limits = c.resources().and_then(|r| r.limits.as_ref());
+        for (res, q) in new_limits.into_iter().flatten() {
+            let before = old_limits.and_then(|l| l.get(res));
+            let raised = match before {
+                None => true,
+                Some(b) => match (quantity::parse(&b.0), quantity::parse(&q.0)) {
+                    (Ok(b), Ok(n)) => n > b,
+                    _ => true,
+                },
+            };
+            if raised {
+                out.push(Violation::new(
+                    "resize-limits",
+                    format!("spec.{}[{i}].resources.limits.{res}", list.field()),
+                    format!(
+                        "container {:?} raises its {res} limit from {} to {} through pods/resize; limits may only be lowered",
+                        c.name(),
+                        before.map(|b| b.0.as_str()).unwrap_or("none"),
+                        q.0
+                    ),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The command line (DESIGN.md §6).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, ConfigError, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandgate",
+    version = crate::VERSION,
+    about = "Policy plane for AI-agent sandboxes on Kubernetes",
+    long_about = "sandgate keeps AI-agent sandbox pods in their box: a mutating and validating \
+admission webhook that puts every sandbox pod under gVisor with resource limits, no host \
+access and no service-account token, and the tools to check manifests offline."
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SANDGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook over HTTPS (/mutate, /validate, /healthz, /readyz, /metrics).
+    ///
+    /// With --dev, a local CA and a serving certificate for localhost are made once under
+    /// --certs-dir and reused, and the server listens on 127.0.0.1:8443: no cluster needed.
+    /// The serving certificate is reloaded when its files change; SIGTERM drains
+    /// in-flight requests before exiting.
+    Serve(ServeArgs),
+    /// Judge manifests offline with the webhook's own rules.
+    ///
+    /// Reads YAML or JSON files (multi-document), directories (recursively: *.yaml,
+    /// *.yml, *.json) or '-' for standard input. Pods and SandboxTemplates are judged as a
+    /// CREATE would be, after sandgate's mutation; Deployments, Jobs and other workloads
+    /// through their pod template when it would produce sandbox pods. Exit code: 0 all
+    /// passed, 1 something denied, 2 input error.
+    Check(CheckArgs),
+    /// Print the CustomResourceDefinitions (what deploy/crds/ holds), generated from the types.
+    Crds(CrdsArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Operator configuration, shared by serve and check.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// YAML configuration file (see the README's configuration reference).
+    #[arg(long, value_name = "FILE", env = "SANDGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// RuntimeClass every sandbox pod must use [default: gvisor].
+    #[arg(long, value_name = "NAME")]
+    pub runtime_class: Option<String>,
+    /// Request given to containers without one, e.g. cpu=500m (repeatable).
+    #[arg(long, value_name = "RES=QTY", value_parser = config::parse_resource_flag)]
+    pub default_request: Vec<(String, String)>,
+    /// Limit given to containers without one, e.g. memory=1Gi (repeatable).
+    #[arg(long, value_name = "RES=QTY", value_parser = config::parse_resource_flag)]
+    pub default_limit: Vec<(String, String)>,
+    /// Highest limit a sandbox container may have, e.g. cpu=4 (repeatable).
+    #[arg(long, value_name = "RES=QTY", value_parser = config::parse_resource_flag)]
+    pub max_limit: Vec<(String, String)>,
+    /// Namespace left alone even if its pods reach the webhook (repeatable; added to the
+    /// configured list, which defaults to kube-system and sandgate-system).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub exclude_namespace: Vec<String>,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(
+            self.config.as_deref(),
+            Overrides {
+                runtime_class_name: self.runtime_class.clone(),
+                default_requests: self.default_request.clone(),
+                default_limits: self.default_limit.clone(),
+                max_limits: self.max_limit.clone(),
+                exclude_namespaces: self.exclude_namespace.clone(),
+            },
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Development mode: make (once) and use a local CA and serving certificate under
+    /// --certs-dir, and listen on 127.0.0.1:8443 unless --addr is given.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address of the HTTPS listener [default: 0.0.0.0:8443, or 127.0.0.1:8443 with --dev].
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Also serve /healthz, /readyz and /metrics over plain HTTP on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub probe_addr: Option<SocketAddr>,
+    /// Serving certificate (PEM, leaf first). Ignored with --dev.
+    #[arg(long, value_name = "FILE", default_value = "/etc/sandgate/tls/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// Serving key (PEM). Ignored with --dev.
+    #[arg(long, value_name = "FILE", default_value = "/etc/sandgate/tls/tls.key")]
+    pub tls_key: PathBuf,
+    /// Where --dev keeps its CA and serving certificate.
+    #[arg(long, value_name = "DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Files, directories, or '-' for standard input.
+    #[arg(required = true, value_name = "FILE|DIR|-")]
+    pub paths: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Judge every pod and workload as a sandbox, labelled or not.
+    #[arg(long)]
+    pub all: bool,
+    /// Treat this namespace as labelled sandbox.gke.io/enforce=true (repeatable).
+    /// Namespace objects in the input with that label count too.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub enforce_namespace: Vec<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CrdsArgs {
+    /// Write one file per CRD into this directory instead of printing them.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}

@@ -1,0 +1,345 @@
+//! Operator configuration: the sandbox runtime class, default and maximum resources,
+//! namespaces to leave alone. Read from a YAML file, overridden by flags, and validated
+//! once at start so that a typo stops the process with a clear message instead of
+//! silently weakening the policy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::{self, Milli};
+
+/// Resources sandgate fills in and caps on every sandbox container.
+pub const MANAGED_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Per-resource settings as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceSettings {
+    /// Request given to a container that has none.
+    pub default_request: String,
+    /// Limit given to a container that has none.
+    pub default_limit: String,
+    /// Highest limit a sandbox container may ask for.
+    pub max_limit: String,
+}
+
+/// The configuration file (`--config`), every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFile {
+    pub runtime_class_name: Option<String>,
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceSettings>,
+    pub exclude_namespaces: Option<Vec<String>>,
+}
+
+/// Flag overrides (`--runtime-class`, `--default-request cpu=250m`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub runtime_class_name: Option<String>,
+    pub default_requests: Vec<(String, String)>,
+    pub default_limits: Vec<(String, String)>,
+    pub max_limits: Vec<(String, String)>,
+    pub exclude_namespaces: Vec<String>,
+}
+
+/// One managed resource, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub name: &'static str,
+    pub default_request: String,
+    pub default_request_milli: Milli,
+    pub default_limit: String,
+    pub default_limit_milli: Milli,
+    pub max_limit: String,
+    pub max_limit_milli: Milli,
+}
+
+/// The validated configuration every decision reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub runtime_class_name: String,
+    pub resources: Vec<Resource>,
+    pub exclude_namespaces: BTreeSet<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::build(ConfigFile::default(), Overrides::default())
+            .expect("the built-in defaults are valid")
+    }
+}
+
+fn builtin(name: &str) -> ResourceSettings {
+    let (req, lim, max) = match name {
+        "cpu" => ("500m", "1", "4"),
+        "memory" => ("512Mi", "1Gi", "8Gi"),
+        _ => ("1Gi", "2Gi", "10Gi"),
+    };
+    ResourceSettings {
+        default_request: req.into(),
+        default_limit: lim.into(),
+        max_limit: max.into(),
+    }
+}
+
+impl Config {
+    /// Reads `path` (if any), applies the flag overrides and validates the result.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
+        let file = match path {
+            None => ConfigFile::default(),
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                if text.trim().is_empty() {
+                    ConfigFile::default()
+                } else {
+                    serde_yaml::from_str(&text)
+                        .map_err(|source| ConfigError::Parse { path: shown, source })?
+                }
+            }
+        };
+        Self::build(file, overrides)
+    }
+
+    /// Merges file and flags over the built-in defaults and checks every value.
+    pub fn build(file: ConfigFile, flags: Overrides) -> Result<Self, ConfigError> {
+        let runtime_class_name = flags
+            .runtime_class_name
+            .or(file.runtime_class_name)
+            .unwrap_or_else(|| "gvisor".to_string());
+        if !is_dns1123_subdomain(&runtime_class_name) {
+            return Err(ConfigError::Invalid(format!(
+                "runtimeClassName {runtime_class_name:?} is not a valid RuntimeClass name (lower-case DNS subdomain)"
+            )));
+        }
+
+        for name in file.resources.keys() {
+            if !MANAGED_RESOURCES.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "resources.{name}: unknown resource; expected one of {MANAGED_RESOURCES:?}"
+                )));
+            }
+        }
+        for (flag, list) in [
+            ("--default-request", &flags.default_requests),
+            ("--default-limit", &flags.default_limits),
+            ("--max-limit", &flags.max_limits),
+        ] {
+            for (name, _) in list {
+                if !MANAGED_RESOURCES.contains(&name.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{flag} {name}=...: unknown resource; expected one of {MANAGED_RESOURCES:?}"
+                    )));
+                }
+            }
+        }
+
+        let mut resources = Vec::with_capacity(MANAGED_RESOURCES.len());
+        for name in MANAGED_RESOURCES {
+            let mut s = file
+                .resources
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| builtin(name));
+            let pick = |list: &[(String, String)]| {
+                list.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+            };
+            if let Some(v) = pick(&flags.default_requests) {
+                s.default_request = v;
+            }
+            if let Some(v) = pick(&flags.default_limits) {
+                s.default_limit = v;
+            }
+            if let Some(v) = pick(&flags.max_limits) {
+                s.max_limit = v;
+            }
+            let parse = |field: &str, text: &str| {
+                let q = quantity::parse(text)
+                    .map_err(|e| ConfigError::Invalid(format!("resources.{name}.{field}: {e}")))?;
+                if q.0 <= 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "resources.{name}.{field}: must be positive, got {text:?}"
+                    )));
+                }
+                Ok(q)
+            };
+            let req = parse("defaultRequest", &s.default_request)?;
+            let lim = parse("defaultLimit", &s.default_limit)?;
+            let max = parse("maxLimit", &s.max_limit)?;
+            if req > lim {
+                return Err(ConfigError::Invalid(format!(
+                    "resources.{name}: defaultRequest {} is above defaultLimit {}",
+                    s.default_request, s.default_limit
+                )));
+            }
+            if lim > max {
+                return Err(ConfigError::Invalid(format!(
+                    "resources.{name}: defaultLimit {} is above maxLimit {}",
+                    s.default_limit, s.max_limit
+                )));
+            }
+            resources.push(Resource {
+                name,
+                default_request: s.default_request,
+                default_request_milli: req,
+                default_limit: s.default_limit,
+                default_limit_milli: lim,
+                max_limit: s.max_limit,
+                max_limit_milli: max,
+            });
+        }
+
+        let mut exclude_namespaces: BTreeSet<String> = file
+            .exclude_namespaces
+            .unwrap_or_else(|| vec!["kube-system".into(), "sandgate-system".into()])
+            .into_iter()
+            .collect();
+        exclude_namespaces.extend(flags.exclude_namespaces);
+        for ns in &exclude_namespaces {
+            if !is_dns1123_label(ns) {
+                return Err(ConfigError::Invalid(format!(
+                    "excludeNamespaces: {ns:?} is not a valid namespace name"
+                )));
+            }
+        }
+
+        Ok(Config {
+            runtime_class_name,
+            resources,
+            exclude_namespaces,
+        })
+    }
+
+    /// The settings of one managed resource.
+    pub fn resource(&self, name: &str) -> Option<&Resource> {
+        self.resources.iter().find(|r| r.name == name)
+    }
+
+    /// The effective configuration in the file format, for `--print-config` and docs.
+    pub fn to_file(&self) -> ConfigFile {
+        ConfigFile {
+            runtime_class_name: Some(self.runtime_class_name.clone()),
+            resources: self
+                .resources
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.to_string(),
+                        ResourceSettings {
+                            default_request: r.default_request.clone(),
+                            default_limit: r.default_limit.clone(),
+                            max_limit: r.max_limit.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            exclude_namespaces: Some(self.exclude_namespaces.iter().cloned().collect()),
+        }
+    }
+}
+
+/// Parses `NAME=QUANTITY` as given to the resource flags.
+pub fn parse_resource_flag(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected RESOURCE=QUANTITY (e.g. cpu=500m), got {text:?}"))?;
+    Ok((name.trim().to_string(), value.trim().to_string()))
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_article() {
+        let c = Config::default();
+        assert_eq!(c.runtime_class_name, "gvisor");
+        let cpu = c.resource("cpu").unwrap();
+        assert_eq!((cpu.default_request.as_str(), cpu.default_limit.as_str()), ("500m", "1"));
+        let mem = c.resource("memory").unwrap();
+        assert_eq!((mem.default_request.as_str(), mem.default_limit.as_str()), ("512Mi", "1Gi"));
+        assert!(c.exclude_namespaces.contains("kube-system"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: ConfigFile = serde_yaml::from_str(
+            "runtimeClassName: kata\nresources:\n  cpu: {defaultRequest: 100m, defaultLimit: 200m, maxLimit: '2'}\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            runtime_class_name: Some("gvisor".into()),
+            max_limits: vec![("cpu".into(), "3".into())],
+            exclude_namespaces: vec!["tools".into()],
+            ..Default::default()
+        };
+        let c = Config::build(file, flags).unwrap();
+        assert_eq!(c.runtime_class_name, "gvisor");
+        let cpu = c.resource("cpu").unwrap();
+        assert_eq!(cpu.default_request, "100m");
+        assert_eq!(cpu.max_limit, "3");
+        assert!(c.exclude_namespaces.contains("tools"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let bad = [
+            ("runtimeClassName: Not_Valid", "runtimeClassName"),
+            ("resources:\n  gpu: {defaultRequest: '1', defaultLimit: '1', maxLimit: '1'}", "gpu"),
+            ("resources:\n  cpu: {defaultRequest: lots, defaultLimit: '1', maxLimit: '1'}", "resources.cpu.defaultRequest"),
+            ("resources:\n  cpu: {defaultRequest: '2', defaultLimit: '1', maxLimit: '4'}", "above defaultLimit"),
+            ("resources:\n  cpu: {defaultRequest: '1', defaultLimit: '8', maxLimit: '4'}", "above maxLimit"),
+            ("excludeNamespaces: ['Bad NS']", "excludeNamespaces"),
+        ];
+        for (yaml, needle) in bad {
+            let file: ConfigFile = serde_yaml::from_str(yaml).unwrap();
+            let err = Config::build(file, Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
+        let typo: Result<ConfigFile, _> = serde_yaml::from_str("runtimeClass: gvisor");
+        assert!(typo.is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn resource_flag_syntax() {
+        assert_eq!(parse_resource_flag("cpu=2").unwrap(), ("cpu".into(), "2".into()));
+        assert!(parse_resource_flag("cpu").is_err());
+    }
+}

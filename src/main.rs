@@ -1,0 +1,122 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use sandgate::cli::{Cli, Command, CrdsArgs, LogFormat, ServeArgs};
+use sandgate::server::{self, AppState, ServeOptions, devcerts, tls::CertPaths};
+use sandgate::{check, crd, netpol};
+
+fn main() -> ExitCode {
+    // One crypto provider for the whole process, before anything touches TLS.
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        eprintln!("error: a rustls crypto provider was already installed");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => ExitCode::from(check::run(&args)),
+        Command::Crds(args) => crds(&args),
+        Command::Version => {
+            println!("sandgate {}", sandgate::VERSION);
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let certs = if args.dev {
+        match devcerts::ensure(&args.certs_dir) {
+            Ok((certs, made)) => {
+                let verb = if made { "made" } else { "reusing" };
+                tracing::info!(dir = %args.certs_dir.display(), ca = %certs.ca_cert.display(), "{verb} dev certificates");
+                certs.serving
+            }
+            Err(e) => return fail(e),
+        }
+    } else {
+        CertPaths {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+        }
+    };
+    let addr = args.addr.unwrap_or_else(|| {
+        if args.dev {
+            ([127, 0, 0, 1], 8443).into()
+        } else {
+            ([0, 0, 0, 0], 8443).into()
+        }
+    });
+    let opts = ServeOptions {
+        addr,
+        probe_addr: args.probe_addr,
+        certs,
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        cert_poll: Duration::from_secs(30),
+    };
+    tracing::info!(
+        runtime_class = %config.runtime_class_name,
+        excluded = ?config.exclude_namespaces,
+        "configuration loaded"
+    );
+    let state = AppState::new(config, Arc::new(netpol::NoCluster));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(server::run(opts, state)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn crds(args: &CrdsArgs) -> ExitCode {
+    let all = crd::all();
+    match &args.out_dir {
+        None => match crd::to_yaml(&all) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Some(dir) => {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                return fail(format!("cannot create {}: {e}", dir.display()));
+            }
+            for c in &all {
+                let path = dir.join(crd::file_name(c));
+                let text = match crd::to_yaml(std::slice::from_ref(c)) {
+                    Ok(t) => t,
+                    Err(e) => return fail(e),
+                };
+                if let Err(e) = std::fs::write(&path, text) {
+                    return fail(format!("cannot write {}: {e}", path.display()));
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The seam through which admission makes sure a namespace's default-deny NetworkPolicy
+//! exists before a sandbox pod is admitted (DESIGN.md §3, §4). Without a cluster (dev
+//! mode, tests, `check`) the no-op implementation is used; the reconciler work supplies
+//! the implementation that talks to the apiserver.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// Name of the per-namespace default-deny policy.
+pub const DEFAULT_DENY_NAME: &str = "sandgate-default-deny";
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot ensure NetworkPolicy {name} in namespace {namespace}: {reason}")]
+pub struct NetpolError {
+    pub namespace: String,
+    pub name: String,
+    pub reason: String,
+}
+
+pub type EnsureFuture<'a> = Pin<Box<dyn Future<Output = Result<(), NetpolError>> + Send + 'a>>;
+
+/// Makes sure the default-deny policy of a namespace exists. Must be idempotent and
+/// quick when the policy is already there (it is called for every admitted pod).
+pub trait DefaultDeny: Send + Sync {
+    fn ensure(&self, namespace: &str) -> EnsureFuture<'_>;
+}
+
+/// No cluster: nothing to create. Used by `serve --dev` and in-process tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCluster;
+
+impl DefaultDeny for NoCluster {
+    fn ensure(&self, _namespace: &str) -> EnsureFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The default-deny policy for a namespace: selects every sandbox pod, denies all
+/// ingress, and lets egress reach only kube-dns on port 53 (UDP and TCP). The namespace
+/// and pod selectors sit in ONE peer, so the rule means "kube-dns pods in kube-system",
+/// not "anything in kube-system or any kube-dns pod".
+pub fn default_deny(namespace: &str) -> NetworkPolicy {
+    let selector = |k: &str, v: &str| LabelSelector {
+        match_labels: Some(BTreeMap::from([(k.to_string(), v.to_string())])),
+        match_expressions: None,
+    };
+    let dns_port = |protocol: &str| NetworkPolicyPort {
+        protocol: Some(protocol.to_string()),
+        port: Some(IntOrString::Int(53)),
+        end_port: None,
+    };
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(DEFAULT_DENY_NAME.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "sandgate".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: crate::labels::SANDBOX.to_string(),
+                    operator: "Exists".to_string(),
+                    values: None,
+                }]),
+            }),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: None,
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(selector("kubernetes.io/metadata.name", "kube-system")),
+                    pod_selector: Some(selector("k8s-app", "kube-dns")),
+                    ip_block: None,
+                }]),
+                ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
+            }]),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_deny_has_one_dns_peer() {
+        let np = default_deny("team-a");
+        assert_eq!(np.metadata.name.as_deref(), Some(DEFAULT_DENY_NAME));
+        let spec = np.spec.expect("spec");
+        assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
+        let egress = spec.egress.expect("egress");
+        assert_eq!(egress.len(), 1);
+        let to = egress[0].to.as_ref().expect("to");
+        assert_eq!(to.len(), 1, "namespace and pod selector must share one peer");
+        assert!(to[0].namespace_selector.is_some() && to[0].pod_selector.is_some());
+        assert_eq!(egress[0].ports.as_ref().map(Vec::len), Some(2));
+        assert!(spec.ingress.is_none(), "no ingress rule means deny all ingress");
+    }
+}

@@ -1,0 +1,156 @@
+//! Request handlers. The admission handler reads the body within a size and time
+//! bound, parses the AdmissionReview, asks the pure decision code, performs the
+//! decision's side effects (never on dry-run) and answers in admission.k8s.io/v1.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+
+use super::metrics::{RequestLabels, WebhookLabels};
+use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
+use crate::admission::{self, Decision, Effect, Violation, Webhook, review};
+
+fn plain(status: StatusCode, text: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let collect = Limited::new(body, MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+        Err(_) => Err(plain(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("sandgate: request body not received within {}s", BODY_READ_TIMEOUT.as_secs()),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(plain(
+            StatusCode::BAD_REQUEST,
+            format!("sandgate: cannot read request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn too_large() -> Response {
+    plain(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("sandgate: request body exceeds the {} MiB limit", MAX_BODY_BYTES / (1024 * 1024)),
+    )
+}
+
+pub async fn admit(
+    State(state): State<Arc<AppState>>,
+    webhook: Webhook,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    let record = |kind: String, operation: &'static str, decision: &'static str| {
+        state
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                webhook: webhook.as_str(),
+                kind,
+                operation,
+                decision,
+            })
+            .inc();
+        state
+            .metrics
+            .duration
+            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .observe(start.elapsed().as_secs_f64());
+    };
+
+    let bytes = match read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(resp) => {
+            record("unknown".into(), "unknown", "error");
+            return resp;
+        }
+    };
+    let req = match review::parse(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            record("unknown".into(), "unknown", "error");
+            tracing::warn!(webhook = webhook.as_str(), error = %e, "malformed admission request");
+            return plain(StatusCode::BAD_REQUEST, format!("sandgate: {e}"));
+        }
+    };
+
+    let mut decision = admission::decide(webhook, &req, &state.config);
+    if decision.allowed && !req.is_dry_run() {
+        if let Err(v) = perform_effects(&state, &decision.effects).await {
+            decision = Decision::deny(std::mem::take(&mut decision.subject), vec![v]);
+        }
+    }
+
+    let label = decision.label();
+    record(req.kind.kind.clone(), req.operation.as_str(), label);
+    if !decision.allowed {
+        tracing::info!(
+            uid = %req.uid,
+            webhook = webhook.as_str(),
+            operation = req.operation.as_str(),
+            message = %decision.message(),
+            "denied"
+        );
+    } else {
+        tracing::debug!(uid = %req.uid, webhook = webhook.as_str(), decision = label, "admitted");
+    }
+    axum::Json(review::encode(&req.uid, &decision)).into_response()
+}
+
+/// Side effects the decision asked for; any failure denies the pod (fail closed).
+async fn perform_effects(state: &AppState, effects: &[Effect]) -> Result<(), Violation> {
+    for effect in effects {
+        match effect {
+            Effect::EnsureDefaultDeny { namespace } => {
+                if let Err(e) = state.default_deny.ensure(namespace).await {
+                    state.metrics.side_effect_errors.inc();
+                    tracing::error!(error = %e, "default-deny NetworkPolicy not ensured; denying");
+                    return Err(Violation::new(
+                        "network-policy",
+                        "metadata.namespace",
+                        format!("the namespace's default-deny NetworkPolicy could not be ensured ({e}); retry later"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.readiness.check() {
+        Ok(()) => plain(StatusCode::OK, "ok".into()),
+        Err(reasons) => plain(StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n")),
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

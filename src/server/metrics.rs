@@ -1,0 +1,103 @@
+//! Prometheus metrics: admission requests by webhook, kind, operation and decision, a
+//! latency histogram, certificate reloads, and build info.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub webhook: &'static str,
+    pub kind: String,
+    pub operation: &'static str,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<WebhookLabels, Histogram>,
+    pub cert_reloads: Family<ResultLabels, Counter>,
+    pub cert_expiry: Gauge,
+    pub side_effect_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sandgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission requests by webhook, kind, operation and decision",
+            requests.clone(),
+        );
+        // 25 µs .. ~0.8 s: decisions are microseconds, the apiserver gives up at seconds.
+        let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_025, 2.0, 16))
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission request, from body read to response",
+            duration.clone(),
+        );
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads by result (ok, error)",
+            cert_reloads.clone(),
+        );
+        let cert_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Expiry of the serving certificate in use (unix time)",
+            cert_expiry.clone(),
+        );
+        let side_effect_errors = Counter::default();
+        registry.register(
+            "networkpolicy_ensure_errors",
+            "Failures to ensure a namespace's default-deny NetworkPolicy (the pod was denied)",
+            side_effect_errors.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", crate::VERSION)]),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            cert_reloads,
+            cert_expiry,
+            side_effect_errors,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
