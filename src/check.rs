@@ -270,15 +270,13 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let namespace = obj
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_string();
+    let written_namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str);
+    // What `kubectl apply` would use for a namespaced object without one.
+    let namespace = written_namespace.unwrap_or("default").to_string();
     let mut finding = Finding {
         source: doc.source.clone(),
         kind: kind.clone(),
-        namespace: Some(namespace.clone()),
+        namespace: written_namespace.map(str::to_string),
         name: name.clone(),
         verdict: Verdict::Skip,
         violations: vec![],
@@ -353,6 +351,7 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
         dry_run: Some(true),
         options: None,
     };
+    finding.namespace = req.namespace.clone();
     let decision: Decision = admission::decide(webhook, &req, cfg);
     finding.warnings = decision.warnings.clone();
     if decision.allowed {

@@ -1,0 +1,127 @@
+//! The binary as a user runs it: exit codes, reports, configuration errors.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+fn sandgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sandgate"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run sandgate")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn check_passes_the_article_examples() {
+    let o = sandgate(&["check", "deploy/examples/"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("PASS  SandboxTemplate default/agent-execution-template"), "{out}");
+    assert!(out.contains("PASS  Pod agents/agent-run"), "the pod in the enforced namespace is judged: {out}");
+}
+
+#[test]
+fn check_denies_bad_manifests_with_named_reasons() {
+    let o = sandgate(&["check", "tests/manifests/bad"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("[privileged] spec.containers[0].securityContext.privileged"), "{out}");
+    assert!(out.contains("[host-path] spec.volumes[0].hostPath"), "{out}");
+    assert!(out.contains("[runtime-class] spec.runtimeClassName"), "{out}");
+    assert!(out.contains("2 objects: 0 passed, 2 denied"), "{out}");
+}
+
+#[test]
+fn check_json_report_and_workloads() {
+    let o = sandgate(&["check", "--output", "json", "tests/manifests/mixed.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+    let results = report["results"].as_array().unwrap();
+    let by_kind = |k: &str| results.iter().find(|r| r["kind"] == k).unwrap();
+    assert_eq!(by_kind("Deployment")["verdict"], "deny");
+    assert_eq!(by_kind("Deployment")["violations"][0]["field"], "spec.template.spec.hostNetwork");
+    assert_eq!(by_kind("Job")["verdict"], "skip", "not a sandbox workload");
+    assert_eq!(by_kind("ConfigMap")["verdict"], "skip");
+    assert_eq!(report["summary"]["denied"], 1);
+
+    // --all judges the unlabelled Job too.
+    let o = sandgate(&["check", "--all", "-o", "json", "tests/manifests/mixed.yaml"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let job = report["results"].as_array().unwrap().iter().find(|r| r["kind"] == "Job").unwrap().clone();
+    assert_eq!(job["verdict"], "pass", "{job}");
+}
+
+#[test]
+fn check_reads_stdin_and_reports_input_errors() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandgate"))
+        .args(["check", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {sandbox.gke.io/sandbox: x}}\nspec:\n  hostPID: true\n  containers: [{name: c, image: busybox}]\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("[host-namespaces] spec.hostPID"));
+
+    let o = sandgate(&["check", "no/such/file.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("cannot read no/such/file.yaml"), "{}", text(&o));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: Pod\nmetadata: [unclosed\n").unwrap();
+    let o = sandgate(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("not valid YAML"), "{}", text(&o));
+}
+
+#[test]
+fn bad_configuration_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "resources:\n  cpu: {defaultRequest: 2, defaultLimit: 1, maxLimit: 4}\n").unwrap();
+    for cmd in ["serve", "check"] {
+        let mut args = vec![cmd, "--config", cfg.to_str().unwrap()];
+        if cmd == "check" {
+            args.push("deploy/examples");
+        } else {
+            args.push("--dev");
+        }
+        let o = sandgate(&args);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
+        assert!(text(&o).contains("defaultRequest 2 is above defaultLimit 1"), "{cmd}: {}", text(&o));
+    }
+    let o = sandgate(&["check", "--max-limit", "gpu=1", "deploy/examples"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("unknown resource"), "{}", text(&o));
+    let o = sandgate(&["serve", "--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key", "--addr", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("/nonexistent/tls.crt"), "{}", text(&o));
+}
+
+#[test]
+fn version_help_and_crds() {
+    let o = sandgate(&["version"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("sandgate {}", env!("CARGO_PKG_VERSION")));
+    let o = sandgate(&["--help"]);
+    let out = text(&o);
+    for cmd in ["serve", "check", "crds", "version"] {
+        assert!(out.contains(cmd), "{out}");
+    }
+    let o = sandgate(&["check", "--help"]);
+    assert!(text(&o).contains("Exit code: 0 all"), "{}", text(&o));
+    let o = sandgate(&["crds"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("kind: CustomResourceDefinition").count(), 3);
+}
