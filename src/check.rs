@@ -150,10 +150,12 @@ pub fn load(path: &Path) -> Result<Vec<Document>, String> {
             .map_err(|e| format!("cannot read standard input: {e}"))?;
         return parse_documents("<stdin>", &text);
     }
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if meta.is_dir() {
         let mut files = Vec::new();
-        collect_files(path, &mut files).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        collect_files(path, &mut files)
+            .map_err(|e| format!("cannot list {}: {e}", path.display()))?;
         files.sort();
         let mut docs = Vec::new();
         for f in files {
@@ -181,7 +183,8 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 fn load_file(path: &Path) -> Result<Vec<Document>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     parse_documents(&path.display().to_string(), &text)
 }
 
@@ -201,7 +204,13 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, String
             return Err(format!("{doc_source}: not a Kubernetes object"));
         }
         if value.get("kind").and_then(Value::as_str) == Some("List") {
-            for (j, item) in value.get("items").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (j, item) in value
+                .get("items")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 out.push(Document {
                     source: format!("{doc_source}.items[{j}]"),
                     object: item.clone(),
@@ -232,13 +241,16 @@ pub fn judge_all(docs: &[Document], cfg: &Config, scope: &Scope) -> Report {
     let mut scope = scope.clone();
     for d in docs {
         if d.object.get("kind").and_then(Value::as_str) == Some("Namespace")
-            && d.object.pointer(&format!("/metadata/labels/{}", labels::ENFORCE.replace('/', "~1")))
+            && d.object
+                .pointer(&format!(
+                    "/metadata/labels/{}",
+                    labels::ENFORCE.replace('/', "~1")
+                ))
                 .and_then(Value::as_str)
                 == Some("true")
+            && let Some(name) = d.object.pointer("/metadata/name").and_then(Value::as_str)
         {
-            if let Some(name) = d.object.pointer("/metadata/name").and_then(Value::as_str) {
-                scope.enforced_namespaces.insert(name.to_string());
-            }
+            scope.enforced_namespaces.insert(name.to_string());
         }
     }
     let mut report = Report::default();
@@ -251,9 +263,12 @@ pub fn judge_all(docs: &[Document], cfg: &Config, scope: &Scope) -> Report {
 /// Where a workload keeps its pod template.
 fn pod_template_pointer(kind: &str) -> Option<&'static str> {
     match kind {
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => {
-            Some("/spec/template")
-        }
+        "Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "Job"
+        | "ReplicationController" => Some("/spec/template"),
         "CronJob" => Some("/spec/jobTemplate/spec/template"),
         _ => None,
     }
@@ -262,7 +277,11 @@ fn pod_template_pointer(kind: &str) -> Option<&'static str> {
 /// Judges one object.
 pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
     let obj = &doc.object;
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let name = obj
         .pointer("/metadata/name")
@@ -289,7 +308,9 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
             || obj
                 .pointer(labels_ptr)
                 .and_then(Value::as_object)
-                .is_some_and(|l| l.contains_key(labels::SANDBOX) || l.contains_key(labels::TEMPLATE))
+                .is_some_and(|l| {
+                    l.contains_key(labels::SANDBOX) || l.contains_key(labels::TEMPLATE)
+                })
     };
 
     let (webhook, group, resource, object, prefix) = match kind.as_str() {
@@ -298,9 +319,13 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
             finding.note = Some("document has no kind".into());
             return finding;
         }
-        "SandboxTemplate" if api_version.starts_with(crate::crd::GROUP) => {
-            (Webhook::Validate, crate::crd::GROUP, "sandboxtemplates", obj.clone(), String::new())
-        }
+        "SandboxTemplate" if api_version.starts_with(crate::crd::GROUP) => (
+            Webhook::Validate,
+            crate::crd::GROUP,
+            "sandboxtemplates",
+            obj.clone(),
+            String::new(),
+        ),
         "Pod" => {
             if !in_scope("/metadata/labels") {
                 finding.note = Some(not_sandbox_note());
@@ -316,7 +341,10 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
                 }
                 let template = obj.pointer(ptr).cloned().unwrap_or(Value::Null);
                 let mut pod = json!({"apiVersion": "v1", "kind": "Pod"});
-                pod["metadata"] = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
+                pod["metadata"] = template
+                    .get("metadata")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
                 pod["metadata"]["namespace"] = json!(namespace);
                 pod["spec"] = template.get("spec").cloned().unwrap_or(Value::Null);
                 let prefix = ptr.trim_start_matches('/').replace('/', ".");
@@ -334,7 +362,11 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
         kind: GroupVersionKind {
             group: group.into(),
             version: "v1".into(),
-            kind: if resource == "pods" { "Pod".into() } else { kind.clone() },
+            kind: if resource == "pods" {
+                "Pod".into()
+            } else {
+                kind.clone()
+            },
         },
         resource: GroupVersionResource {
             group: group.into(),
@@ -356,7 +388,10 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
     finding.warnings = decision.warnings.clone();
     if decision.allowed {
         finding.verdict = Verdict::Pass;
-        if cfg.exclude_namespaces.contains(req.namespace.as_deref().unwrap_or("")) {
+        if cfg
+            .exclude_namespaces
+            .contains(req.namespace.as_deref().unwrap_or(""))
+        {
             finding.verdict = Verdict::Skip;
             finding.note = Some("namespace is excluded from sandgate".into());
         }

@@ -117,8 +117,10 @@ impl Config {
                 if text.trim().is_empty() {
                     ConfigFile::default()
                 } else {
-                    serde_yaml::from_str(&text)
-                        .map_err(|source| ConfigError::Parse { path: shown, source })?
+                    serde_yaml::from_str(&text).map_err(|source| ConfigError::Parse {
+                        path: shown,
+                        source,
+                    })?
                 }
             }
         };
@@ -166,7 +168,10 @@ impl Config {
                 .cloned()
                 .unwrap_or_else(|| builtin(name));
             let pick = |list: &[(String, String)]| {
-                list.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+                list.iter()
+                    .rev()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
             };
             if let Some(v) = pick(&flags.default_requests) {
                 s.default_request = v;
@@ -292,9 +297,15 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.runtime_class_name, "gvisor");
         let cpu = c.resource("cpu").unwrap();
-        assert_eq!((cpu.default_request.as_str(), cpu.default_limit.as_str()), ("500m", "1"));
+        assert_eq!(
+            (cpu.default_request.as_str(), cpu.default_limit.as_str()),
+            ("500m", "1")
+        );
         let mem = c.resource("memory").unwrap();
-        assert_eq!((mem.default_request.as_str(), mem.default_limit.as_str()), ("512Mi", "1Gi"));
+        assert_eq!(
+            (mem.default_request.as_str(), mem.default_limit.as_str()),
+            ("512Mi", "1Gi")
+        );
         assert!(c.exclude_namespaces.contains("kube-system"));
     }
 
@@ -322,15 +333,29 @@ mod tests {
     fn bad_values_are_named() {
         let bad = [
             ("runtimeClassName: Not_Valid", "runtimeClassName"),
-            ("resources:\n  gpu: {defaultRequest: '1', defaultLimit: '1', maxLimit: '1'}", "gpu"),
-            ("resources:\n  cpu: {defaultRequest: lots, defaultLimit: '1', maxLimit: '1'}", "resources.cpu.defaultRequest"),
-            ("resources:\n  cpu: {defaultRequest: '2', defaultLimit: '1', maxLimit: '4'}", "above defaultLimit"),
-            ("resources:\n  cpu: {defaultRequest: '1', defaultLimit: '8', maxLimit: '4'}", "above maxLimit"),
+            (
+                "resources:\n  gpu: {defaultRequest: '1', defaultLimit: '1', maxLimit: '1'}",
+                "gpu",
+            ),
+            (
+                "resources:\n  cpu: {defaultRequest: lots, defaultLimit: '1', maxLimit: '1'}",
+                "resources.cpu.defaultRequest",
+            ),
+            (
+                "resources:\n  cpu: {defaultRequest: '2', defaultLimit: '1', maxLimit: '4'}",
+                "above defaultLimit",
+            ),
+            (
+                "resources:\n  cpu: {defaultRequest: '1', defaultLimit: '8', maxLimit: '4'}",
+                "above maxLimit",
+            ),
             ("excludeNamespaces: ['Bad NS']", "excludeNamespaces"),
         ];
         for (yaml, needle) in bad {
             let file: ConfigFile = serde_yaml::from_str(yaml).unwrap();
-            let err = Config::build(file, Overrides::default()).unwrap_err().to_string();
+            let err = Config::build(file, Overrides::default())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{yaml}: {err}");
         }
         let typo: Result<ConfigFile, _> = serde_yaml::from_str("runtimeClass: gvisor");
@@ -339,7 +364,10 @@ mod tests {
 
     #[test]
     fn resource_flag_syntax() {
-        assert_eq!(parse_resource_flag("cpu=2").unwrap(), ("cpu".into(), "2".into()));
+        assert_eq!(
+            parse_resource_flag("cpu=2").unwrap(),
+            ("cpu".into(), "2".into())
+        );
         assert!(parse_resource_flag("cpu").is_err());
     }
 }

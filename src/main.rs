@@ -11,7 +11,10 @@ use sandgate::{check, crd, netpol};
 
 fn main() -> ExitCode {
     // One crypto provider for the whole process, before anything touches TLS.
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         eprintln!("error: a rustls crypto provider was already installed");
         return ExitCode::from(2);
     }
@@ -30,7 +33,9 @@ fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -82,7 +87,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         "configuration loaded"
     );
     let state = AppState::new(config, Arc::new(netpol::NoCluster));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };

@@ -9,8 +9,7 @@ use std::pin::Pin;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -83,7 +82,10 @@ pub fn default_deny(namespace: &str) -> NetworkPolicy {
             ingress: None,
             egress: Some(vec![NetworkPolicyEgressRule {
                 to: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(selector("kubernetes.io/metadata.name", "kube-system")),
+                    namespace_selector: Some(selector(
+                        "kubernetes.io/metadata.name",
+                        "kube-system",
+                    )),
                     pod_selector: Some(selector("k8s-app", "kube-dns")),
                     ip_block: None,
                 }]),
@@ -102,13 +104,23 @@ mod tests {
         let np = default_deny("team-a");
         assert_eq!(np.metadata.name.as_deref(), Some(DEFAULT_DENY_NAME));
         let spec = np.spec.expect("spec");
-        assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
+        assert_eq!(
+            spec.policy_types.as_deref(),
+            Some(&["Ingress".to_string(), "Egress".to_string()][..])
+        );
         let egress = spec.egress.expect("egress");
         assert_eq!(egress.len(), 1);
         let to = egress[0].to.as_ref().expect("to");
-        assert_eq!(to.len(), 1, "namespace and pod selector must share one peer");
+        assert_eq!(
+            to.len(),
+            1,
+            "namespace and pod selector must share one peer"
+        );
         assert!(to[0].namespace_selector.is_some() && to[0].pod_selector.is_some());
         assert_eq!(egress[0].ports.as_ref().map(Vec::len), Some(2));
-        assert!(spec.ingress.is_none(), "no ingress rule means deny all ingress");
+        assert!(
+            spec.ingress.is_none(),
+            "no ingress rule means deny all ingress"
+        );
     }
 }

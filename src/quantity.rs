@@ -144,7 +144,14 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         for text in [
-            "", "abc", "1x", "1..2", ".", "1Kix", "1e", "1e999",
+            "",
+            "abc",
+            "1x",
+            "1..2",
+            ".",
+            "1Kix",
+            "1e",
+            "1e999",
             "99999999999999999999999999999999Ei",
         ] {
             assert!(parse(text).is_err(), "{text} should not parse");

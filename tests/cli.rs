@@ -12,7 +12,11 @@ fn sandgate(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -20,8 +24,14 @@ fn check_passes_the_article_examples() {
     let o = sandgate(&["check", "deploy/examples/"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("PASS  SandboxTemplate default/agent-execution-template"), "{out}");
-    assert!(out.contains("PASS  Pod agents/agent-run"), "the pod in the enforced namespace is judged: {out}");
+    assert!(
+        out.contains("PASS  SandboxTemplate default/agent-execution-template"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS  Pod agents/agent-run"),
+        "the pod in the enforced namespace is judged: {out}"
+    );
 }
 
 #[test]
@@ -29,9 +39,18 @@ fn check_denies_bad_manifests_with_named_reasons() {
     let o = sandgate(&["check", "tests/manifests/bad"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("[privileged] spec.containers[0].securityContext.privileged"), "{out}");
-    assert!(out.contains("[host-path] spec.volumes[0].hostPath"), "{out}");
-    assert!(out.contains("[runtime-class] spec.runtimeClassName"), "{out}");
+    assert!(
+        out.contains("[privileged] spec.containers[0].securityContext.privileged"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[host-path] spec.volumes[0].hostPath"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[runtime-class] spec.runtimeClassName"),
+        "{out}"
+    );
     assert!(out.contains("2 objects: 0 passed, 2 denied"), "{out}");
 }
 
@@ -43,7 +62,10 @@ fn check_json_report_and_workloads() {
     let results = report["results"].as_array().unwrap();
     let by_kind = |k: &str| results.iter().find(|r| r["kind"] == k).unwrap();
     assert_eq!(by_kind("Deployment")["verdict"], "deny");
-    assert_eq!(by_kind("Deployment")["violations"][0]["field"], "spec.template.spec.hostNetwork");
+    assert_eq!(
+        by_kind("Deployment")["violations"][0]["field"],
+        "spec.template.spec.hostNetwork"
+    );
     assert_eq!(by_kind("Job")["verdict"], "skip", "not a sandbox workload");
     assert_eq!(by_kind("ConfigMap")["verdict"], "skip");
     assert_eq!(report["summary"]["denied"], 1);
@@ -51,7 +73,13 @@ fn check_json_report_and_workloads() {
     // --all judges the unlabelled Job too.
     let o = sandgate(&["check", "--all", "-o", "json", "tests/manifests/mixed.yaml"]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let job = report["results"].as_array().unwrap().iter().find(|r| r["kind"] == "Job").unwrap().clone();
+    let job = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "Job")
+        .unwrap()
+        .clone();
     assert_eq!(job["verdict"], "pass", "{job}");
 }
 
@@ -76,7 +104,11 @@ fn check_reads_stdin_and_reports_input_errors() {
 
     let o = sandgate(&["check", "no/such/file.yaml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(text(&o).contains("cannot read no/such/file.yaml"), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot read no/such/file.yaml"),
+        "{}",
+        text(&o)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
@@ -90,7 +122,11 @@ fn check_reads_stdin_and_reports_input_errors() {
 fn bad_configuration_stops_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yaml");
-    std::fs::write(&cfg, "resources:\n  cpu: {defaultRequest: 2, defaultLimit: 1, maxLimit: 4}\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "resources:\n  cpu: {defaultRequest: 2, defaultLimit: 1, maxLimit: 4}\n",
+    )
+    .unwrap();
     for cmd in ["serve", "check"] {
         let mut args = vec![cmd, "--config", cfg.to_str().unwrap()];
         if cmd == "check" {
@@ -100,12 +136,24 @@ fn bad_configuration_stops_with_a_clear_error() {
         }
         let o = sandgate(&args);
         assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
-        assert!(text(&o).contains("defaultRequest 2 is above defaultLimit 1"), "{cmd}: {}", text(&o));
+        assert!(
+            text(&o).contains("defaultRequest 2 is above defaultLimit 1"),
+            "{cmd}: {}",
+            text(&o)
+        );
     }
     let o = sandgate(&["check", "--max-limit", "gpu=1", "deploy/examples"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("unknown resource"), "{}", text(&o));
-    let o = sandgate(&["serve", "--tls-cert", "/nonexistent/tls.crt", "--tls-key", "/nonexistent/tls.key", "--addr", "127.0.0.1:0"]);
+    let o = sandgate(&[
+        "serve",
+        "--tls-cert",
+        "/nonexistent/tls.crt",
+        "--tls-key",
+        "/nonexistent/tls.key",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("/nonexistent/tls.crt"), "{}", text(&o));
 }
@@ -113,7 +161,10 @@ fn bad_configuration_stops_with_a_clear_error() {
 #[test]
 fn version_help_and_crds() {
     let o = sandgate(&["version"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), format!("sandgate {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("sandgate {}", env!("CARGO_PKG_VERSION"))
+    );
     let o = sandgate(&["--help"]);
     let out = text(&o);
     for cmd in ["serve", "check", "crds", "version"] {

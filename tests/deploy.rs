@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -23,7 +25,10 @@ fn root() -> &'static Path {
 fn docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap()).unwrap())
+        .map(|d| {
+            serde_json::to_value(<serde_yaml::Value as serde::Deserialize>::deserialize(d).unwrap())
+                .unwrap()
+        })
         .filter(|v: &Value| !v.is_null())
         .collect()
 }
@@ -77,7 +82,11 @@ fn check_strict(v: &Value) {
         "Pod" => roundtrip::<Pod>(v),
         other => panic!("deploy/ holds an unexpected kind {other:?}"),
     };
-    assert_eq!(&back, v, "{kind} {} has fields its type does not know", v["metadata"]["name"]);
+    assert_eq!(
+        &back, v,
+        "{kind} {} has fields its type does not know",
+        v["metadata"]["name"]
+    );
 }
 
 #[test]
@@ -97,47 +106,94 @@ fn every_deploy_object_is_well_formed() {
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
-    objects.iter().find(|o| o["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in deploy/"))
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in deploy/"))
 }
 
 #[test]
 fn webhooks_fail_closed_and_are_scoped_to_sandbox_pods() {
     let objects = kustomized();
-    let mutating: MutatingWebhookConfiguration = serde_json::from_value(find(&objects, "MutatingWebhookConfiguration").clone()).unwrap();
-    let validating: ValidatingWebhookConfiguration = serde_json::from_value(find(&objects, "ValidatingWebhookConfiguration").clone()).unwrap();
+    let mutating: MutatingWebhookConfiguration =
+        serde_json::from_value(find(&objects, "MutatingWebhookConfiguration").clone()).unwrap();
+    let validating: ValidatingWebhookConfiguration =
+        serde_json::from_value(find(&objects, "ValidatingWebhookConfiguration").clone()).unwrap();
 
     let mut entries: Vec<(String, Value)> = Vec::new();
     for w in mutating.webhooks.unwrap_or_default() {
-        assert_eq!(w.client_config.service.as_ref().and_then(|s| s.path.as_deref()), Some("/mutate"));
+        assert_eq!(
+            w.client_config
+                .service
+                .as_ref()
+                .and_then(|s| s.path.as_deref()),
+            Some("/mutate")
+        );
         assert_eq!(w.reinvocation_policy.as_deref(), Some("IfNeeded"));
         entries.push((w.name.clone(), serde_json::to_value(&w).unwrap()));
     }
     for w in validating.webhooks.unwrap_or_default() {
-        assert_eq!(w.client_config.service.as_ref().and_then(|s| s.path.as_deref()), Some("/validate"));
+        assert_eq!(
+            w.client_config
+                .service
+                .as_ref()
+                .and_then(|s| s.path.as_deref()),
+            Some("/validate")
+        );
         entries.push((w.name.clone(), serde_json::to_value(&w).unwrap()));
     }
     let pod_entries: Vec<_> = entries
         .iter()
-        .filter(|(_, w)| w["rules"].as_array().unwrap().iter().any(|r| r["resources"].as_array().unwrap().iter().any(|x| x == "pods")))
+        .filter(|(_, w)| {
+            w["rules"].as_array().unwrap().iter().any(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == "pods")
+            })
+        })
         .collect();
     assert!(pod_entries.len() >= 4, "pod entries in both configurations");
 
     for (name, w) in &entries {
-        assert_eq!(w["failurePolicy"], "Fail", "{name}: sandbox objects fail closed");
+        assert_eq!(
+            w["failurePolicy"], "Fail",
+            "{name}: sandbox objects fail closed"
+        );
         assert_eq!(w["sideEffects"], "NoneOnDryRun", "{name}");
         assert!(w["timeoutSeconds"].as_i64().unwrap() <= 5, "{name}");
-        assert_eq!(w["admissionReviewVersions"], serde_json::json!(["v1"]), "{name}");
-        let ns_sel = w["namespaceSelector"]["matchExpressions"].as_array().unwrap();
+        assert_eq!(
+            w["admissionReviewVersions"],
+            serde_json::json!(["v1"]),
+            "{name}"
+        );
+        let ns_sel = w["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap();
         assert!(
-            ns_sel.iter().any(|e| e["key"] == "kubernetes.io/metadata.name"
-                && e["operator"] == "NotIn"
-                && e["values"].as_array().unwrap().iter().any(|v| v == "kube-system")
-                && e["values"].as_array().unwrap().iter().any(|v| v == "sandgate-system")),
+            ns_sel
+                .iter()
+                .any(|e| e["key"] == "kubernetes.io/metadata.name"
+                    && e["operator"] == "NotIn"
+                    && e["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| v == "kube-system")
+                    && e["values"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|v| v == "sandgate-system")),
             "{name}: kube-system and sandgate-system excluded"
         );
         for r in w["rules"].as_array().unwrap() {
             let ops = r["operations"].as_array().unwrap();
-            assert!(ops.iter().any(|o| o == "CREATE") && ops.iter().any(|o| o == "UPDATE"), "{name}");
+            assert!(
+                ops.iter().any(|o| o == "CREATE") && ops.iter().any(|o| o == "UPDATE"),
+                "{name}"
+            );
         }
     }
     for (name, w) in &pod_entries {
@@ -146,14 +202,27 @@ fn webhooks_fail_closed_and_are_scoped_to_sandbox_pods() {
             assert!(res.iter().any(|r| r == sub), "{name} must cover {sub}");
         }
         // Either the namespace is enforced, or the pod carries a sandbox label.
-        let by_ns = w["namespaceSelector"]["matchExpressions"].as_array().unwrap().iter()
+        let by_ns = w["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap()
+            .iter()
             .any(|e| e["key"] == "sandbox.gke.io/enforce" && e["operator"] == "In");
-        let by_label = w["objectSelector"]["matchExpressions"].as_array().is_some_and(|a| a.iter()
-            .any(|e| (e["key"] == "sandbox.gke.io/sandbox" || e["key"] == "sandbox.gke.io/template") && e["operator"] == "Exists"));
+        let by_label = w["objectSelector"]["matchExpressions"]
+            .as_array()
+            .is_some_and(|a| {
+                a.iter().any(|e| {
+                    (e["key"] == "sandbox.gke.io/sandbox" || e["key"] == "sandbox.gke.io/template")
+                        && e["operator"] == "Exists"
+                })
+            });
         assert!(by_ns ^ by_label, "{name}: scoped by namespace or by label");
     }
     assert!(
-        entries.iter().any(|(_, w)| w["rules"][0]["resources"].as_array().unwrap().iter().any(|r| r == "sandboxtemplates")),
+        entries.iter().any(|(_, w)| w["rules"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "sandboxtemplates")),
         "SandboxTemplates are validated at apply time"
     );
 }
@@ -165,32 +234,58 @@ fn the_deployment_is_hardened_and_highly_available() {
     let spec = d.spec.unwrap();
     assert_eq!(spec.replicas, Some(2));
     let pod = spec.template.spec.unwrap();
-    assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
     let c = &pod.containers[0];
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
-    assert!(c.resources.as_ref().and_then(|r| r.limits.as_ref()).is_some());
+    assert!(
+        c.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .is_some()
+    );
 
     let rc: RuntimeClass = serde_json::from_value(find(&objects, "RuntimeClass").clone()).unwrap();
     assert_eq!(rc.metadata.name.as_deref(), Some("gvisor"));
     assert_eq!(rc.handler, "runsc");
     let sched = rc.scheduling.unwrap();
-    assert_eq!(sched.node_selector.unwrap()["sandbox.gke.io/runtime"], "gvisor");
-    assert!(sched.tolerations.unwrap().iter().any(|t| t.key.as_deref() == Some("sandbox.gke.io/runtime")));
+    assert_eq!(
+        sched.node_selector.unwrap()["sandbox.gke.io/runtime"],
+        "gvisor"
+    );
+    assert!(
+        sched
+            .tolerations
+            .unwrap()
+            .iter()
+            .any(|t| t.key.as_deref() == Some("sandbox.gke.io/runtime"))
+    );
 
     // The shipped configuration is one sandgate accepts.
     let cm: ConfigMap = serde_json::from_value(find(&objects, "ConfigMap").clone()).unwrap();
     let text = &cm.data.unwrap()["config.yaml"];
     let file: sandgate::config::ConfigFile = serde_yaml::from_str(text).unwrap();
     let cfg = sandgate::config::Config::build(file, Default::default()).unwrap();
-    assert_eq!(cfg, sandgate::config::Config::default(), "the shipped config spells out the defaults");
+    assert_eq!(
+        cfg,
+        sandgate::config::Config::default(),
+        "the shipped config spells out the defaults"
+    );
 }
 
 #[test]
 fn rbac_has_no_wildcards() {
-    for o in kustomized().iter().filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role") {
+    for o in kustomized()
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
         for rule in o["rules"].as_array().unwrap() {
             for field in ["apiGroups", "resources", "verbs"] {
                 assert!(

@@ -32,7 +32,11 @@ impl DefaultDeny for Recorder {
         let ns = namespace.to_string();
         Box::pin(async move {
             if fail {
-                Err(NetpolError { namespace: ns, name: "sandgate-default-deny".into(), reason: "apiserver unreachable".into() })
+                Err(NetpolError {
+                    namespace: ns,
+                    name: "sandgate-default-deny".into(),
+                    reason: "apiserver unreachable".into(),
+                })
             } else {
                 Ok(())
             }
@@ -53,20 +57,38 @@ async fn post(state: Arc<AppState>, path: &str, body: Vec<u8>) -> (StatusCode, V
         .unwrap();
     let resp = router(state).oneshot(req).await.unwrap();
     let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, bytes)
 }
 
 async fn review(state: Arc<AppState>, path: &str, body: &Value) -> Value {
     let (status, bytes) = post(state, path, serde_json::to_vec(body).unwrap()).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     serde_json::from_slice(&bytes).expect("a JSON AdmissionReview")
 }
 
 fn decode_patch(resp: &Value) -> Value {
     assert_eq!(resp["response"]["patchType"], "JSONPatch");
-    let b64 = resp["response"]["patch"].as_str().expect("patch is a base64 string, not an array");
-    serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("JSON patch")
+    let b64 = resp["response"]["patch"]
+        .as_str()
+        .expect("patch is a base64 string, not an array");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64"),
+    )
+    .expect("JSON patch")
 }
 
 #[tokio::test]
@@ -80,14 +102,29 @@ async fn mutate_answers_v1_with_base64_patch_and_echoed_uid() {
     assert_eq!(resp["response"]["allowed"], true);
     let patch = decode_patch(&resp);
     let mut obj = pod();
-    json_patch::patch(&mut obj, &serde_json::from_value::<json_patch::Patch>(patch).unwrap().0).unwrap();
+    json_patch::patch(
+        &mut obj,
+        &serde_json::from_value::<json_patch::Patch>(patch)
+            .unwrap()
+            .0,
+    )
+    .unwrap();
     assert_eq!(obj["spec"]["runtimeClassName"], "gvisor");
-    assert_eq!(rec.seen.lock().unwrap().as_slice(), ["agents"], "default-deny ensured before admission");
+    assert_eq!(
+        rec.seen.lock().unwrap().as_slice(),
+        ["agents"],
+        "default-deny ensured before admission"
+    );
 }
 
 #[tokio::test]
 async fn nothing_to_change_means_no_patch_and_no_patch_type() {
-    let resp = review(state_with(Arc::new(NoCluster)), "/mutate", &pod_review("CREATE", compliant_pod(), None, None)).await;
+    let resp = review(
+        state_with(Arc::new(NoCluster)),
+        "/mutate",
+        &pod_review("CREATE", compliant_pod(), None, None),
+    )
+    .await;
     assert_eq!(resp["response"]["allowed"], true);
     assert!(resp["response"].get("patch").is_none());
     assert!(resp["response"].get("patchType").is_none());
@@ -96,14 +133,30 @@ async fn nothing_to_change_means_no_patch_and_no_patch_type() {
 #[tokio::test]
 async fn denial_carries_403_status_and_every_reason() {
     let mut p = pod();
-    set(&mut p, "/spec/containers/0/securityContext/privileged", json!(true));
-    set(&mut p, "/spec/volumes", json!([{"name": "h", "hostPath": {"path": "/"}}]));
-    let resp = review(state_with(Arc::new(NoCluster)), "/validate", &pod_review("CREATE", p, None, None)).await;
+    set(
+        &mut p,
+        "/spec/containers/0/securityContext/privileged",
+        json!(true),
+    );
+    set(
+        &mut p,
+        "/spec/volumes",
+        json!([{"name": "h", "hostPath": {"path": "/"}}]),
+    );
+    let resp = review(
+        state_with(Arc::new(NoCluster)),
+        "/validate",
+        &pod_review("CREATE", p, None, None),
+    )
+    .await;
     let r = &resp["response"];
     assert_eq!(r["allowed"], false);
     assert_eq!(r["status"]["code"], 403);
     let msg = r["status"]["message"].as_str().unwrap();
-    assert!(msg.contains("privileged") && msg.contains("hostPath"), "{msg}");
+    assert!(
+        msg.contains("privileged") && msg.contains("hostPath"),
+        "{msg}"
+    );
     assert!(r.get("patch").is_none());
 }
 
@@ -114,15 +167,31 @@ async fn dry_run_never_creates_the_network_policy() {
     body["request"]["dryRun"] = json!(true);
     let resp = review(state_with(rec.clone()), "/mutate", &body).await;
     assert_eq!(resp["response"]["allowed"], true);
-    assert!(rec.seen.lock().unwrap().is_empty(), "no side effect on dry-run");
+    assert!(
+        rec.seen.lock().unwrap().is_empty(),
+        "no side effect on dry-run"
+    );
 }
 
 #[tokio::test]
 async fn a_failed_side_effect_denies_the_pod() {
-    let rec = Arc::new(Recorder { fail: true, ..Default::default() });
-    let resp = review(state_with(rec), "/mutate", &pod_review("CREATE", pod(), None, None)).await;
+    let rec = Arc::new(Recorder {
+        fail: true,
+        ..Default::default()
+    });
+    let resp = review(
+        state_with(rec),
+        "/mutate",
+        &pod_review("CREATE", pod(), None, None),
+    )
+    .await;
     assert_eq!(resp["response"]["allowed"], false);
-    assert!(resp["response"]["status"]["message"].as_str().unwrap().contains("NetworkPolicy"));
+    assert!(
+        resp["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NetworkPolicy")
+    );
     assert!(resp["response"].get("patch").is_none());
 }
 
@@ -148,11 +217,31 @@ async fn bad_bodies_get_400_with_a_reason() {
         ("empty", Vec::new(), "not valid JSON"),
         ("array", b"[]".to_vec(), "JSON object"),
         ("no uid", serde_json::to_vec(&no_uid).unwrap(), "no uid"),
-        ("empty uid", serde_json::to_vec(&empty_uid).unwrap(), "no uid"),
-        ("v1beta1", serde_json::to_vec(&v1beta1).unwrap(), "admission.k8s.io/v1beta1"),
-        ("wrong kind", serde_json::to_vec(&wrong_kind).unwrap(), "expected AdmissionReview"),
-        ("no request", serde_json::to_vec(&no_request).unwrap(), "no request"),
-        ("bad operation", serde_json::to_vec(&bad_op).unwrap(), "malformed"),
+        (
+            "empty uid",
+            serde_json::to_vec(&empty_uid).unwrap(),
+            "no uid",
+        ),
+        (
+            "v1beta1",
+            serde_json::to_vec(&v1beta1).unwrap(),
+            "admission.k8s.io/v1beta1",
+        ),
+        (
+            "wrong kind",
+            serde_json::to_vec(&wrong_kind).unwrap(),
+            "expected AdmissionReview",
+        ),
+        (
+            "no request",
+            serde_json::to_vec(&no_request).unwrap(),
+            "no request",
+        ),
+        (
+            "bad operation",
+            serde_json::to_vec(&bad_op).unwrap(),
+            "malformed",
+        ),
         ("deep nesting", deep.into_bytes(), "not valid JSON"),
     ];
     for (name, body, needle) in cases {
@@ -160,7 +249,10 @@ async fn bad_bodies_get_400_with_a_reason() {
             let (status, bytes) = post(state_with(Arc::new(NoCluster)), path, body.clone()).await;
             let text = String::from_utf8_lossy(&bytes);
             assert_eq!(status, StatusCode::BAD_REQUEST, "{name} on {path}: {text}");
-            assert!(text.contains(needle), "{name}: {text:?} should say {needle:?}");
+            assert!(
+                text.contains(needle),
+                "{name}: {text:?} should say {needle:?}"
+            );
         }
     }
 }
@@ -174,7 +266,11 @@ async fn oversize_bodies_get_413() {
 
     // A body just under the limit is read (and judged) normally.
     let mut p = pod();
-    set(&mut p, "/metadata/annotations", json!({"filler": "x".repeat(MAX_BODY_BYTES - 4096)}));
+    set(
+        &mut p,
+        "/metadata/annotations",
+        json!({"filler": "x".repeat(MAX_BODY_BYTES - 4096)}),
+    );
     let body = serde_json::to_vec(&pod_review("CREATE", p, None, None)).unwrap();
     assert!(body.len() < MAX_BODY_BYTES);
     let (status, _) = post(state_with(Arc::new(NoCluster)), "/mutate", body).await;
@@ -185,17 +281,41 @@ async fn oversize_bodies_get_413() {
 async fn probes_and_metrics() {
     let state = state_with(Arc::new(NoCluster));
     let get = |path: &'static str, state: Arc<AppState>| async move {
-        let resp = router(state).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let resp = router(state)
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
-        (status, String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+        (
+            status,
+            String::from_utf8(
+                resp.into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec(),
+            )
+            .unwrap(),
+        )
     };
     assert_eq!(get("/healthz", state.clone()).await.0, StatusCode::OK);
     assert_eq!(get("/readyz", state.clone()).await.0, StatusCode::OK);
 
-    review(state.clone(), "/mutate", &pod_review("CREATE", pod(), None, None)).await;
+    review(
+        state.clone(),
+        "/mutate",
+        &pod_review("CREATE", pod(), None, None),
+    )
+    .await;
     let mut bad = pod();
     set(&mut bad, "/spec/hostPID", json!(true));
-    review(state.clone(), "/validate", &pod_review("CREATE", bad, None, None)).await;
+    review(
+        state.clone(),
+        "/validate",
+        &pod_review("CREATE", bad, None, None),
+    )
+    .await;
     post(state.clone(), "/validate", b"junk".to_vec()).await;
 
     let (status, text) = get("/metrics", state.clone()).await;
@@ -210,20 +330,31 @@ async fn probes_and_metrics() {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
 
-    state.readiness.set_problem("certificate", Some("reload refused".into()));
+    state
+        .readiness
+        .set_problem("certificate", Some("reload refused".into()));
     let (status, text) = get("/readyz", state.clone()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(text.contains("certificate: reload refused"));
     state.readiness.set_problem("certificate", None);
     state.readiness.set_serving(false);
-    assert_eq!(get("/readyz", state).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get("/readyz", state).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
 }
 
 #[tokio::test]
 async fn wrong_method_and_path() {
     let state = state_with(Arc::new(NoCluster));
-    let resp = router(state.clone()).oneshot(Request::get("/mutate").body(Body::empty()).unwrap()).await.unwrap();
+    let resp = router(state.clone())
+        .oneshot(Request::get("/mutate").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
-    let resp = router(state).oneshot(Request::post("/nope").body(Body::empty()).unwrap()).await.unwrap();
+    let resp = router(state)
+        .oneshot(Request::post("/nope").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }

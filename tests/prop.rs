@@ -19,7 +19,10 @@ use sandgate::netpol::NoCluster;
 use sandgate::server::{AppState, router};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn call(rt: &tokio::runtime::Runtime, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
@@ -28,7 +31,15 @@ fn call(rt: &tokio::runtime::Runtime, path: &str, body: Vec<u8>) -> (StatusCode,
         let req = Request::post(path).body(Body::from(body)).unwrap();
         let resp = router(state).oneshot(req).await.unwrap();
         let status = resp.status();
-        (status, resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+        (
+            status,
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
     })
 }
 
@@ -44,14 +55,24 @@ fn well_formed(bytes: &[u8], uid: &str) -> Value {
         Some(p) => {
             assert!(allowed, "only allowed answers carry a patch");
             assert_eq!(r["patchType"], "JSONPatch");
-            let raw = base64::engine::general_purpose::STANDARD.decode(p.as_str().expect("string")).expect("base64");
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(p.as_str().expect("string"))
+                .expect("base64");
             let ops: Value = serde_json::from_slice(&raw).expect("patch is JSON");
-            assert!(ops.as_array().is_some_and(|a| !a.is_empty()), "never an empty patch");
+            assert!(
+                ops.as_array().is_some_and(|a| !a.is_empty()),
+                "never an empty patch"
+            );
         }
         None => assert!(r.get("patchType").is_none(), "no patchType without a patch"),
     }
     if !allowed {
-        assert!(r["status"]["message"].as_str().is_some_and(|m| !m.is_empty()), "denials say why");
+        assert!(
+            r["status"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "denials say why"
+        );
     }
     r.clone()
 }
@@ -62,19 +83,36 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         "[a-zA-Z0-9/._-]{0,12}".prop_map(Value::String),
-        prop_oneof![Just("gvisor"), Just("runc"), Just("ALL"), Just("SYS_ADMIN"), Just("1Gi"), Just("500m"), Just("Unconfined")]
-            .prop_map(|s| Value::String(s.into())),
+        prop_oneof![
+            Just("gvisor"),
+            Just("runc"),
+            Just("ALL"),
+            Just("SYS_ADMIN"),
+            Just("1Gi"),
+            Just("500m"),
+            Just("Unconfined")
+        ]
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             prop::collection::vec(
-                (prop_oneof![
-                    "[a-z]{1,8}".prop_map(String::from),
-                    Just("spec".to_string()), Just("containers".to_string()), Just("securityContext".to_string()),
-                    Just("privileged".to_string()), Just("resources".to_string()), Just("limits".to_string()),
-                    Just("metadata".to_string()), Just("labels".to_string()), Just("volumes".to_string()),
-                ], inner),
+                (
+                    prop_oneof![
+                        "[a-z]{1,8}".prop_map(String::from),
+                        Just("spec".to_string()),
+                        Just("containers".to_string()),
+                        Just("securityContext".to_string()),
+                        Just("privileged".to_string()),
+                        Just("resources".to_string()),
+                        Just("limits".to_string()),
+                        Just("metadata".to_string()),
+                        Just("labels".to_string()),
+                        Just("volumes".to_string()),
+                    ],
+                    inner
+                ),
                 0..5
             )
             .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
@@ -100,29 +138,82 @@ struct RandomPod {
 
 fn arb_pod() -> impl Strategy<Value = RandomPod> {
     (
-        (any::<Option<bool>>(), any::<Option<bool>>(), any::<Option<bool>>(), any::<bool>()),
-        prop::collection::vec(prop_oneof![Just("NET_BIND_SERVICE"), Just("SYS_ADMIN"), Just("NET_RAW")], 0..3),
+        (
+            any::<Option<bool>>(),
+            any::<Option<bool>>(),
+            any::<Option<bool>>(),
+            any::<bool>(),
+        ),
+        prop::collection::vec(
+            prop_oneof![Just("NET_BIND_SERVICE"), Just("SYS_ADMIN"), Just("NET_RAW")],
+            0..3,
+        ),
         prop::option::of(prop_oneof![Just("gvisor"), Just("runc"), Just("kata")]),
         any::<Option<bool>>(),
-        prop::option::of(prop_oneof![Just("100m"), Just("1"), Just("4"), Just("16"), Just("bogus")]),
+        prop::option::of(prop_oneof![
+            Just("100m"),
+            Just("1"),
+            Just("4"),
+            Just("16"),
+            Just("bogus")
+        ]),
         prop::option::of(prop_oneof![Just("50m"), Just("2"), Just("8")]),
-        (prop::option::of(prop_oneof![Just(0), Just(8080)]), prop::option::of(prop_oneof![Just("RuntimeDefault"), Just("Unconfined")]), any::<bool>()),
+        (
+            prop::option::of(prop_oneof![Just(0), Just(8080)]),
+            prop::option::of(prop_oneof![Just("RuntimeDefault"), Just("Unconfined")]),
+            any::<bool>(),
+        ),
     )
-        .prop_map(|((privileged, escalation, host_network, host_path), caps, runtime, automount, cpu_limit, cpu_request, (host_port, seccomp, init))| RandomPod {
-            privileged, escalation, host_network, host_path, caps, runtime, automount, cpu_limit, cpu_request, host_port, seccomp, init,
-        })
+        .prop_map(
+            |(
+                (privileged, escalation, host_network, host_path),
+                caps,
+                runtime,
+                automount,
+                cpu_limit,
+                cpu_request,
+                (host_port, seccomp, init),
+            )| RandomPod {
+                privileged,
+                escalation,
+                host_network,
+                host_path,
+                caps,
+                runtime,
+                automount,
+                cpu_limit,
+                cpu_request,
+                host_port,
+                seccomp,
+                init,
+            },
+        )
 }
 
 fn build(p: &RandomPod) -> Value {
     let mut container = json!({"name": "c", "image": "python:3.11-slim", "securityContext": {}});
     let sc = &mut container["securityContext"];
-    if let Some(v) = p.privileged { sc["privileged"] = json!(v); }
-    if let Some(v) = p.escalation { sc["allowPrivilegeEscalation"] = json!(v); }
-    if !p.caps.is_empty() { sc["capabilities"] = json!({"add": p.caps}); }
-    if let Some(s) = p.seccomp { sc["seccompProfile"] = json!({"type": s}); }
-    if let Some(l) = p.cpu_limit { container["resources"]["limits"]["cpu"] = json!(l); }
-    if let Some(r) = p.cpu_request { container["resources"]["requests"]["cpu"] = json!(r); }
-    if let Some(hp) = p.host_port { container["ports"] = json!([{"containerPort": 80, "hostPort": hp}]); }
+    if let Some(v) = p.privileged {
+        sc["privileged"] = json!(v);
+    }
+    if let Some(v) = p.escalation {
+        sc["allowPrivilegeEscalation"] = json!(v);
+    }
+    if !p.caps.is_empty() {
+        sc["capabilities"] = json!({"add": p.caps});
+    }
+    if let Some(s) = p.seccomp {
+        sc["seccompProfile"] = json!({"type": s});
+    }
+    if let Some(l) = p.cpu_limit {
+        container["resources"]["limits"]["cpu"] = json!(l);
+    }
+    if let Some(r) = p.cpu_request {
+        container["resources"]["requests"]["cpu"] = json!(r);
+    }
+    if let Some(hp) = p.host_port {
+        container["ports"] = json!([{"containerPort": 80, "hostPort": hp}]);
+    }
     let mut pod = common::pod();
     pod["spec"]["containers"] = json!([container.clone()]);
     if p.init {
@@ -130,10 +221,18 @@ fn build(p: &RandomPod) -> Value {
         init["name"] = json!("init");
         pod["spec"]["initContainers"] = json!([init]);
     }
-    if let Some(v) = p.host_network { pod["spec"]["hostNetwork"] = json!(v); }
-    if p.host_path { pod["spec"]["volumes"] = json!([{"name": "h", "hostPath": {"path": "/etc"}}]); }
-    if let Some(r) = p.runtime { pod["spec"]["runtimeClassName"] = json!(r); }
-    if let Some(a) = p.automount { pod["spec"]["automountServiceAccountToken"] = json!(a); }
+    if let Some(v) = p.host_network {
+        pod["spec"]["hostNetwork"] = json!(v);
+    }
+    if p.host_path {
+        pod["spec"]["volumes"] = json!([{"name": "h", "hostPath": {"path": "/etc"}}]);
+    }
+    if let Some(r) = p.runtime {
+        pod["spec"]["runtimeClassName"] = json!(r);
+    }
+    if let Some(a) = p.automount {
+        pod["spec"]["automountServiceAccountToken"] = json!(a);
+    }
     pod
 }
 

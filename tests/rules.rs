@@ -33,96 +33,456 @@ type Edit = fn(&mut Value);
 
 /// (name, must-deny edit, expected rule, allowed twin edit)
 const CREATE_CASES: &[(&str, Edit, &str, Edit)] = &[
-    ("privileged container",
-        |p| set(p, "/spec/containers/0/securityContext/privileged", json!(true)), "privileged",
-        |p| set(p, "/spec/containers/0/securityContext/privileged", json!(false))),
-    ("privileged sidecar (init container, restartPolicy Always)",
-        |p| set(p, "/spec/initContainers", json!([{"name": "side", "image": "busybox", "restartPolicy": "Always", "securityContext": {"privileged": true}}])), "privileged",
-        |p| set(p, "/spec/initContainers", json!([{"name": "side", "image": "busybox", "restartPolicy": "Always"}]))),
-    ("host network",
-        |p| set(p, "/spec/hostNetwork", json!(true)), "host-namespaces",
-        |p| set(p, "/spec/hostNetwork", json!(false))),
-    ("host PID",
-        |p| set(p, "/spec/hostPID", json!(true)), "host-namespaces",
-        |p| set(p, "/spec/hostPID", json!(false))),
-    ("host IPC",
-        |p| set(p, "/spec/hostIPC", json!(true)), "host-namespaces",
-        |p| set(p, "/spec/hostIPC", json!(false))),
-    ("hostPath volume",
-        |p| set(p, "/spec/volumes", json!([{"name": "root", "hostPath": {"path": "/"}}])), "host-path",
-        |p| set(p, "/spec/volumes", json!([{"name": "root", "emptyDir": {}}]))),
-    ("hostPort",
-        |p| set(p, "/spec/containers/0/ports", json!([{"containerPort": 8080, "hostPort": 8080}])), "host-port",
-        |p| set(p, "/spec/containers/0/ports", json!([{"containerPort": 8080}]))),
-    ("added capability SYS_ADMIN",
-        |p| set(p, "/spec/containers/0/securityContext/capabilities/add", json!(["SYS_ADMIN"])), "capabilities",
-        |p| set(p, "/spec/containers/0/securityContext/capabilities/add", json!(["NET_BIND_SERVICE"]))),
-    ("added capability spelled CAP_NET_RAW",
-        |p| set(p, "/spec/containers/0/securityContext/capabilities/add", json!(["CAP_NET_RAW"])), "capabilities",
-        |p| set(p, "/spec/containers/0/securityContext/capabilities/add", json!([]))),
-    ("added capability in lower case",
-        |p| set(p, "/spec/containers/0/securityContext/capabilities/add", json!(["sys_ptrace"])), "capabilities",
-        |p| set(p, "/spec/containers/0/securityContext/capabilities/drop", json!(["ALL"]))),
-    ("unsafe sysctl",
-        |p| set(p, "/spec/securityContext/sysctls", json!([{"name": "kernel.msgmax", "value": "65536"}])), "sysctls",
-        |p| set(p, "/spec/securityContext/sysctls", json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}]))),
-    ("procMount Unmasked",
-        |p| set(p, "/spec/containers/0/securityContext/procMount", json!("Unmasked")), "proc-mount",
-        |p| set(p, "/spec/containers/0/securityContext/procMount", json!("Default"))),
-    ("pod seccomp Unconfined",
-        |p| set(p, "/spec/securityContext/seccompProfile", json!({"type": "Unconfined"})), "seccomp",
-        |p| set(p, "/spec/securityContext/seccompProfile", json!({"type": "RuntimeDefault"}))),
-    ("container seccomp Unconfined",
-        |p| set(p, "/spec/containers/0/securityContext/seccompProfile", json!({"type": "Unconfined"})), "seccomp",
-        |p| set(p, "/spec/containers/0/securityContext/seccompProfile", json!({"type": "Localhost", "localhostProfile": "sandbox.json"}))),
-    ("AppArmor Unconfined",
-        |p| set(p, "/spec/containers/0/securityContext/appArmorProfile", json!({"type": "Unconfined"})), "apparmor",
-        |p| set(p, "/spec/containers/0/securityContext/appArmorProfile", json!({"type": "RuntimeDefault"}))),
-    ("AppArmor unconfined by annotation",
-        |p| set(p, "/metadata/annotations", json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "unconfined"})), "apparmor",
-        |p| set(p, "/metadata/annotations", json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "runtime/default"}))),
-    ("SELinux spc_t",
-        |p| set(p, "/spec/securityContext/seLinuxOptions", json!({"type": "spc_t"})), "selinux",
-        |p| set(p, "/spec/securityContext/seLinuxOptions", json!({"type": "container_t"}))),
-    ("Windows host process",
-        |p| set(p, "/spec/containers/0/securityContext/windowsOptions", json!({"hostProcess": true})), "host-process",
-        |p| set(p, "/spec/containers/0/securityContext/windowsOptions", json!({"hostProcess": false}))),
-    ("probe httpGet.host to the metadata server",
-        |p| set(p, "/spec/containers/0/livenessProbe", json!({"httpGet": {"host": "169.254.169.254", "path": "/", "port": 80}})), "probe-host",
-        |p| set(p, "/spec/containers/0/livenessProbe", json!({"httpGet": {"path": "/", "port": 80}}))),
-    ("readiness tcpSocket.host",
-        |p| set(p, "/spec/containers/0/readinessProbe", json!({"tcpSocket": {"host": "10.0.0.1", "port": 22}})), "probe-host",
-        |p| set(p, "/spec/containers/0/readinessProbe", json!({"tcpSocket": {"port": 22}}))),
-    ("lifecycle postStart httpGet.host",
-        |p| set(p, "/spec/containers/0/lifecycle", json!({"postStart": {"httpGet": {"host": "attacker.com", "port": 80}}})), "probe-host",
-        |p| set(p, "/spec/containers/0/lifecycle", json!({"postStart": {"exec": {"command": ["true"]}}}))),
-    ("runtime class runc",
-        |p| set(p, "/spec/runtimeClassName", json!("runc")), "runtime-class",
-        |p| set(p, "/spec/runtimeClassName", json!("gvisor"))),
-    ("limit above the cap",
-        |p| set(p, "/spec/containers/0/resources/limits/cpu", json!("64")), "resource-caps",
-        |p| set(p, "/spec/containers/0/resources/limits/cpu", json!("2"))),
-    ("memory limit above the cap in another unit",
-        |p| set(p, "/spec/containers/0/resources/limits/memory", json!("9000M")), "resource-caps",
-        |p| set(p, "/spec/containers/0/resources/limits/memory", json!("8Gi"))),
-    ("request above the cap becomes a limit above the cap",
-        |p| set(p, "/spec/containers/0/resources/requests/cpu", json!("8")), "resource-caps",
-        |p| set(p, "/spec/containers/0/resources/requests/cpu", json!("2"))),
-    ("nodeName set by the creator",
-        |p| set(p, "/spec/nodeName", json!("node-1")), "node-name",
-        |p| set(p, "/spec/nodeSelector", json!({"sandbox.gke.io/runtime": "gvisor"}))),
-    ("service-account token automount",
-        |p| set(p, "/spec/automountServiceAccountToken", json!(true)), "service-account-token",
-        |p| set(p, "/spec/automountServiceAccountToken", json!(false))),
-    ("projected service-account token",
-        |p| set(p, "/spec/volumes", json!([{"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}])), "service-account-token",
-        |p| set(p, "/spec/volumes", json!([{"name": "tok", "projected": {"sources": [{"configMap": {"name": "settings"}}]}}]))),
-    ("privilege escalation allowed",
-        |p| set(p, "/spec/containers/0/securityContext/allowPrivilegeEscalation", json!(true)), "privilege-escalation",
-        |p| set(p, "/spec/containers/0/securityContext/allowPrivilegeEscalation", json!(false))),
-    ("second container privileged",
-        |p| set(p, "/spec/containers/1", json!({"name": "helper", "image": "busybox", "securityContext": {"privileged": true}})), "privileged",
-        |p| set(p, "/spec/containers/1", json!({"name": "helper", "image": "busybox"}))),
+    (
+        "privileged container",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/privileged",
+                json!(true),
+            )
+        },
+        "privileged",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/privileged",
+                json!(false),
+            )
+        },
+    ),
+    (
+        "privileged sidecar (init container, restartPolicy Always)",
+        |p| {
+            set(
+                p,
+                "/spec/initContainers",
+                json!([{"name": "side", "image": "busybox", "restartPolicy": "Always", "securityContext": {"privileged": true}}]),
+            )
+        },
+        "privileged",
+        |p| {
+            set(
+                p,
+                "/spec/initContainers",
+                json!([{"name": "side", "image": "busybox", "restartPolicy": "Always"}]),
+            )
+        },
+    ),
+    (
+        "host network",
+        |p| set(p, "/spec/hostNetwork", json!(true)),
+        "host-namespaces",
+        |p| set(p, "/spec/hostNetwork", json!(false)),
+    ),
+    (
+        "host PID",
+        |p| set(p, "/spec/hostPID", json!(true)),
+        "host-namespaces",
+        |p| set(p, "/spec/hostPID", json!(false)),
+    ),
+    (
+        "host IPC",
+        |p| set(p, "/spec/hostIPC", json!(true)),
+        "host-namespaces",
+        |p| set(p, "/spec/hostIPC", json!(false)),
+    ),
+    (
+        "hostPath volume",
+        |p| {
+            set(
+                p,
+                "/spec/volumes",
+                json!([{"name": "root", "hostPath": {"path": "/"}}]),
+            )
+        },
+        "host-path",
+        |p| {
+            set(
+                p,
+                "/spec/volumes",
+                json!([{"name": "root", "emptyDir": {}}]),
+            )
+        },
+    ),
+    (
+        "hostPort",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/ports",
+                json!([{"containerPort": 8080, "hostPort": 8080}]),
+            )
+        },
+        "host-port",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/ports",
+                json!([{"containerPort": 8080}]),
+            )
+        },
+    ),
+    (
+        "added capability SYS_ADMIN",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/capabilities/add",
+                json!(["SYS_ADMIN"]),
+            )
+        },
+        "capabilities",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/capabilities/add",
+                json!(["NET_BIND_SERVICE"]),
+            )
+        },
+    ),
+    (
+        "added capability spelled CAP_NET_RAW",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/capabilities/add",
+                json!(["CAP_NET_RAW"]),
+            )
+        },
+        "capabilities",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/capabilities/add",
+                json!([]),
+            )
+        },
+    ),
+    (
+        "added capability in lower case",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/capabilities/add",
+                json!(["sys_ptrace"]),
+            )
+        },
+        "capabilities",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/capabilities/drop",
+                json!(["ALL"]),
+            )
+        },
+    ),
+    (
+        "unsafe sysctl",
+        |p| {
+            set(
+                p,
+                "/spec/securityContext/sysctls",
+                json!([{"name": "kernel.msgmax", "value": "65536"}]),
+            )
+        },
+        "sysctls",
+        |p| {
+            set(
+                p,
+                "/spec/securityContext/sysctls",
+                json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}]),
+            )
+        },
+    ),
+    (
+        "procMount Unmasked",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/procMount",
+                json!("Unmasked"),
+            )
+        },
+        "proc-mount",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/procMount",
+                json!("Default"),
+            )
+        },
+    ),
+    (
+        "pod seccomp Unconfined",
+        |p| {
+            set(
+                p,
+                "/spec/securityContext/seccompProfile",
+                json!({"type": "Unconfined"}),
+            )
+        },
+        "seccomp",
+        |p| {
+            set(
+                p,
+                "/spec/securityContext/seccompProfile",
+                json!({"type": "RuntimeDefault"}),
+            )
+        },
+    ),
+    (
+        "container seccomp Unconfined",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/seccompProfile",
+                json!({"type": "Unconfined"}),
+            )
+        },
+        "seccomp",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/seccompProfile",
+                json!({"type": "Localhost", "localhostProfile": "sandbox.json"}),
+            )
+        },
+    ),
+    (
+        "AppArmor Unconfined",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/appArmorProfile",
+                json!({"type": "Unconfined"}),
+            )
+        },
+        "apparmor",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/appArmorProfile",
+                json!({"type": "RuntimeDefault"}),
+            )
+        },
+    ),
+    (
+        "AppArmor unconfined by annotation",
+        |p| {
+            set(
+                p,
+                "/metadata/annotations",
+                json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "unconfined"}),
+            )
+        },
+        "apparmor",
+        |p| {
+            set(
+                p,
+                "/metadata/annotations",
+                json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "runtime/default"}),
+            )
+        },
+    ),
+    (
+        "SELinux spc_t",
+        |p| {
+            set(
+                p,
+                "/spec/securityContext/seLinuxOptions",
+                json!({"type": "spc_t"}),
+            )
+        },
+        "selinux",
+        |p| {
+            set(
+                p,
+                "/spec/securityContext/seLinuxOptions",
+                json!({"type": "container_t"}),
+            )
+        },
+    ),
+    (
+        "Windows host process",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/windowsOptions",
+                json!({"hostProcess": true}),
+            )
+        },
+        "host-process",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/windowsOptions",
+                json!({"hostProcess": false}),
+            )
+        },
+    ),
+    (
+        "probe httpGet.host to the metadata server",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/livenessProbe",
+                json!({"httpGet": {"host": "169.254.169.254", "path": "/", "port": 80}}),
+            )
+        },
+        "probe-host",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/livenessProbe",
+                json!({"httpGet": {"path": "/", "port": 80}}),
+            )
+        },
+    ),
+    (
+        "readiness tcpSocket.host",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/readinessProbe",
+                json!({"tcpSocket": {"host": "10.0.0.1", "port": 22}}),
+            )
+        },
+        "probe-host",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/readinessProbe",
+                json!({"tcpSocket": {"port": 22}}),
+            )
+        },
+    ),
+    (
+        "lifecycle postStart httpGet.host",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/lifecycle",
+                json!({"postStart": {"httpGet": {"host": "attacker.com", "port": 80}}}),
+            )
+        },
+        "probe-host",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/lifecycle",
+                json!({"postStart": {"exec": {"command": ["true"]}}}),
+            )
+        },
+    ),
+    (
+        "runtime class runc",
+        |p| set(p, "/spec/runtimeClassName", json!("runc")),
+        "runtime-class",
+        |p| set(p, "/spec/runtimeClassName", json!("gvisor")),
+    ),
+    (
+        "limit above the cap",
+        |p| set(p, "/spec/containers/0/resources/limits/cpu", json!("64")),
+        "resource-caps",
+        |p| set(p, "/spec/containers/0/resources/limits/cpu", json!("2")),
+    ),
+    (
+        "memory limit above the cap in another unit",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/resources/limits/memory",
+                json!("9000M"),
+            )
+        },
+        "resource-caps",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/resources/limits/memory",
+                json!("8Gi"),
+            )
+        },
+    ),
+    (
+        "request above the cap becomes a limit above the cap",
+        |p| set(p, "/spec/containers/0/resources/requests/cpu", json!("8")),
+        "resource-caps",
+        |p| set(p, "/spec/containers/0/resources/requests/cpu", json!("2")),
+    ),
+    (
+        "nodeName set by the creator",
+        |p| set(p, "/spec/nodeName", json!("node-1")),
+        "node-name",
+        |p| {
+            set(
+                p,
+                "/spec/nodeSelector",
+                json!({"sandbox.gke.io/runtime": "gvisor"}),
+            )
+        },
+    ),
+    (
+        "service-account token automount",
+        |p| set(p, "/spec/automountServiceAccountToken", json!(true)),
+        "service-account-token",
+        |p| set(p, "/spec/automountServiceAccountToken", json!(false)),
+    ),
+    (
+        "projected service-account token",
+        |p| {
+            set(
+                p,
+                "/spec/volumes",
+                json!([{"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]),
+            )
+        },
+        "service-account-token",
+        |p| {
+            set(
+                p,
+                "/spec/volumes",
+                json!([{"name": "tok", "projected": {"sources": [{"configMap": {"name": "settings"}}]}}]),
+            )
+        },
+    ),
+    (
+        "privilege escalation allowed",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/allowPrivilegeEscalation",
+                json!(true),
+            )
+        },
+        "privilege-escalation",
+        |p| {
+            set(
+                p,
+                "/spec/containers/0/securityContext/allowPrivilegeEscalation",
+                json!(false),
+            )
+        },
+    ),
+    (
+        "second container privileged",
+        |p| {
+            set(
+                p,
+                "/spec/containers/1",
+                json!({"name": "helper", "image": "busybox", "securityContext": {"privileged": true}}),
+            )
+        },
+        "privileged",
+        |p| {
+            set(
+                p,
+                "/spec/containers/1",
+                json!({"name": "helper", "image": "busybox"}),
+            )
+        },
+    ),
 ];
 
 #[test]
@@ -136,13 +496,20 @@ fn every_bypass_is_denied_and_its_twin_allowed() {
         deny_edit(&mut as_written);
         let mut as_stored = compliant_pod();
         deny_edit(&mut as_stored);
-        for (webhook, bad) in [(Webhook::Mutate, as_written), (Webhook::Validate, as_stored)] {
+        for (webhook, bad) in [
+            (Webhook::Mutate, as_written),
+            (Webhook::Validate, as_stored),
+        ] {
             if webhook == Webhook::Validate && MUTATION_ONLY.contains(name) {
                 continue;
             }
             let d = judge(webhook, &create(bad.clone()));
             assert!(!d.allowed, "{name}: {webhook:?} must deny");
-            assert!(rules(&d).contains(rule), "{name}: {webhook:?} must name rule {rule}, got {:?}", rules(&d));
+            assert!(
+                rules(&d).contains(rule),
+                "{name}: {webhook:?} must name rule {rule}, got {:?}",
+                rules(&d)
+            );
             assert!(d.patch.is_none(), "{name}: a denial carries no patch");
             assert!(d.effects.is_empty(), "{name}: a denial has no side effect");
         }
@@ -150,11 +517,19 @@ fn every_bypass_is_denied_and_its_twin_allowed() {
         let mut good = pod();
         allow_edit(&mut good);
         let d = judge(Webhook::Mutate, &create(good.clone()));
-        assert!(d.allowed, "{name}: twin must be allowed, got {}", d.message());
+        assert!(
+            d.allowed,
+            "{name}: twin must be allowed, got {}",
+            d.message()
+        );
         // What the webhook admits after mutation must pass validation as stored.
         let stored = patched(&good, &d);
         let v = judge(Webhook::Validate, &create(stored));
-        assert!(v.allowed, "{name}: twin after mutation must validate, got {}", v.message());
+        assert!(
+            v.allowed,
+            "{name}: twin after mutation must validate, got {}",
+            v.message()
+        );
     }
 }
 
@@ -167,22 +542,42 @@ fn mutation_supplies_runtime_limits_security_context_and_labels() {
     assert_eq!(p["spec"]["runtimeClassName"], "gvisor");
     assert_eq!(p["spec"]["automountServiceAccountToken"], false);
     let c = &p["spec"]["containers"][0];
-    assert_eq!(c["resources"]["limits"], json!({"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"}));
-    assert_eq!(c["resources"]["requests"], json!({"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"}));
+    assert_eq!(
+        c["resources"]["limits"],
+        json!({"cpu": "1", "memory": "1Gi", "ephemeral-storage": "2Gi"})
+    );
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"})
+    );
     assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
     assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
-    assert_eq!(p["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-    assert_eq!(p["metadata"]["labels"]["sandbox.gke.io/sandbox"], "agent-run", "existing value kept");
+    assert_eq!(
+        p["spec"]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        p["metadata"]["labels"]["sandbox.gke.io/sandbox"], "agent-run",
+        "existing value kept"
+    );
     assert_eq!(
         d.effects,
-        vec![sandgate::admission::Effect::EnsureDefaultDeny { namespace: "agents".into() }]
+        vec![sandgate::admission::Effect::EnsureDefaultDeny {
+            namespace: "agents".into()
+        }]
     );
 
     // A pod selected only by its namespace gets the label the NetworkPolicies select.
     let mut unlabelled = pod();
-    unlabelled["metadata"].as_object_mut().unwrap().remove("labels");
+    unlabelled["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
     let d = judge(Webhook::Mutate, &create(unlabelled.clone()));
-    assert_eq!(patched(&unlabelled, &d)["metadata"]["labels"]["sandbox.gke.io/sandbox"], "true");
+    assert_eq!(
+        patched(&unlabelled, &d)["metadata"]["labels"]["sandbox.gke.io/sandbox"],
+        "true"
+    );
 }
 
 #[test]
@@ -194,7 +589,11 @@ fn mutation_is_idempotent_and_a_compliant_pod_gets_no_patch() {
     };
     let again = judge(Webhook::Mutate, &create(once));
     assert!(again.allowed);
-    assert!(again.patch.is_none(), "second pass must change nothing: {:?}", again.patch);
+    assert!(
+        again.patch.is_none(),
+        "second pass must change nothing: {:?}",
+        again.patch
+    );
 
     let d = judge(Webhook::Mutate, &create(compliant_pod()));
     assert!(d.allowed && d.patch.is_none(), "{:?}", d.patch);
@@ -203,26 +602,59 @@ fn mutation_is_idempotent_and_a_compliant_pod_gets_no_patch() {
 #[test]
 fn mutation_never_overrides_a_creator_choice() {
     let mut p = pod();
-    set(&mut p, "/spec/securityContext/seccompProfile", json!({"type": "Localhost", "localhostProfile": "p.json"}));
-    set(&mut p, "/spec/containers/0/securityContext/capabilities/drop", json!(["NET_RAW"]));
+    set(
+        &mut p,
+        "/spec/securityContext/seccompProfile",
+        json!({"type": "Localhost", "localhostProfile": "p.json"}),
+    );
+    set(
+        &mut p,
+        "/spec/containers/0/securityContext/capabilities/drop",
+        json!(["NET_RAW"]),
+    );
     let d = judge(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed, "{}", d.message());
     let out = patched(&p, &d);
-    assert_eq!(out["spec"]["securityContext"]["seccompProfile"]["type"], "Localhost");
-    assert!(out["spec"]["containers"][0]["securityContext"].get("seccompProfile").is_none(), "inherits the pod's Localhost profile");
-    assert_eq!(out["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"], json!(["NET_RAW", "ALL"]));
+    assert_eq!(
+        out["spec"]["securityContext"]["seccompProfile"]["type"],
+        "Localhost"
+    );
+    assert!(
+        out["spec"]["containers"][0]["securityContext"]
+            .get("seccompProfile")
+            .is_none(),
+        "inherits the pod's Localhost profile"
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"],
+        json!(["NET_RAW", "ALL"])
+    );
 }
 
 #[test]
 fn defaults_respect_request_and_limit_order() {
     let mut p = pod();
-    set(&mut p, "/spec/containers/0/resources/limits/cpu", json!("250m"));
-    set(&mut p, "/spec/containers/0/resources/requests/memory", json!("2Gi"));
+    set(
+        &mut p,
+        "/spec/containers/0/resources/limits/cpu",
+        json!("250m"),
+    );
+    set(
+        &mut p,
+        "/spec/containers/0/resources/requests/memory",
+        json!("2Gi"),
+    );
     let d = judge(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed, "{}", d.message());
     let r = &patched(&p, &d)["spec"]["containers"][0]["resources"];
-    assert_eq!(r["requests"]["cpu"], "250m", "request never above the limit");
-    assert_eq!(r["limits"]["memory"], "2Gi", "limit never below the request");
+    assert_eq!(
+        r["requests"]["cpu"], "250m",
+        "request never above the limit"
+    );
+    assert_eq!(
+        r["limits"]["memory"], "2Gi",
+        "limit never below the request"
+    );
 }
 
 #[test]
@@ -240,13 +672,27 @@ fn validation_alone_refuses_what_mutation_would_have_supplied() {
 #[test]
 fn both_reasons_are_named_for_a_privileged_hostpath_pod() {
     let mut p = pod();
-    set(&mut p, "/spec/containers/0/securityContext/privileged", json!(true));
-    set(&mut p, "/spec/volumes", json!([{"name": "host", "hostPath": {"path": "/var/run"}}]));
+    set(
+        &mut p,
+        "/spec/containers/0/securityContext/privileged",
+        json!(true),
+    );
+    set(
+        &mut p,
+        "/spec/volumes",
+        json!([{"name": "host", "hostPath": {"path": "/var/run"}}]),
+    );
     let d = judge(Webhook::Mutate, &create(p));
     let msg = d.message();
-    assert!(msg.contains("spec.containers[0].securityContext.privileged"), "{msg}");
+    assert!(
+        msg.contains("spec.containers[0].securityContext.privileged"),
+        "{msg}"
+    );
     assert!(msg.contains("spec.volumes[0].hostPath"), "{msg}");
-    assert!(msg.contains("[privileged]") && msg.contains("[host-path]"), "{msg}");
+    assert!(
+        msg.contains("[privileged]") && msg.contains("[host-path]"),
+        "{msg}"
+    );
 }
 
 fn stored_pod() -> Value {
@@ -259,12 +705,18 @@ fn stored_pod() -> Value {
 fn label_removal_or_change_on_update_is_denied() {
     let old = stored_pod();
     let mut removed = old.clone();
-    removed["metadata"]["labels"].as_object_mut().unwrap().remove("sandbox.gke.io/sandbox");
+    removed["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("sandbox.gke.io/sandbox");
     let mut changed = old.clone();
     changed["metadata"]["labels"]["sandbox.gke.io/sandbox"] = json!("other");
     for (name, new) in [("removed", removed), ("changed", changed)] {
         for webhook in [Webhook::Mutate, Webhook::Validate] {
-            let d = judge(webhook, &pod_review("UPDATE", new.clone(), Some(old.clone()), None));
+            let d = judge(
+                webhook,
+                &pod_review("UPDATE", new.clone(), Some(old.clone()), None),
+            );
             assert!(!d.allowed, "label {name} must be denied by {webhook:?}");
             assert_eq!(rules(&d), vec!["sandbox-labels"]);
         }
@@ -272,7 +724,10 @@ fn label_removal_or_change_on_update_is_denied() {
     // Twin: adding an unrelated label is fine, and UPDATE is never mutated.
     let mut relabelled = old.clone();
     relabelled["metadata"]["labels"]["team"] = json!("a");
-    let d = judge(Webhook::Mutate, &pod_review("UPDATE", relabelled, Some(old), None));
+    let d = judge(
+        Webhook::Mutate,
+        &pod_review("UPDATE", relabelled, Some(old), None),
+    );
     assert!(d.allowed && d.patch.is_none(), "{}", d.message());
 }
 
@@ -281,13 +736,19 @@ fn resize_may_lower_limits_but_never_raise_them() {
     let old = stored_pod();
     let mut raised = old.clone();
     raised["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("2");
-    let d = judge(Webhook::Validate, &pod_review("UPDATE", raised, Some(old.clone()), Some("resize")));
+    let d = judge(
+        Webhook::Validate,
+        &pod_review("UPDATE", raised, Some(old.clone()), Some("resize")),
+    );
     assert!(!d.allowed);
     assert_eq!(rules(&d), vec!["resize-limits"]);
 
     let mut lowered = old.clone();
     lowered["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("750m");
-    let d = judge(Webhook::Validate, &pod_review("UPDATE", lowered, Some(old), Some("resize")));
+    let d = judge(
+        Webhook::Validate,
+        &pod_review("UPDATE", lowered, Some(old), Some("resize")),
+    );
     assert!(d.allowed, "{}", d.message());
 }
 
@@ -301,63 +762,137 @@ fn ephemeral_containers_are_hardened_or_denied() {
         "securityContext": {"privileged": true}
     }]);
     for webhook in [Webhook::Mutate, Webhook::Validate] {
-        let d = judge(webhook, &pod_review("UPDATE", sysadmin.clone(), Some(old.clone()), Some("ephemeralcontainers")));
+        let d = judge(
+            webhook,
+            &pod_review(
+                "UPDATE",
+                sysadmin.clone(),
+                Some(old.clone()),
+                Some("ephemeralcontainers"),
+            ),
+        );
         assert!(!d.allowed, "{webhook:?}");
-        assert!(d.violations.iter().any(|v| v.rule == "privileged" && v.field.starts_with("spec.ephemeralContainers[0]")));
+        assert!(
+            d.violations
+                .iter()
+                .any(|v| v.rule == "privileged"
+                    && v.field.starts_with("spec.ephemeralContainers[0]"))
+        );
     }
     // With added capabilities too.
     let mut caps = old.clone();
     caps["spec"]["ephemeralContainers"] = json!([{"name": "d", "image": "busybox", "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}]);
-    let d = judge(Webhook::Mutate, &pod_review("UPDATE", caps, Some(old.clone()), Some("ephemeralcontainers")));
+    let d = judge(
+        Webhook::Mutate,
+        &pod_review(
+            "UPDATE",
+            caps,
+            Some(old.clone()),
+            Some("ephemeralcontainers"),
+        ),
+    );
     assert_eq!(rules(&d), vec!["capabilities"]);
 
     // Twin: a plain `kubectl debug` container is allowed and gets the security defaults.
     let mut plain = old.clone();
-    plain["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox", "targetContainerName": "sandbox"}]);
-    let d = judge(Webhook::Mutate, &pod_review("UPDATE", plain.clone(), Some(old.clone()), Some("ephemeralcontainers")));
+    plain["spec"]["ephemeralContainers"] =
+        json!([{"name": "debugger", "image": "busybox", "targetContainerName": "sandbox"}]);
+    let d = judge(
+        Webhook::Mutate,
+        &pod_review(
+            "UPDATE",
+            plain.clone(),
+            Some(old.clone()),
+            Some("ephemeralcontainers"),
+        ),
+    );
     assert!(d.allowed, "{}", d.message());
     let out = patched(&plain, &d);
     let sc = &out["spec"]["ephemeralContainers"][0]["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
-    assert!(out["spec"]["ephemeralContainers"][0].get("resources").is_none(), "the API forbids resources here");
+    assert!(
+        out["spec"]["ephemeralContainers"][0]
+            .get("resources")
+            .is_none(),
+        "the API forbids resources here"
+    );
 
     // A second debug session leaves the first (immutable) container untouched.
     let mut second = out.clone();
-    second["spec"]["ephemeralContainers"].as_array_mut().unwrap().push(json!({"name": "d2", "image": "busybox"}));
-    let d = judge(Webhook::Mutate, &pod_review("UPDATE", second.clone(), Some(out.clone()), Some("ephemeralcontainers")));
+    second["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "d2", "image": "busybox"}));
+    let d = judge(
+        Webhook::Mutate,
+        &pod_review(
+            "UPDATE",
+            second.clone(),
+            Some(out.clone()),
+            Some("ephemeralcontainers"),
+        ),
+    );
     assert!(d.allowed);
     for op in &d.patch.expect("patch for d2").0 {
-        let path = serde_json::to_value(op).unwrap()["path"].as_str().unwrap().to_string();
-        assert!(path.starts_with("/spec/ephemeralContainers/1"), "touches only the new container: {path}");
+        let path = serde_json::to_value(op).unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            path.starts_with("/spec/ephemeralContainers/1"),
+            "touches only the new container: {path}"
+        );
     }
 }
 
 #[test]
 fn mirror_pods_are_judged_but_never_mutated() {
     let mut p = compliant_pod();
-    set(&mut p, "/metadata/annotations", json!({"kubernetes.io/config.mirror": "abc"}));
-    set(&mut p, "/spec/containers/0/securityContext/capabilities/drop", json!([]));
+    set(
+        &mut p,
+        "/metadata/annotations",
+        json!({"kubernetes.io/config.mirror": "abc"}),
+    );
+    set(
+        &mut p,
+        "/spec/containers/0/securityContext/capabilities/drop",
+        json!([]),
+    );
     let d = judge(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed && d.patch.is_none(), "no patch on a mirror pod");
     set(&mut p, "/spec/hostNetwork", json!(true));
-    assert!(!judge(Webhook::Mutate, &create(p)).allowed, "a mirror pod is still validated");
+    assert!(
+        !judge(Webhook::Mutate, &create(p)).allowed,
+        "a mirror pod is still validated"
+    );
 }
 
 #[test]
 fn out_of_scope_requests_pass_untouched() {
     let mut p = pod();
     set(&mut p, "/metadata/namespace", json!("kube-system"));
-    set(&mut p, "/spec/containers/0/securityContext/privileged", json!(true));
+    set(
+        &mut p,
+        "/spec/containers/0/securityContext/privileged",
+        json!(true),
+    );
     let d = judge(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed && d.patch.is_none(), "excluded namespace");
 
     let del = pod_review("DELETE", Value::Null, Some(pod()), None);
-    assert!(judge(Webhook::Validate, &del).allowed, "DELETE is not judged");
+    assert!(
+        judge(Webhook::Validate, &del).allowed,
+        "DELETE is not judged"
+    );
 
     let mut other = create(pod());
-    other["request"]["resource"] = json!({"group": "apps", "version": "v1", "resource": "deployments"});
-    assert!(judge(Webhook::Validate, &other).allowed, "resources sandgate does not govern");
+    other["request"]["resource"] =
+        json!({"group": "apps", "version": "v1", "resource": "deployments"});
+    assert!(
+        judge(Webhook::Validate, &other).allowed,
+        "resources sandgate does not govern"
+    );
 }
 
 #[test]
@@ -378,29 +913,81 @@ fn an_unreadable_pod_is_denied() {
 fn templates_are_judged_as_the_pods_they_produce() {
     let article = common::article_template();
     let d = judge(Webhook::Validate, &template_review(article.clone()));
-    assert!(d.allowed, "the article's template must pass: {}", d.message());
+    assert!(
+        d.allowed,
+        "the article's template must pass: {}",
+        d.message()
+    );
 
     // Mutation supplies what the template lacks: no limits at all is fine.
     let mut bare = article.clone();
-    bare["spec"]["template"]["spec"]["containers"][0].as_object_mut().unwrap().remove("resources");
+    bare["spec"]["template"]["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("resources");
     assert!(judge(Webhook::Validate, &template_review(bare)).allowed);
 
     let cases: &[(&str, &str, Value, &str)] = &[
-        ("privileged", "/spec/template/spec/containers/0/securityContext/privileged", json!(true), "spec.template.spec.containers[0].securityContext.privileged"),
-        ("host-path", "/spec/template/spec/volumes", json!([{"name": "h", "hostPath": {"path": "/"}}]), "spec.template.spec.volumes[0].hostPath"),
-        ("runtime-class", "/spec/runtimeClassName", json!("runc"), "spec.runtimeClassName"),
-        ("runtime-class", "/spec/template/spec/runtimeClassName", json!("runc"), "spec.template.spec.runtimeClassName"),
-        ("resource-caps", "/spec/template/spec/containers/0/resources/limits/memory", json!("64Gi"), "spec.template.spec.containers[0].resources.limits.memory"),
-        ("host-namespaces", "/spec/template/spec/hostNetwork", json!(true), "spec.template.spec.hostNetwork"),
-        ("service-account-token", "/spec/template/spec/automountServiceAccountToken", json!(true), "spec.template.spec.automountServiceAccountToken"),
-        ("node-name", "/spec/template/spec/nodeName", json!("n1"), "spec.template.spec.nodeName"),
+        (
+            "privileged",
+            "/spec/template/spec/containers/0/securityContext/privileged",
+            json!(true),
+            "spec.template.spec.containers[0].securityContext.privileged",
+        ),
+        (
+            "host-path",
+            "/spec/template/spec/volumes",
+            json!([{"name": "h", "hostPath": {"path": "/"}}]),
+            "spec.template.spec.volumes[0].hostPath",
+        ),
+        (
+            "runtime-class",
+            "/spec/runtimeClassName",
+            json!("runc"),
+            "spec.runtimeClassName",
+        ),
+        (
+            "runtime-class",
+            "/spec/template/spec/runtimeClassName",
+            json!("runc"),
+            "spec.template.spec.runtimeClassName",
+        ),
+        (
+            "resource-caps",
+            "/spec/template/spec/containers/0/resources/limits/memory",
+            json!("64Gi"),
+            "spec.template.spec.containers[0].resources.limits.memory",
+        ),
+        (
+            "host-namespaces",
+            "/spec/template/spec/hostNetwork",
+            json!(true),
+            "spec.template.spec.hostNetwork",
+        ),
+        (
+            "service-account-token",
+            "/spec/template/spec/automountServiceAccountToken",
+            json!(true),
+            "spec.template.spec.automountServiceAccountToken",
+        ),
+        (
+            "node-name",
+            "/spec/template/spec/nodeName",
+            json!("n1"),
+            "spec.template.spec.nodeName",
+        ),
     ];
     for (rule, ptr, value, field) in cases {
         let mut t = article.clone();
         set(&mut t, ptr, value.clone());
         let d = judge(Webhook::Validate, &template_review(t));
         assert!(!d.allowed, "{rule} must deny the template");
-        assert_eq!(d.violations.len(), 1, "{rule}: exactly one reason, got {:?}", d.violations);
+        assert_eq!(
+            d.violations.len(),
+            1,
+            "{rule}: exactly one reason, got {:?}",
+            d.violations
+        );
         assert_eq!(d.violations[0].rule, *rule);
         assert_eq!(d.violations[0].field, *field);
     }
@@ -426,10 +1013,17 @@ fn configured_runtime_class_and_caps_are_honoured() {
     let d = decide(Webhook::Mutate, &request(&create(p.clone())), &cfg);
     assert_eq!(patched(&p, &d)["spec"]["runtimeClassName"], "kata");
     let mut big = pod();
-    set(&mut big, "/spec/containers/0/resources/limits/cpu", json!("2"));
+    set(
+        &mut big,
+        "/spec/containers/0/resources/limits/cpu",
+        json!("2"),
+    );
     let d = decide(Webhook::Mutate, &request(&create(big)), &cfg);
     assert_eq!(rules(&d), vec!["resource-caps"]);
     let mut gv = pod();
     set(&mut gv, "/spec/runtimeClassName", json!("gvisor"));
-    assert_eq!(rules(&decide(Webhook::Mutate, &request(&create(gv)), &cfg)), vec!["runtime-class"]);
+    assert_eq!(
+        rules(&decide(Webhook::Mutate, &request(&create(gv)), &cfg)),
+        vec!["runtime-class"]
+    );
 }

@@ -29,7 +29,9 @@ fn opts(dir: &Path) -> ServeOptions {
 
 async fn start(dir: &Path) -> Running {
     let state = AppState::new(Config::default(), Arc::new(NoCluster));
-    server::start(opts(dir), state).await.expect("server starts")
+    server::start(opts(dir), state)
+        .await
+        .expect("server starts")
 }
 
 fn connector(ca_pem: &Path) -> TlsConnector {
@@ -37,17 +39,22 @@ fn connector(ca_pem: &Path) -> TlsConnector {
     for c in CertificateDer::pem_file_iter(ca_pem).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     TlsConnector::from(Arc::new(config))
 }
 
 async fn connect(addr: std::net::SocketAddr, ca: &Path) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector(ca).connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake")
+    connector(ca)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake")
 }
 
 /// Sends one keep-alive GET and returns the status line and body.
@@ -57,17 +64,27 @@ async fn get(stream: &mut TlsStream<TcpStream>, path: &str) -> (String, String) 
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await.expect("response in time").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap();
         assert!(n > 0, "connection closed");
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).to_string();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let len: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
                 .unwrap_or(0);
             if body.len() >= len {
-                return (head.lines().next().unwrap().to_string(), body[..len].to_string());
+                return (
+                    head.lines().next().unwrap().to_string(),
+                    body[..len].to_string(),
+                );
             }
         }
     }
@@ -88,11 +105,19 @@ async fn serves_https_and_reloads_the_certificate_without_dropping_connections()
     let running = start(dir.path()).await;
     let mut conn = connect(running.addr, &certs.ca_cert).await;
     let first_leaf = leaf(&conn);
-    assert_eq!(get(&mut conn, "/healthz").await, ("HTTP/1.1 200 OK".into(), "ok".into()));
+    assert_eq!(
+        get(&mut conn, "/healthz").await,
+        ("HTTP/1.1 200 OK".into(), "ok".into())
+    );
 
     // Plain probe port answers too.
-    let mut plain = TcpStream::connect(running.probe_addr.unwrap()).await.unwrap();
-    plain.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut plain = TcpStream::connect(running.probe_addr.unwrap())
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     plain.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
@@ -107,7 +132,10 @@ async fn serves_https_and_reloads_the_certificate_without_dropping_connections()
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let tcp = TcpStream::connect(running.addr).await.unwrap();
-        if let Ok(s) = connector(&new_certs.ca_cert).connect(ServerName::try_from("localhost").unwrap(), tcp).await {
+        if let Ok(s) = connector(&new_certs.ca_cert)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+        {
             assert_ne!(leaf(&s), first_leaf);
             rotated = true;
             break;
@@ -118,7 +146,11 @@ async fn serves_https_and_reloads_the_certificate_without_dropping_connections()
     assert_eq!(get(&mut conn, "/healthz").await.1, "ok");
 
     // A broken certificate is refused: the last good one keeps serving, readiness says why.
-    std::fs::write(&certs.serving.cert, b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &certs.serving.cert,
+        b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let mut reported = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -131,13 +163,30 @@ async fn serves_https_and_reloads_the_certificate_without_dropping_connections()
         }
     }
     assert!(reported, "readiness reports the refused certificate");
-    let metrics = get(&mut connect(running.addr, &new_certs.ca_cert).await, "/metrics").await.1;
-    assert!(metrics.contains(r#"sandgate_certificate_reloads_total{result="error"}"#), "{metrics}");
-    assert!(metrics.contains(r#"sandgate_certificate_reloads_total{result="ok"} 1"#), "{metrics}");
+    let metrics = get(
+        &mut connect(running.addr, &new_certs.ca_cert).await,
+        "/metrics",
+    )
+    .await
+    .1;
+    assert!(
+        metrics.contains(r#"sandgate_certificate_reloads_total{result="error"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sandgate_certificate_reloads_total{result="ok"} 1"#),
+        "{metrics}"
+    );
 
     let addr = running.addr;
-    running.shutdown(Duration::from_secs(2)).await.expect("graceful shutdown");
-    assert!(TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    running
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("graceful shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -153,17 +202,33 @@ async fn an_expired_or_mismatched_certificate_is_refused_at_start() {
     std::fs::write(&paths.serving.key, key.serialize_pem()).unwrap();
 
     let state = AppState::new(Config::default(), Arc::new(NoCluster));
-    let err = server::start(opts(dir.path()), state.clone()).await.err().expect("expired certificate refused");
+    let err = server::start(opts(dir.path()), state.clone())
+        .await
+        .err()
+        .expect("expired certificate refused");
     assert!(err.to_string().contains("expired"), "{err}");
 
     // A valid certificate with someone else's key.
     params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
     std::fs::write(&paths.serving.cert, params.self_signed(&key).unwrap().pem()).unwrap();
-    std::fs::write(&paths.serving.key, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
-    let err = server::start(opts(dir.path()), state.clone()).await.err().expect("mismatched key refused");
-    assert!(err.to_string().contains("do not form a usable pair"), "{err}");
+    std::fs::write(
+        &paths.serving.key,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let err = server::start(opts(dir.path()), state.clone())
+        .await
+        .err()
+        .expect("mismatched key refused");
+    assert!(
+        err.to_string().contains("do not form a usable pair"),
+        "{err}"
+    );
 
     std::fs::remove_file(&paths.serving.key).unwrap();
-    let err = server::start(opts(dir.path()), state).await.err().expect("missing key refused");
+    let err = server::start(opts(dir.path()), state)
+        .await
+        .err()
+        .expect("missing key refused");
     assert!(err.to_string().contains("tls.key"), "{err}");
 }

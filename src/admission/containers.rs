@@ -3,8 +3,8 @@
 //! fields; the rules are written once against this trait.
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EphemeralContainer, Lifecycle, PodSpec, Probe,
-    ResourceRequirements, SecurityContext,
+    Container, ContainerPort, EphemeralContainer, Lifecycle, PodSpec, Probe, ResourceRequirements,
+    SecurityContext,
 };
 
 pub trait ContainerLike {

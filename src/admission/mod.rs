@@ -118,7 +118,10 @@ impl Decision {
 
     /// The short decision label used in metrics.
     pub fn label(&self) -> &'static str {
-        match (self.allowed, self.patch.as_ref().is_some_and(|p| !p.0.is_empty())) {
+        match (
+            self.allowed,
+            self.patch.as_ref().is_some_and(|p| !p.0.is_empty()),
+        ) {
             (false, _) => "denied",
             (true, true) => "mutated",
             (true, false) => "allowed",

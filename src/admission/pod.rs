@@ -43,7 +43,10 @@ pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
     }
 
     let change = match old.as_ref() {
-        Some(old) => Change::Update { old, sub_resource: sub },
+        Some(old) => Change::Update {
+            old,
+            sub_resource: sub,
+        },
         None => Change::Create,
     };
     let violations = validate::pod(&after, cfg, change);
@@ -59,12 +62,14 @@ pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
             Err(v) => return Decision::deny(decision.subject, vec![v]),
         }
     }
-    if webhook == Webhook::Mutate && req.operation == Operation::Create && sub == "" {
-        if let Some(ns) = req.namespace.as_deref().filter(|ns| !ns.is_empty()) {
-            decision.effects.push(Effect::EnsureDefaultDeny {
-                namespace: ns.to_string(),
-            });
-        }
+    if webhook == Webhook::Mutate
+        && req.operation == Operation::Create
+        && sub.is_empty()
+        && let Some(ns) = req.namespace.as_deref().filter(|ns| !ns.is_empty())
+    {
+        decision.effects.push(Effect::EnsureDefaultDeny {
+            namespace: ns.to_string(),
+        });
     }
     decision
 }
@@ -81,7 +86,11 @@ pub(crate) fn parse_pod_like<T: serde::de::DeserializeOwned>(
     kind: &str,
 ) -> Result<T, Violation> {
     let object = object.ok_or_else(|| {
-        Violation::new("malformed-object", field, format!("is missing; the {kind} cannot be judged"))
+        Violation::new(
+            "malformed-object",
+            field,
+            format!("is missing; the {kind} cannot be judged"),
+        )
     })?;
     T::deserialize(object).map_err(|e| {
         Violation::new(
@@ -101,10 +110,17 @@ fn is_mirror(pod: &Pod) -> bool {
 
 /// The JSON Patch from `before` to `after`. Both sides go through the same typed
 /// round-trip, so fields the types do not know never show up as removals.
-pub(crate) fn diff<T: serde::Serialize>(before: &T, after: &T) -> Result<json_patch::Patch, Violation> {
+pub(crate) fn diff<T: serde::Serialize>(
+    before: &T,
+    after: &T,
+) -> Result<json_patch::Patch, Violation> {
     let to_value = |v: &T| {
         serde_json::to_value(v).map_err(|e| {
-            Violation::new("internal", "object", format!("cannot serialise the mutated object: {e}"))
+            Violation::new(
+                "internal",
+                "object",
+                format!("cannot serialise the mutated object: {e}"),
+            )
         })
     };
     Ok(json_patch::diff(&to_value(before)?, &to_value(after)?))

@@ -155,23 +155,22 @@ pub fn encode(uid: &str, decision: &Decision) -> Value {
     if !decision.warnings.is_empty() {
         response["warnings"] = json!(decision.warnings);
     }
-    if decision.allowed {
-        if let Some(patch) = decision.patch.as_ref().filter(|p| !p.0.is_empty()) {
-            match serde_json::to_vec(patch) {
-                Ok(bytes) => {
-                    response["patchType"] = json!("JSONPatch");
-                    response["patch"] =
-                        json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-                }
-                // Allowing without the mutation would admit an unhardened pod: deny.
-                Err(e) => {
-                    response["allowed"] = json!(false);
-                    response["status"] = json!({
-                        "code": 500,
-                        "reason": "InternalError",
-                        "message": format!("sandgate could not encode its patch: {e}"),
-                    });
-                }
+    if decision.allowed
+        && let Some(patch) = decision.patch.as_ref().filter(|p| !p.0.is_empty())
+    {
+        match serde_json::to_vec(patch) {
+            Ok(bytes) => {
+                response["patchType"] = json!("JSONPatch");
+                response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+            // Allowing without the mutation would admit an unhardened pod: deny.
+            Err(e) => {
+                response["allowed"] = json!(false);
+                response["status"] = json!({
+                    "code": 500,
+                    "reason": "InternalError",
+                    "message": format!("sandgate could not encode its patch: {e}"),
+                });
             }
         }
     }

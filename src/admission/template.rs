@@ -16,10 +16,11 @@ pub fn review(_webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisi
         return Decision::allow();
     }
     let who = subject("sandboxtemplate", req);
-    let template: SandboxTemplate = match parse_pod_like(req.object.as_ref(), "object", "SandboxTemplate") {
-        Ok(t) => t,
-        Err(v) => return Decision::deny(who, vec![v]),
-    };
+    let template: SandboxTemplate =
+        match parse_pod_like(req.object.as_ref(), "object", "SandboxTemplate") {
+            Ok(t) => t,
+            Err(v) => return Decision::deny(who, vec![v]),
+        };
     let violations = judge(&template, cfg);
     if violations.is_empty() {
         let mut d = Decision::allow();
@@ -55,16 +56,20 @@ pub fn judge(template: &SandboxTemplate, cfg: &Config) -> Vec<Violation> {
             .spec
             .as_ref()
             .is_some_and(|s| s.runtime_class_name.is_some());
-        out.extend(pod_rules.into_iter().filter(|v| own_rc || v.rule != "runtime-class"));
+        out.extend(
+            pod_rules
+                .into_iter()
+                .filter(|v| own_rc || v.rule != "runtime-class"),
+        );
     }
-    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-        if !node.is_empty() {
-            out.push(Violation::new(
-                "node-name",
-                "spec.template.spec.nodeName",
-                format!("is set to {node:?}; sandbox pods are placed by the scheduler"),
-            ));
-        }
+    if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+        && !node.is_empty()
+    {
+        out.push(Violation::new(
+            "node-name",
+            "spec.template.spec.nodeName",
+            format!("is set to {node:?}; sandbox pods are placed by the scheduler"),
+        ));
     }
     out
 }

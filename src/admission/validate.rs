@@ -56,19 +56,23 @@ pub fn pod(pod: &Pod, cfg: &Config, change: Change<'_>) -> Vec<Violation> {
     let mut out = Vec::new();
     match pod.spec.as_ref() {
         Some(spec) => spec_rules(spec, "spec", cfg, &mut out),
-        None => out.push(Violation::new("malformed-object", "spec", "a pod must have a spec")),
+        None => out.push(Violation::new(
+            "malformed-object",
+            "spec",
+            "a pod must have a spec",
+        )),
     }
     annotation_rules(pod, &mut out);
     match change {
         Change::Create => {
-            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-                if !node.is_empty() {
-                    out.push(Violation::new(
+            if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                && !node.is_empty()
+            {
+                out.push(Violation::new(
                         "node-name",
                         "spec.nodeName",
                         format!("is set to {node:?}; sandbox pods are placed by the scheduler, not by their creator"),
                     ));
-                }
             }
         }
         Change::Update { old, sub_resource } => {
@@ -89,12 +93,18 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
         Some(rc) => out.push(Violation::new(
             "runtime-class",
             format!("{prefix}.runtimeClassName"),
-            format!("is {rc:?}; sandbox pods must run under {:?}", cfg.runtime_class_name),
+            format!(
+                "is {rc:?}; sandbox pods must run under {:?}",
+                cfg.runtime_class_name
+            ),
         )),
         None => out.push(Violation::new(
             "runtime-class",
             format!("{prefix}.runtimeClassName"),
-            format!("is unset; sandbox pods must run under {:?}", cfg.runtime_class_name),
+            format!(
+                "is unset; sandbox pods must run under {:?}",
+                cfg.runtime_class_name
+            ),
         )),
     }
     for (field, on) in [
@@ -111,11 +121,17 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
         }
     }
     if spec.automount_service_account_token != Some(false) {
-        let state = if spec.automount_service_account_token == Some(true) { "true" } else { "unset" };
+        let state = if spec.automount_service_account_token == Some(true) {
+            "true"
+        } else {
+            "unset"
+        };
         out.push(Violation::new(
             "service-account-token",
             format!("{prefix}.automountServiceAccountToken"),
-            format!("is {state}; sandbox pods must not get a service-account token (set it to false)"),
+            format!(
+                "is {state}; sandbox pods must not get a service-account token (set it to false)"
+            ),
         ));
     }
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
@@ -123,7 +139,10 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
             out.push(Violation::new(
                 "host-path",
                 format!("{prefix}.volumes[{i}].hostPath"),
-                format!("volume {:?} mounts a path of the node; hostPath volumes are not allowed", v.name),
+                format!(
+                    "volume {:?} mounts a path of the node; hostPath volumes are not allowed",
+                    v.name
+                ),
             ));
         }
         let token_sources = v
@@ -136,7 +155,10 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
             out.push(Violation::new(
                 "service-account-token",
                 format!("{prefix}.volumes[{i}].projected.sources[{j}].serviceAccountToken"),
-                format!("volume {:?} projects a service-account token; sandbox pods must not hold one", v.name),
+                format!(
+                    "volume {:?} projects a service-account token; sandbox pods must not hold one",
+                    v.name
+                ),
             ));
         }
     }
@@ -157,7 +179,13 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
         host_process_rule(psc.windows_options.as_ref(), &p, out);
     }
     for (list, i, c) in containers::all(spec) {
-        container_rules(c, list, &format!("{prefix}.{}[{i}]", list.field()), cfg, out);
+        container_rules(
+            c,
+            list,
+            &format!("{prefix}.{}[{i}]", list.field()),
+            cfg,
+            out,
+        );
     }
 }
 
@@ -199,14 +227,14 @@ fn container_rules(
                 ));
             }
         }
-        if let Some(pm) = sc.proc_mount.as_deref() {
-            if pm != "Default" {
-                out.push(Violation::new(
-                    "proc-mount",
-                    format!("{s}.procMount"),
-                    format!("is {pm:?} in container {name:?}; only Default is allowed"),
-                ));
-            }
+        if let Some(pm) = sc.proc_mount.as_deref()
+            && pm != "Default"
+        {
+            out.push(Violation::new(
+                "proc-mount",
+                format!("{s}.procMount"),
+                format!("is {pm:?} in container {name:?}; only Default is allowed"),
+            ));
         }
         seccomp_rule(sc.seccomp_profile.as_ref(), &s, out);
         apparmor_rule(sc.app_armor_profile.as_ref(), &s, out);
@@ -228,7 +256,10 @@ fn container_rules(
         }
     }
     if let Some(lc) = c.lifecycle() {
-        for (field, handler) in [("postStart", lc.post_start.as_ref()), ("preStop", lc.pre_stop.as_ref())] {
+        for (field, handler) in [
+            ("postStart", lc.post_start.as_ref()),
+            ("preStop", lc.pre_stop.as_ref()),
+        ] {
             if let Some(h) = handler {
                 handler_host_rule(h, &format!("{p}.lifecycle.{field}"), out);
             }
@@ -291,14 +322,14 @@ fn apparmor_rule(profile: Option<&AppArmorProfile>, p: &str, out: &mut Vec<Viola
 
 fn selinux_rule(opts: Option<&SELinuxOptions>, p: &str, out: &mut Vec<Violation>) {
     let Some(o) = opts else { return };
-    if let Some(t) = o.type_.as_deref().filter(|t| !t.is_empty()) {
-        if !ALLOWED_SELINUX_TYPES.contains(&t) {
-            out.push(Violation::new(
-                "selinux",
-                format!("{p}.seLinuxOptions.type"),
-                format!("SELinux type {t:?} is not allowed"),
-            ));
-        }
+    if let Some(t) = o.type_.as_deref().filter(|t| !t.is_empty())
+        && !ALLOWED_SELINUX_TYPES.contains(&t)
+    {
+        out.push(Violation::new(
+            "selinux",
+            format!("{p}.seLinuxOptions.type"),
+            format!("SELinux type {t:?} is not allowed"),
+        ));
     }
     for (field, v) in [("user", o.user.as_deref()), ("role", o.role.as_deref())] {
         if v.is_some_and(|v| !v.is_empty()) {
@@ -311,7 +342,11 @@ fn selinux_rule(opts: Option<&SELinuxOptions>, p: &str, out: &mut Vec<Violation>
     }
 }
 
-fn host_process_rule(opts: Option<&WindowsSecurityContextOptions>, p: &str, out: &mut Vec<Violation>) {
+fn host_process_rule(
+    opts: Option<&WindowsSecurityContextOptions>,
+    p: &str,
+    out: &mut Vec<Violation>,
+) {
     if opts.is_some_and(|w| w.host_process == Some(true)) {
         out.push(Violation::new(
             "host-process",
@@ -365,7 +400,10 @@ fn label_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
     let empty = BTreeMap::new();
     let old_labels = old.metadata.labels.as_ref().unwrap_or(&empty);
     let new_labels = new.metadata.labels.as_ref().unwrap_or(&empty);
-    for (k, v) in old_labels.iter().filter(|(k, _)| k.starts_with(labels::PREFIX)) {
+    for (k, v) in old_labels
+        .iter()
+        .filter(|(k, _)| k.starts_with(labels::PREFIX))
+    {
         match new_labels.get(k) {
             None => out.push(Violation::new(
                 "sandbox-labels",

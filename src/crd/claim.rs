@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// A SandboxClaim asks for a sandbox of a template. It is bound to a warm sandbox from
 /// the pool at once, or to a cold one when the pool is empty.
+// kube's printcolumn(...) lists repeat `type_ = ...`, which clippy mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "sandbox.gke.io",
@@ -15,12 +18,41 @@ use serde::{Deserialize, Serialize};
     shortname = "sbc",
     category = "sandbox",
     derive = "PartialEq",
-    printcolumn(name = "Template", type_ = "string", json_path = ".spec.templateName", description = "SandboxTemplate asked for"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Bound, Expired or Failed"),
-    printcolumn(name = "Sandbox", type_ = "string", json_path = ".status.sandbox", description = "The bound sandbox"),
-    printcolumn(name = "Launch", type_ = "string", json_path = ".status.launchType", description = "warm (from the pool) or cold"),
-    printcolumn(name = "Startup-ms", type_ = "integer", json_path = ".status.startupTimeMs", description = "Claim created to sandbox usable, in milliseconds"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Template",
+        type_ = "string",
+        json_path = ".spec.templateName",
+        description = "SandboxTemplate asked for"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Bound, Expired or Failed"
+    ),
+    printcolumn(
+        name = "Sandbox",
+        type_ = "string",
+        json_path = ".status.sandbox",
+        description = "The bound sandbox"
+    ),
+    printcolumn(
+        name = "Launch",
+        type_ = "string",
+        json_path = ".status.launchType",
+        description = "warm (from the pool) or cold"
+    ),
+    printcolumn(
+        name = "Startup-ms",
+        type_ = "integer",
+        json_path = ".status.startupTimeMs",
+        description = "Claim created to sandbox usable, in milliseconds"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxClaimSpec {

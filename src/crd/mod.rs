@@ -24,7 +24,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![SandboxClaim::crd(), Sandbox::crd(), SandboxTemplate::crd()];
     for crd in &mut crds {
         for v in &mut crd.spec.versions {
-            let root = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut());
+            let root = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut());
             let spec = root
                 .and_then(|r| r.properties.as_mut())
                 .and_then(|p| p.get_mut("spec"))
@@ -45,10 +48,10 @@ pub fn all() -> Vec<CustomResourceDefinition> {
 /// 256 KiB that client-side `kubectl apply` can store in its annotation. sandgate's own
 /// field descriptions are kept whole.
 fn shorten_descriptions(schema: &mut JSONSchemaProps) {
-    if let Some(d) = schema.description.as_mut() {
-        if let Some(end) = d.find(". ").or_else(|| d.find(".\n")) {
-            d.truncate(end + 1);
-        }
+    if let Some(d) = schema.description.as_mut()
+        && let Some(end) = d.find(". ").or_else(|| d.find(".\n"))
+    {
+        d.truncate(end + 1);
     }
     for child in children(schema) {
         shorten_descriptions(child);

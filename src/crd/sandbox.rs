@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// A Sandbox is one isolated execution environment: one pod built from a
 /// SandboxTemplate, warm in the pool until a SandboxClaim binds it.
+// kube's printcolumn(...) lists repeat `type_ = ...`, which clippy mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "sandbox.gke.io",
@@ -16,11 +19,35 @@ use serde::{Deserialize, Serialize};
     shortname = "sbx",
     category = "sandbox",
     derive = "PartialEq",
-    printcolumn(name = "Template", type_ = "string", json_path = ".spec.templateName", description = "SandboxTemplate the pod is built from"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Ready, Claimed or Failed"),
-    printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName", description = "The sandbox pod"),
-    printcolumn(name = "Claim", type_ = "string", json_path = ".status.claim", description = "SandboxClaim bound to this sandbox"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Template",
+        type_ = "string",
+        json_path = ".spec.templateName",
+        description = "SandboxTemplate the pod is built from"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Ready, Claimed or Failed"
+    ),
+    printcolumn(
+        name = "Pod",
+        type_ = "string",
+        json_path = ".status.podName",
+        description = "The sandbox pod"
+    ),
+    printcolumn(
+        name = "Claim",
+        type_ = "string",
+        json_path = ".status.claim",
+        description = "SandboxClaim bound to this sandbox"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxSpec {

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 /// A SandboxTemplate is the security contract of a family of sandboxes: the pod every
 /// sandbox runs, the runtime class that isolates it, the network it may reach and the
 /// number of sandboxes kept warm.
+// kube's printcolumn(...) lists repeat `type_ = ...`, which clippy mistakes for
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "sandbox.gke.io",
@@ -18,12 +21,41 @@ use serde::{Deserialize, Serialize};
     shortname = "sbt",
     category = "sandbox",
     derive = "PartialEq",
-    printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtimeClassName", description = "RuntimeClass of the sandbox pods"),
-    printcolumn(name = "Pool", type_ = "integer", json_path = ".spec.poolConfig.size", description = "Warm sandboxes wanted"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.ready", description = "Warm sandboxes ready to be claimed"),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.pending", description = "Sandboxes starting"),
-    printcolumn(name = "Claimed", type_ = "integer", json_path = ".status.claimed", description = "Sandboxes bound to a claim"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Runtime",
+        type_ = "string",
+        json_path = ".spec.runtimeClassName",
+        description = "RuntimeClass of the sandbox pods"
+    ),
+    printcolumn(
+        name = "Pool",
+        type_ = "integer",
+        json_path = ".spec.poolConfig.size",
+        description = "Warm sandboxes wanted"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.ready",
+        description = "Warm sandboxes ready to be claimed"
+    ),
+    printcolumn(
+        name = "Pending",
+        type_ = "integer",
+        json_path = ".status.pending",
+        description = "Sandboxes starting"
+    ),
+    printcolumn(
+        name = "Claimed",
+        type_ = "integer",
+        json_path = ".status.claimed",
+        description = "Sandboxes bound to a claim"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxTemplateSpec {

@@ -58,12 +58,11 @@ impl DevCerts {
 pub fn ensure(dir: &Path) -> Result<(DevCerts, bool), DevCertError> {
     let certs = DevCerts::in_dir(dir);
     let day = 86_400;
-    if certs.ca_cert.exists() {
-        if let Ok((_, info)) = tls::load(&certs.serving, tls::now() + day) {
-            if info.not_after > tls::now() + day {
-                return Ok((certs, false));
-            }
-        }
+    if certs.ca_cert.exists()
+        && let Ok((_, info)) = tls::load(&certs.serving, tls::now() + day)
+        && info.not_after > tls::now() + day
+    {
+        return Ok((certs, false));
     }
     generate(dir, &certs)?;
     Ok((certs, true))
@@ -81,17 +80,26 @@ fn generate(dir: &Path, certs: &DevCerts) -> Result<(), DevCertError> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "sandgate dev CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.distinguished_name
+        .push(DnType::CommonName, "sandgate dev CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     ca.not_before = yesterday;
     ca.not_after = now + time::Duration::days(3650);
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf = CertificateParams::new(DEV_SANS.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    let mut leaf =
+        CertificateParams::new(DEV_SANS.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     leaf.distinguished_name.push(DnType::CommonName, "sandgate");
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = yesterday;

@@ -16,7 +16,12 @@ use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 use crate::admission::{self, Decision, Effect, Violation, Webhook, review};
 
 fn plain(status: StatusCode, text: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Response> {
@@ -31,7 +36,10 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Resp
     match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
         Err(_) => Err(plain(
             StatusCode::REQUEST_TIMEOUT,
-            format!("sandgate: request body not received within {}s", BODY_READ_TIMEOUT.as_secs()),
+            format!(
+                "sandgate: request body not received within {}s",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
         )),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Ok(Err(e)) => Err(plain(
@@ -45,7 +53,10 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Resp
 fn too_large() -> Response {
     plain(
         StatusCode::PAYLOAD_TOO_LARGE,
-        format!("sandgate: request body exceeds the {} MiB limit", MAX_BODY_BYTES / (1024 * 1024)),
+        format!(
+            "sandgate: request body exceeds the {} MiB limit",
+            MAX_BODY_BYTES / (1024 * 1024)
+        ),
     )
 }
 
@@ -70,7 +81,9 @@ pub async fn admit(
         state
             .metrics
             .duration
-            .get_or_create(&WebhookLabels { webhook: webhook.as_str() })
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.as_str(),
+            })
             .observe(start.elapsed().as_secs_f64());
     };
 
@@ -91,10 +104,11 @@ pub async fn admit(
     };
 
     let mut decision = admission::decide(webhook, &req, &state.config);
-    if decision.allowed && !req.is_dry_run() {
-        if let Err(v) = perform_effects(&state, &decision.effects).await {
-            decision = Decision::deny(std::mem::take(&mut decision.subject), vec![v]);
-        }
+    if decision.allowed
+        && !req.is_dry_run()
+        && let Err(v) = perform_effects(&state, &decision.effects).await
+    {
+        decision = Decision::deny(std::mem::take(&mut decision.subject), vec![v]);
     }
 
     let label = decision.label();
@@ -124,7 +138,9 @@ async fn perform_effects(state: &AppState, effects: &[Effect]) -> Result<(), Vio
                     return Err(Violation::new(
                         "network-policy",
                         "metadata.namespace",
-                        format!("the namespace's default-deny NetworkPolicy could not be ensured ({e}); retry later"),
+                        format!(
+                            "the namespace's default-deny NetworkPolicy could not be ensured ({e}); retry later"
+                        ),
                     ));
                 }
             }

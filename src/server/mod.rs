@@ -67,7 +67,11 @@ impl Readiness {
         if !self.serving.load(Ordering::SeqCst) {
             reasons.insert(0, "server: not serving (starting or shutting down)".into());
         }
-        if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
     }
 }
 
@@ -235,24 +239,27 @@ pub async fn run(opts: ServeOptions, state: Arc<AppState>) -> Result<(), ServeEr
     let readiness = running.state.readiness.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining connections");
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "shutting down: draining connections"
+        );
         readiness.set_serving(false);
         control.graceful_shutdown(Some(grace));
     });
-    running
-        .wait()
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
+    running.wait().await.map_err(|source| ServeError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
     tracing::info!("sandgate stopped");
     Ok(())
 }
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -280,7 +287,12 @@ async fn reload_certificates(
         poll,
         Duration::from_millis(200),
     );
-    let read_both = || (std::fs::read(&paths.cert).ok(), std::fs::read(&paths.key).ok());
+    let read_both = || {
+        (
+            std::fs::read(&paths.cert).ok(),
+            std::fs::read(&paths.key).ok(),
+        )
+    };
     let mut current = read_both();
     loop {
         watch.changed().await;
@@ -293,15 +305,26 @@ async fn reload_certificates(
                 rustls.reload_from_config(config);
                 current = seen;
                 state.metrics.cert_expiry.set(info.not_after);
-                state.metrics.cert_reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
+                state
+                    .metrics
+                    .cert_reloads
+                    .get_or_create(&ResultLabels { result: "ok" })
+                    .inc();
                 state.readiness.set_problem("certificate", None);
                 tracing::info!(cert = %paths.cert.display(), not_after = info.not_after, "serving certificate reloaded");
             }
             Err(e) => {
-                state.metrics.cert_reloads.get_or_create(&ResultLabels { result: "error" }).inc();
                 state
-                    .readiness
-                    .set_problem("certificate", Some(format!("reload refused, previous certificate still serving: {e}")));
+                    .metrics
+                    .cert_reloads
+                    .get_or_create(&ResultLabels { result: "error" })
+                    .inc();
+                state.readiness.set_problem(
+                    "certificate",
+                    Some(format!(
+                        "reload refused, previous certificate still serving: {e}"
+                    )),
+                );
                 tracing::error!(error = %e, "serving certificate reload refused; keeping the previous one");
                 // Do not retry the same bad files until they change again.
                 current = seen;

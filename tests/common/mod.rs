@@ -53,7 +53,12 @@ pub fn compliant_pod() -> Value {
 }
 
 /// An AdmissionReview (v1) for a pod operation.
-pub fn pod_review(operation: &str, object: Value, old: Option<Value>, sub_resource: Option<&str>) -> Value {
+pub fn pod_review(
+    operation: &str,
+    object: Value,
+    old: Option<Value>,
+    sub_resource: Option<&str>,
+) -> Value {
     let mut req = json!({
         "uid": "0c9a2b6e-1111-4c2a-9f0e-000000000001",
         "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -101,8 +106,11 @@ pub fn request(review_json: &Value) -> AdmissionRequest {
 
 /// The article's SandboxTemplate, as shipped in deploy/examples/.
 pub fn article_template() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples/sandbox-template.yaml"))
-        .expect("deploy/examples/sandbox-template.yaml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/sandbox-template.yaml"
+    ))
+    .expect("deploy/examples/sandbox-template.yaml");
     let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
     serde_json::to_value(yaml).expect("json")
 }
@@ -117,19 +125,19 @@ pub fn set(doc: &mut Value, pointer: &str, value: Value) {
         .collect();
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        if let Ok(idx) = part.parse::<usize>() {
-            if cur.is_array() {
-                let arr = cur.as_array_mut().expect("array");
-                while arr.len() <= idx {
-                    arr.push(json!({}));
-                }
-                if last {
-                    arr[idx] = value;
-                    return;
-                }
-                cur = &mut arr[idx];
-                continue;
+        if let Ok(idx) = part.parse::<usize>()
+            && cur.is_array()
+        {
+            let arr = cur.as_array_mut().expect("array");
+            while arr.len() <= idx {
+                arr.push(json!({}));
             }
+            if last {
+                arr[idx] = value;
+                return;
+            }
+            cur = &mut arr[idx];
+            continue;
         }
         if !cur.is_object() {
             *cur = json!({});
