@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::quantity::{self, Milli};
 
+/// The identity sandgate runs as in-cluster (deploy/serviceaccount.yaml).
+pub const SANDGATE_SERVICE_ACCOUNT: &str = "system:serviceaccount:sandgate-system:sandgate";
+
 /// Resources sandgate fills in and caps on every sandbox container.
 pub const MANAGED_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
@@ -51,6 +54,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceSettings>,
     pub exclude_namespaces: Option<Vec<String>>,
+    pub template_label_creators: Option<Vec<String>>,
 }
 
 /// Flag overrides (`--runtime-class`, `--default-request cpu=250m`, ...).
@@ -81,6 +85,10 @@ pub struct Config {
     pub runtime_class_name: String,
     pub resources: Vec<Resource>,
     pub exclude_namespaces: BTreeSet<String>,
+    /// Users or groups that may create pods carrying `sandbox.gke.io/template`: the
+    /// label puts a pod under its template's (possibly wider) NetworkPolicy, so only
+    /// sandgate's reconciler may set it.
+    pub template_label_creators: BTreeSet<String>,
 }
 
 impl Default for Config {
@@ -232,10 +240,22 @@ impl Config {
             }
         }
 
+        let template_label_creators: BTreeSet<String> = file
+            .template_label_creators
+            .unwrap_or_else(|| vec![SANDGATE_SERVICE_ACCOUNT.to_string()])
+            .into_iter()
+            .collect();
+        if template_label_creators.iter().any(|c| c.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "templateLabelCreators: empty user or group name".into(),
+            ));
+        }
+
         Ok(Config {
             runtime_class_name,
             resources,
             exclude_namespaces,
+            template_label_creators,
         })
     }
 
@@ -263,6 +283,7 @@ impl Config {
                 })
                 .collect(),
             exclude_namespaces: Some(self.exclude_namespaces.iter().cloned().collect()),
+            template_label_creators: Some(self.template_label_creators.iter().cloned().collect()),
         }
     }
 }

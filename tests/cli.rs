@@ -176,3 +176,42 @@ fn version_help_and_crds() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.matches("kind: CustomResourceDefinition").count(), 3);
 }
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_sandgate"))
+        .args(["serve", "--dev", "--addr", &addr, "--certs-dir"])
+        .arg(dir.path().join("certs"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        dir.path().join("certs/ca.crt").exists(),
+        "dev CA made on first start"
+    );
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let log = text(&o);
+    assert!(
+        log.contains("shutting down") && log.contains("sandgate stopped"),
+        "{log}"
+    );
+}

@@ -358,3 +358,23 @@ async fn wrong_method_and_path() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_slow_client_gets_408() {
+    let state = AppState::new(Config::default(), Arc::new(NoCluster));
+    let mut state = Arc::try_unwrap(state).ok().unwrap();
+    state.body_timeout = std::time::Duration::from_millis(200);
+    let state = Arc::new(state);
+    // Half a review, then silence.
+    let first: Result<Vec<u8>, std::io::Error> =
+        Ok(b"{\"apiVersion\": \"admission.k8s.io/v1\"".to_vec());
+    let chunks = futures::stream::StreamExt::chain(
+        futures::stream::once(async { first }),
+        futures::stream::pending(),
+    );
+    let req = Request::post("/validate")
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    let resp = router(state).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+}

@@ -136,31 +136,45 @@ struct RandomPod {
     init: bool,
 }
 
+/// Mostly benign, sometimes risky: most generated pods differ from a good pod in one or
+/// two fields, so a rule that stops firing is caught, not masked by another denial.
+fn risky<T: Clone + std::fmt::Debug + 'static>(benign: T, risky: Vec<T>) -> BoxedStrategy<T> {
+    let bad = proptest::sample::select(risky);
+    prop_oneof![7 => Just(benign), 1 => bad].boxed()
+}
+
 fn arb_pod() -> impl Strategy<Value = RandomPod> {
     (
         (
-            any::<Option<bool>>(),
-            any::<Option<bool>>(),
-            any::<Option<bool>>(),
-            any::<bool>(),
+            risky(None, vec![Some(true), Some(false)]),
+            risky(None, vec![Some(true), Some(false)]),
+            risky(None, vec![Some(true), Some(false)]),
+            risky(false, vec![true]),
         ),
-        prop::collection::vec(
-            prop_oneof![Just("NET_BIND_SERVICE"), Just("SYS_ADMIN"), Just("NET_RAW")],
-            0..3,
+        risky(
+            vec![],
+            vec![
+                vec!["NET_BIND_SERVICE"],
+                vec!["SYS_ADMIN"],
+                vec!["NET_RAW", "NET_BIND_SERVICE"],
+            ],
         ),
-        prop::option::of(prop_oneof![Just("gvisor"), Just("runc"), Just("kata")]),
-        any::<Option<bool>>(),
-        prop::option::of(prop_oneof![
-            Just("100m"),
-            Just("1"),
-            Just("4"),
-            Just("16"),
-            Just("bogus")
-        ]),
-        prop::option::of(prop_oneof![Just("50m"), Just("2"), Just("8")]),
+        risky(None, vec![Some("gvisor"), Some("runc"), Some("kata")]),
+        risky(None, vec![Some(true), Some(false)]),
+        risky(
+            None,
+            vec![
+                Some("100m"),
+                Some("1"),
+                Some("4"),
+                Some("16"),
+                Some("bogus"),
+            ],
+        ),
+        risky(None, vec![Some("50m"), Some("2"), Some("8")]),
         (
-            prop::option::of(prop_oneof![Just(0), Just(8080)]),
-            prop::option::of(prop_oneof![Just("RuntimeDefault"), Just("Unconfined")]),
+            risky(None, vec![Some(0), Some(8080)]),
+            risky(None, vec![Some("RuntimeDefault"), Some("Unconfined")]),
             any::<bool>(),
         ),
     )
@@ -237,7 +251,7 @@ fn build(p: &RandomPod) -> Value {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
 
     #[test]
     fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {

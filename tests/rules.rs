@@ -1027,3 +1027,48 @@ fn configured_runtime_class_and_caps_are_honoured() {
         vec!["runtime-class"]
     );
 }
+
+#[test]
+fn only_sandgate_may_create_template_pods() {
+    let mut p = pod();
+    set(
+        &mut p,
+        "/metadata/labels/sandbox.gke.io~1template",
+        json!("wide-egress"),
+    );
+    // A user labelling their own pod to borrow another template's egress rules.
+    for (webhook, base) in [
+        (Webhook::Mutate, pod()),
+        (Webhook::Validate, compliant_pod()),
+    ] {
+        let mut p = base;
+        set(
+            &mut p,
+            "/metadata/labels/sandbox.gke.io~1template",
+            json!("wide-egress"),
+        );
+        let d = judge(webhook, &create(p));
+        assert_eq!(rules(&d), vec!["template-label"], "{webhook:?}");
+    }
+    // The same pod from sandgate's reconciler, or a configured group, is fine.
+    let mut review = create(p.clone());
+    review["request"]["userInfo"] = json!({"username": sandgate::config::SANDGATE_SERVICE_ACCOUNT});
+    assert!(judge(Webhook::Mutate, &review).allowed);
+    let file: sandgate::config::ConfigFile =
+        serde_yaml::from_str("templateLabelCreators: [sandbox-operators]").unwrap();
+    let cfg = Config::build(file, Default::default()).unwrap();
+    let mut review = create(p);
+    review["request"]["userInfo"] =
+        json!({"username": "bob", "groups": ["system:authenticated", "sandbox-operators"]});
+    assert!(decide(Webhook::Mutate, &request(&review), &cfg).allowed);
+
+    // Nor can the label be added later.
+    let old = stored_pod();
+    let mut relabelled = old.clone();
+    relabelled["metadata"]["labels"]["sandbox.gke.io/template"] = json!("wide-egress");
+    let d = judge(
+        Webhook::Validate,
+        &pod_review("UPDATE", relabelled, Some(old), None),
+    );
+    assert_eq!(rules(&d), vec!["sandbox-labels"]);
+}

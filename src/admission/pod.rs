@@ -49,7 +49,10 @@ pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         },
         None => Change::Create,
     };
-    let violations = validate::pod(&after, cfg, change);
+    let mut violations = validate::pod(&after, cfg, change);
+    if req.operation == Operation::Create {
+        template_label_rule(&after, req, cfg, &mut violations);
+    }
     if !violations.is_empty() {
         return Decision::deny(who, violations);
     }
@@ -72,6 +75,45 @@ pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         });
     }
     decision
+}
+
+/// Only the configured creators (sandgate's reconciler) may create a pod that claims to
+/// belong to a template: the label selects the template's NetworkPolicy, so anyone else
+/// setting it could borrow a wider egress than their own pods get.
+fn template_label_rule(pod: &Pod, req: &AdmissionRequest, cfg: &Config, out: &mut Vec<Violation>) {
+    let Some(template) = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::TEMPLATE))
+    else {
+        return;
+    };
+    let user = req
+        .user_info
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let groups = req
+        .user_info
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    let trusted = cfg.template_label_creators.contains(user)
+        || groups
+            .into_iter()
+            .any(|g| cfg.template_label_creators.contains(g));
+    if !trusted {
+        out.push(Violation::new(
+            "template-label",
+            format!("metadata.labels[{}]", labels::TEMPLATE),
+            format!(
+                "claims template {template:?}, but {user:?} may not create template pods; claim a sandbox with a SandboxClaim instead"
+            ),
+        ));
+    }
 }
 
 fn parse_pod(object: Option<&Value>, field: &str) -> Result<Pod, Violation> {

@@ -395,11 +395,21 @@ fn annotation_rules(pod: &Pod, out: &mut Vec<Violation>) {
 }
 
 /// sandbox.gke.io/* labels are fixed at creation: removing or changing one would take
-/// the pod out of its NetworkPolicies.
+/// the pod out of its NetworkPolicies, adding a template label would put it under that
+/// template's (possibly wider) egress rules.
 fn label_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
     let empty = BTreeMap::new();
     let old_labels = old.metadata.labels.as_ref().unwrap_or(&empty);
     let new_labels = new.metadata.labels.as_ref().unwrap_or(&empty);
+    for key in [labels::SANDBOX, labels::TEMPLATE] {
+        if !old_labels.contains_key(key) && new_labels.contains_key(key) {
+            out.push(Violation::new(
+                "sandbox-labels",
+                format!("metadata.labels[{key}]"),
+                "was added; sandbox labels are fixed when the pod is created",
+            ));
+        }
+    }
     for (k, v) in old_labels
         .iter()
         .filter(|(k, _)| k.starts_with(labels::PREFIX))

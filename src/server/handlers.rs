@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::metrics::{RequestLabels, WebhookLabels};
-use super::{AppState, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
+use super::{AppState, MAX_BODY_BYTES};
 use crate::admission::{self, Decision, Effect, Violation, Webhook, review};
 
 fn plain(status: StatusCode, text: String) -> Response {
@@ -24,7 +24,11 @@ fn plain(status: StatusCode, text: String) -> Response {
         .into_response()
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Response> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, Response> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -33,13 +37,10 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, Resp
         return Err(too_large());
     }
     let collect = Limited::new(body, MAX_BODY_BYTES).collect();
-    match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+    match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(plain(
             StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "sandgate: request body not received within {}s",
-                BODY_READ_TIMEOUT.as_secs()
-            ),
+            format!("sandgate: request body not received within {timeout:?}"),
         )),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
         Ok(Err(e)) => Err(plain(
@@ -87,7 +88,7 @@ pub async fn admit(
             .observe(start.elapsed().as_secs_f64());
     };
 
-    let bytes = match read_body(&headers, body).await {
+    let bytes = match read_body(&headers, body, state.body_timeout).await {
         Ok(b) => b,
         Err(resp) => {
             record("unknown".into(), "unknown", "error");

@@ -27,7 +27,7 @@ use tls::CertPaths;
 
 /// Largest AdmissionReview body accepted; the apiserver's own request limit is 3 MiB.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-/// A client that has not sent its whole body by then is cut off (408).
+/// Default for [`AppState::body_timeout`].
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What readiness depends on, with the problems that currently hold it down.
@@ -81,6 +81,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub default_deny: Arc<dyn DefaultDeny>,
     pub readiness: Arc<Readiness>,
+    /// A client that has not sent its whole body by then gets 408.
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -90,6 +92,7 @@ impl AppState {
             metrics: Arc::new(Metrics::new()),
             default_deny,
             readiness: Arc::new(Readiness::default()),
+            body_timeout: BODY_READ_TIMEOUT,
         })
     }
 }
