@@ -20,6 +20,11 @@
 # If KUBEBUILDER_ASSETS is set and holds an executable kube-apiserver, that
 # directory is used instead and nothing is built.
 #
+# etcd is not built here: it ships as a plain file inside the crates.io crate
+# etcd-bin-vendored-linux-amd64 3.7.2 (bin/etcd). If cargo has already fetched
+# that crate, the script copies it to $CACHE/bin/etcd as well (best effort), so
+# that $CACHE/bin can serve as a KUBEBUILDER_ASSETS directory.
+#
 # Usage:
 #   scripts/build-controlplane.sh               build (or reuse) the binaries
 #   scripts/build-controlplane.sh --print-dir   print the bin dir, build nothing
@@ -45,7 +50,7 @@ print_only=0
 case "${1:-}" in
     "") ;;
     --print-dir) print_only=1 ;;
-    -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,32p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (try --help)" ;;
 esac
 
@@ -83,6 +88,20 @@ TARGETS=(
     "kwok:$KWOK_DIR:sigs.k8s.io/kwok/cmd/kwok"
 )
 
+# Best effort: copy etcd from the etcd-bin-vendored crate, if cargo fetched it.
+copy_etcd() {
+    [[ -x "$BIN/etcd" ]] && return 0
+    [[ "$(uname -s)-$(uname -m)" == Linux-x86_64 ]] || return 0
+    local src
+    for src in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/etcd-bin-vendored-linux-amd64-3.7.2/bin/etcd; do
+        if [[ -x "$src" ]] && cp "$src" "$BIN/.etcd.tmp.$$" && mv -f "$BIN/.etcd.tmp.$$" "$BIN/etcd"; then
+            log "etcd copied from $src"
+            return 0
+        fi
+    done
+    return 0
+}
+
 all_present() {
     local t
     for t in "${TARGETS[@]}"; do
@@ -91,6 +110,7 @@ all_present() {
 }
 
 if all_present; then
+    copy_etcd
     log "cached at $BIN"
     exit 0
 fi
@@ -119,6 +139,7 @@ if ! flock -n 9; then
     flock 9
 fi
 if all_present; then
+    copy_etcd
     log "cached at $BIN"
     exit 0
 fi
@@ -159,4 +180,5 @@ for t in "${TARGETS[@]}"; do
 done
 
 all_present || die "some binaries are missing from $BIN after the build"
+copy_etcd
 log "built in $((SECONDS - start_all))s at $BIN"

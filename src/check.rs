@@ -14,6 +14,7 @@ use crate::admission::{self, AdmissionRequest, Decision, Operation, Violation, W
 use crate::cli::{CheckArgs, OutputFormat};
 use crate::config::Config;
 use crate::labels;
+use crate::policy::PolicySet;
 
 /// One parsed document and where it came from.
 #[derive(Debug, Clone)]
@@ -124,7 +125,21 @@ pub fn run(args: &CheckArgs) -> u8 {
         all: args.all,
         enforced_namespaces: args.enforce_namespace.iter().cloned().collect(),
     };
-    let judged = judge_all(&docs, &cfg, &scope);
+    let policies = match args.policy.dir() {
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+        Ok(None) => PolicySet::empty(),
+        Ok(Some(dir)) => match PolicySet::load_dir(&dir, args.policy.deadline()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: policies in {}: {e}", dir.display());
+                return 2;
+            }
+        },
+    };
+    let judged = judge_all(&docs, &cfg, &scope, &policies);
     for f in judged.results {
         report.push(f);
     }
@@ -237,7 +252,7 @@ impl FromDeserializer for serde_yaml::Value {
 }
 
 /// Judges every document; Namespace objects labelled enforce widen the scope.
-pub fn judge_all(docs: &[Document], cfg: &Config, scope: &Scope) -> Report {
+pub fn judge_all(docs: &[Document], cfg: &Config, scope: &Scope, policies: &PolicySet) -> Report {
     let mut scope = scope.clone();
     for d in docs {
         if d.object.get("kind").and_then(Value::as_str) == Some("Namespace")
@@ -255,7 +270,7 @@ pub fn judge_all(docs: &[Document], cfg: &Config, scope: &Scope) -> Report {
     }
     let mut report = Report::default();
     for d in docs {
-        report.push(judge(d, cfg, &scope));
+        report.push(judge(d, cfg, &scope, policies));
     }
     report
 }
@@ -275,7 +290,7 @@ fn pod_template_pointer(kind: &str) -> Option<&'static str> {
 }
 
 /// Judges one object.
-pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
+pub fn judge(doc: &Document, cfg: &Config, scope: &Scope, policies: &PolicySet) -> Finding {
     let obj = &doc.object;
     let kind = obj
         .get("kind")
@@ -350,11 +365,21 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
                 let prefix = ptr.trim_start_matches('/').replace('/', ".");
                 (Webhook::Mutate, "", "pods", pod, prefix)
             }
+            None if policies.judges(&kind.to_ascii_lowercase()) => {
+                let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+                (Webhook::Validate, group, "", obj.clone(), String::new())
+            }
             None => {
                 finding.note = Some("not judged by sandgate".into());
                 return finding;
             }
         },
+    };
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    let resource = if resource.is_empty() {
+        plural.as_str()
+    } else {
+        resource
     };
 
     let req = AdmissionRequest {
@@ -384,7 +409,7 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
         options: None,
     };
     finding.namespace = req.namespace.clone();
-    let decision: Decision = admission::decide(webhook, &req, cfg);
+    let decision = judge_request(webhook, req.clone(), cfg, policies);
     finding.warnings = decision.warnings.clone();
     if decision.allowed {
         finding.verdict = Verdict::Pass;
@@ -401,7 +426,7 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
             .violations
             .into_iter()
             .map(|mut v| {
-                if !prefix.is_empty() {
+                if !prefix.is_empty() && v.rule != admission::POLICY_RULE {
                     v.field = format!("{prefix}.{}", v.field);
                 }
                 v
@@ -409,6 +434,41 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope) -> Finding {
             .collect();
     }
     finding
+}
+
+/// What the apiserver would conclude: `/mutate` (for pods), then `/validate` with the
+/// policies on the object as it would be stored.
+fn judge_request(
+    webhook: Webhook,
+    mut req: AdmissionRequest,
+    cfg: &Config,
+    policies: &PolicySet,
+) -> Decision {
+    let first = admission::decide(webhook, &req, cfg);
+    if !first.allowed || webhook == Webhook::Validate {
+        return if first.allowed {
+            admission::judge(Webhook::Validate, &req, cfg, policies)
+        } else {
+            first
+        };
+    }
+    if let (Some(patch), Some(object)) = (first.patch.as_ref(), req.object.as_mut())
+        && let Err(e) = json_patch::patch(object, &patch.0)
+    {
+        return Decision::deny(
+            first.subject,
+            vec![Violation::new(
+                "internal",
+                "object",
+                format!("sandgate's own patch does not apply: {e}"),
+            )],
+        );
+    }
+    let mut second = admission::judge(Webhook::Validate, &req, cfg, policies);
+    let mut warnings = first.warnings;
+    warnings.append(&mut second.warnings);
+    second.warnings = warnings;
+    second
 }
 
 fn not_sandbox_note() -> String {

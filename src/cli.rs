@@ -43,13 +43,17 @@ pub enum Command {
     /// Judge manifests offline with the webhook's own rules.
     ///
     /// Reads YAML or JSON files (multi-document), directories (recursively: *.yaml,
-    /// *.yml, *.json) or '-' for standard input. Pods and SandboxTemplates are judged as a
-    /// CREATE would be, after sandgate's mutation; Deployments, Jobs and other workloads
+    /// *.yml, *.json) or '-' for standard input. Every object is judged as a CREATE
+    /// would be: the built-in rules (after sandgate's mutation, for pods) and then the
+    /// Rego policies of its kind. Deployments, Jobs and other workloads are judged
     /// through their pod template when it would produce sandbox pods. Exit code: 0 all
-    /// passed, 1 something denied, 2 input error.
+    /// passed, 1 something denied, 2 input or policy error.
     Check(CheckArgs),
     /// Print the CustomResourceDefinitions (what deploy/crds/ holds), generated from the types.
     Crds(CrdsArgs),
+    /// Work with Rego policies offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print the version.
     Version,
 }
@@ -93,6 +97,64 @@ impl ConfigArgs {
     }
 }
 
+/// Where the Rego policies come from (serve and check).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PolicyArgs {
+    /// Directory of Rego policies and their data files [default: ./policies when it
+    /// exists; none otherwise].
+    #[arg(long, value_name = "DIR", env = "SANDGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Run the built-in rules only, even if ./policies exists.
+    #[arg(long, conflicts_with = "policies")]
+    pub no_policies: bool,
+    /// Deadline of one policy evaluation, in milliseconds; a policy that runs longer denies.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub policy_deadline_ms: u64,
+}
+
+impl PolicyArgs {
+    /// The directory to load, if any: an explicit one must exist; the default is used
+    /// only when present.
+    pub fn dir(&self) -> Result<Option<PathBuf>, String> {
+        if self.no_policies {
+            return Ok(None);
+        }
+        match &self.policies {
+            Some(d) if d.is_dir() => Ok(Some(d.clone())),
+            Some(d) => Err(format!("policy directory {} does not exist", d.display())),
+            None => {
+                let d = PathBuf::from("policies");
+                Ok(d.is_dir().then_some(d))
+            }
+        }
+    }
+
+    pub fn deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.policy_deadline_ms.max(1))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Run the test_* rules of every *_test.rego under DIR (default: policies), with the
+    /// policies and data files beside them, like `opa test`. Exit code 1 on any failure,
+    /// 2 when the policies do not load.
+    Test(PolicyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyTestArgs {
+    /// Policy directory.
+    #[arg(default_value = "policies")]
+    pub dir: PathBuf,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Also list passing tests.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Development mode: make (once) and use a local CA and serving certificate under
@@ -118,6 +180,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub shutdown_grace: u64,
     #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
     pub config: ConfigArgs,
 }
 
@@ -142,6 +206,8 @@ pub struct CheckArgs {
     /// Namespace objects in the input with that label count too.
     #[arg(long, value_name = "NAMESPACE")]
     pub enforce_namespace: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crd;
 pub mod labels;
 pub mod netpol;
+pub mod policy;
 pub mod quantity;
 pub mod server;
 pub mod watch;

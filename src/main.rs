@@ -5,7 +5,9 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use sandgate::cli::{Cli, Command, CrdsArgs, LogFormat, ServeArgs};
+use sandgate::cli::{Cli, Command, CrdsArgs, LogFormat, PolicyCommand, ServeArgs};
+use sandgate::policy::PolicySet;
+use sandgate::policy::store::PolicyStore;
 use sandgate::server::{self, AppState, ServeOptions, devcerts, tls::CertPaths};
 use sandgate::{check, crd, netpol};
 
@@ -24,6 +26,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => ExitCode::from(check::run(&args)),
         Command::Crds(args) => crds(&args),
+        Command::Policy(PolicyCommand::Test(args)) => {
+            ExitCode::from(sandgate::policy::testing::run_cli(&args))
+        }
         Command::Version => {
             println!("sandgate {}", sandgate::VERSION);
             ExitCode::SUCCESS
@@ -80,13 +85,34 @@ fn serve(args: ServeArgs) -> ExitCode {
         certs,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         cert_poll: Duration::from_secs(30),
+        policy_poll: Duration::from_secs(1),
     };
     tracing::info!(
         runtime_class = %config.runtime_class_name,
         excluded = ?config.exclude_namespaces,
         "configuration loaded"
     );
-    let state = AppState::new(config, Arc::new(netpol::NoCluster));
+    let store = match args.policy.dir() {
+        Err(e) => return fail(e),
+        Ok(None) => {
+            tracing::warn!("no policy directory: built-in rules only");
+            PolicyStore::fixed(PolicySet::empty())
+        }
+        Ok(Some(dir)) => match PolicyStore::load(&dir, args.policy.deadline()) {
+            Ok(store) => {
+                let names: Vec<String> = store
+                    .get()
+                    .policies()
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
+                tracing::info!(dir = %dir.display(), policies = ?names, "policies loaded");
+                store
+            }
+            Err(e) => return fail(format!("policies in {}: {e}", dir.display())),
+        },
+    };
+    let state = AppState::with_policies(config, Arc::new(netpol::NoCluster), store);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,6 +21,32 @@ impl Watch {
     /// Watches the directories holding `paths`. If the OS watcher cannot be set up the
     /// watch still works by polling.
     pub fn new(paths: &[PathBuf], poll_every: Duration, debounce: Duration) -> Self {
+        let dirs: Vec<PathBuf> = paths
+            .iter()
+            .map(|p| match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            })
+            .collect();
+        Self::dirs(&dirs, RecursiveMode::NonRecursive, poll_every, debounce)
+    }
+
+    /// Watches a whole directory tree.
+    pub fn tree(dir: &std::path::Path, poll_every: Duration, debounce: Duration) -> Self {
+        Self::dirs(
+            &[dir.to_path_buf()],
+            RecursiveMode::Recursive,
+            poll_every,
+            debounce,
+        )
+    }
+
+    fn dirs(
+        dirs: &[PathBuf],
+        mode: RecursiveMode,
+        poll_every: Duration,
+        debounce: Duration,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(1);
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if res.is_ok() {
@@ -30,17 +56,11 @@ impl Watch {
         });
         let watcher = match watcher {
             Ok(mut w) => {
-                let mut dirs: Vec<PathBuf> = paths
-                    .iter()
-                    .map(|p| match p.parent() {
-                        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                        _ => PathBuf::from("."),
-                    })
-                    .collect();
+                let mut dirs = dirs.to_vec();
                 dirs.sort();
                 dirs.dedup();
                 for d in &dirs {
-                    if let Err(e) = w.watch(d, RecursiveMode::NonRecursive) {
+                    if let Err(e) = w.watch(d, mode) {
                         tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory; polling instead");
                     }
                 }

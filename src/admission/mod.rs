@@ -56,9 +56,16 @@ impl Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} [{}]", self.field, self.message, self.rule)
+        if self.rule == POLICY_RULE {
+            write!(f, "policy {}: {}", self.field, self.message)
+        } else {
+            write!(f, "{}: {} [{}]", self.field, self.message, self.rule)
+        }
     }
 }
+
+/// The `rule` of a violation raised by a Rego policy; its `field` is the policy name.
+pub const POLICY_RULE: &str = "policy";
 
 /// A side effect the caller must perform before the answer is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,11 +140,7 @@ impl Decision {
 /// webhook configurations only send sandbox-scoped objects here, and the rest of the
 /// cluster must never wait on sandgate.
 pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
-    if req
-        .namespace
-        .as_deref()
-        .is_some_and(|ns| cfg.exclude_namespaces.contains(ns))
-    {
+    if !in_scope(req, cfg) {
         return Decision::allow();
     }
     match (req.resource.group.as_str(), req.resource.resource.as_str()) {
@@ -145,6 +148,88 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         (crate::crd::GROUP, "sandboxtemplates") => template::review(webhook, req, cfg),
         _ => Decision::allow(),
     }
+}
+
+/// Whether sandgate judges this request at all (excluded namespaces are left alone).
+pub fn in_scope(req: &AdmissionRequest, cfg: &Config) -> bool {
+    !req.namespace
+        .as_deref()
+        .is_some_and(|ns| cfg.exclude_namespaces.contains(ns))
+}
+
+/// The lower-case kind whose policies judge this request (`pod`, `sandboxtemplate`...).
+pub fn policy_kind(req: &AdmissionRequest) -> String {
+    req.kind.kind.to_ascii_lowercase()
+}
+
+/// Whether the Rego policies run for this request: on the final object, that is at
+/// `/validate`, for CREATE and UPDATE of the main resource or a pod subresource, once
+/// the built-in rules have allowed it.
+pub fn policies_apply(
+    webhook: Webhook,
+    req: &AdmissionRequest,
+    cfg: &Config,
+    d: &Decision,
+) -> bool {
+    webhook == Webhook::Validate
+        && d.allowed
+        && matches!(req.operation, Operation::Create | Operation::Update)
+        && in_scope(req, cfg)
+}
+
+/// Folds what the policies said into the decision: any denial or policy error denies
+/// (fail closed), every warning becomes an admission warning.
+pub fn merge_policies(d: &mut Decision, outcome: crate::policy::Outcome, who: &str) {
+    for w in outcome.warnings {
+        d.warnings.push(format!("policy {}: {}", w.policy, w.msg));
+    }
+    let denials: Vec<Violation> = outcome
+        .denials
+        .into_iter()
+        .chain(outcome.errors)
+        .map(|m| Violation::new(POLICY_RULE, m.policy, m.msg))
+        .collect();
+    if !denials.is_empty() {
+        d.allowed = false;
+        d.patch = None;
+        d.effects.clear();
+        if d.subject.is_empty() {
+            d.subject = who.to_string();
+        }
+        d.violations.extend(denials);
+    }
+}
+
+/// Built-in rules, then (at `/validate`) the policies of the request's kind: the whole
+/// decision, synchronously. The server runs the policy half off the async runtime.
+pub fn judge(
+    webhook: Webhook,
+    req: &AdmissionRequest,
+    cfg: &Config,
+    policies: &crate::policy::PolicySet,
+) -> Decision {
+    let mut d = decide(webhook, req, cfg);
+    let kind = policy_kind(req);
+    if policies_apply(webhook, req, cfg, &d) && policies.judges(&kind) {
+        match serde_json::to_value(req) {
+            Ok(review) => merge_policies(
+                &mut d,
+                policies.evaluate(&kind, &review),
+                &subject(&kind, req),
+            ),
+            Err(e) => {
+                return Decision::deny(
+                    subject(&kind, req),
+                    vec![Violation::new(
+                        "internal",
+                        "request",
+                        format!("cannot build the policy input: {e}"),
+                    )],
+                );
+            }
+        }
+    }
+    d
 }
 
 /// "pod default/name" for messages; the name may be absent on CREATE (generateName).

@@ -11,9 +11,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
-use super::metrics::{RequestLabels, WebhookLabels};
+use super::metrics::{PolicyLabels, RequestLabels, WebhookLabels};
 use super::{AppState, MAX_BODY_BYTES};
-use crate::admission::{self, Decision, Effect, Violation, Webhook, review};
+use crate::admission::{self, AdmissionRequest, Decision, Effect, Violation, Webhook, review};
+use crate::policy::PolicySet;
 
 fn plain(status: StatusCode, text: String) -> Response {
     (
@@ -105,6 +106,13 @@ pub async fn admit(
     };
 
     let mut decision = admission::decide(webhook, &req, &state.config);
+    let kind = admission::policy_kind(&req);
+    if admission::policies_apply(webhook, &req, &state.config, &decision) {
+        let set = state.policies.get();
+        if set.judges(&kind) {
+            evaluate_policies(&state, set, &req, &kind, &mut decision).await;
+        }
+    }
     if decision.allowed
         && !req.is_dry_run()
         && let Err(v) = perform_effects(&state, &decision.effects).await
@@ -126,6 +134,56 @@ pub async fn admit(
         tracing::debug!(uid = %req.uid, webhook = webhook.as_str(), decision = label, "admitted");
     }
     axum::Json(review::encode(&req.uid, &decision)).into_response()
+}
+
+/// Runs the policies of `kind` on a blocking thread, at most one per core at a time,
+/// and folds their verdict into the decision. Anything that goes wrong denies.
+async fn evaluate_policies(
+    state: &AppState,
+    set: Arc<PolicySet>,
+    req: &AdmissionRequest,
+    kind: &str,
+    decision: &mut Decision,
+) {
+    let who = format!("{kind} {}", req.name.as_deref().unwrap_or(""));
+    let fail = |decision: &mut Decision, why: String| {
+        *decision = Decision::deny(
+            who.clone(),
+            vec![Violation::new("internal", "policies", why)],
+        );
+    };
+    let review = match serde_json::to_value(req) {
+        Ok(v) => v,
+        Err(e) => return fail(decision, format!("cannot build the policy input: {e}")),
+    };
+    let Ok(_permit) = state.eval_permits.acquire().await else {
+        return fail(decision, "policy evaluation is shutting down".into());
+    };
+    let kind_owned = kind.to_string();
+    let outcome =
+        match tokio::task::spawn_blocking(move || set.evaluate(&kind_owned, &review)).await {
+            Ok(o) => o,
+            Err(e) => return fail(decision, format!("policy evaluation crashed: {e}")),
+        };
+    for (policy, denied, took) in &outcome.timings {
+        let labels = PolicyLabels {
+            policy: policy.clone(),
+        };
+        state
+            .metrics
+            .policy_evaluations
+            .get_or_create(&labels)
+            .inc();
+        state
+            .metrics
+            .policy_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if *denied {
+            state.metrics.policy_denials.get_or_create(&labels).inc();
+        }
+    }
+    admission::merge_policies(decision, outcome, &who);
 }
 
 /// Side effects the decision asked for; any failure denies the pod (fail closed).

@@ -23,6 +23,11 @@ pub struct WebhookLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -34,6 +39,11 @@ pub struct Metrics {
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Gauge,
     pub side_effect_errors: Counter,
+    pub policies_loaded: Gauge,
+    pub policy_reload_errors: Counter,
+    pub policy_evaluations: Family<PolicyLabels, Counter>,
+    pub policy_denials: Family<PolicyLabels, Counter>,
+    pub policy_duration: Family<PolicyLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -78,6 +88,38 @@ impl Metrics {
             "Failures to ensure a namespace's default-deny NetworkPolicy (the pod was denied)",
             side_effect_errors.clone(),
         );
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "policies_loaded",
+            "Rego policies in force",
+            policies_loaded.clone(),
+        );
+        let policy_reload_errors = Counter::default();
+        registry.register(
+            "policy_reload_errors",
+            "Policy reloads refused (the previous set kept enforcing)",
+            policy_reload_errors.clone(),
+        );
+        let policy_evaluations = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_evaluations",
+            "Evaluations per policy",
+            policy_evaluations.clone(),
+        );
+        let policy_denials = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_denials",
+            "Denials (including failures) per policy",
+            policy_denials.clone(),
+        );
+        let policy_duration = Family::<PolicyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_005, 2.0, 16))
+        });
+        registry.register(
+            "policy_evaluation_duration_seconds",
+            "Time to evaluate one policy",
+            policy_duration.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -90,6 +132,11 @@ impl Metrics {
             cert_reloads,
             cert_expiry,
             side_effect_errors,
+            policies_loaded,
+            policy_reload_errors,
+            policy_evaluations,
+            policy_denials,
+            policy_duration,
         }
     }
 

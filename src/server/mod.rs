@@ -21,6 +21,8 @@ use axum_server::{Control, Handle};
 use crate::admission::Webhook;
 use crate::config::Config;
 use crate::netpol::DefaultDeny;
+use crate::policy::PolicySet;
+use crate::policy::store::PolicyStore;
 use crate::watch::Watch;
 use metrics::{Metrics, ResultLabels};
 use tls::CertPaths;
@@ -83,16 +85,32 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// A client that has not sent its whole body by then gets 408.
     pub body_timeout: Duration,
+    /// The Rego policies in force (swapped on reload).
+    pub policies: Arc<PolicyStore>,
+    /// Bounds concurrent policy evaluations (CPU-bound, run off the async runtime).
+    pub eval_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
+    /// Built-in rules only (no policies).
     pub fn new(config: Config, default_deny: Arc<dyn DefaultDeny>) -> Arc<Self> {
+        Self::with_policies(config, default_deny, PolicyStore::fixed(PolicySet::empty()))
+    }
+
+    pub fn with_policies(
+        config: Config,
+        default_deny: Arc<dyn DefaultDeny>,
+        policies: PolicyStore,
+    ) -> Arc<Self> {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Self {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             default_deny,
             readiness: Arc::new(Readiness::default()),
             body_timeout: BODY_READ_TIMEOUT,
+            policies: Arc::new(policies),
+            eval_permits: Arc::new(tokio::sync::Semaphore::new(workers)),
         })
     }
 }
@@ -145,6 +163,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// How often the certificate files are re-read when no change event arrives.
     pub cert_poll: Duration,
+    /// How often the policy directory is re-read when no change event arrives.
+    pub policy_poll: Duration,
 }
 
 /// A started server: where it listens, and how to stop it.
@@ -184,6 +204,14 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
         state.clone(),
         opts.cert_poll,
     ));
+
+    if state.policies.dir().is_some() {
+        tokio::spawn(reload_policies(state.clone(), opts.policy_poll));
+    }
+    state
+        .metrics
+        .policies_loaded
+        .set(state.policies.get().policies().len() as i64);
 
     let control = Control::new();
     let handle = Handle::<SocketAddr>::with_control(control.clone());
@@ -332,6 +360,40 @@ async fn reload_certificates(
                 // Do not retry the same bad files until they change again.
                 current = seen;
             }
+        }
+    }
+}
+
+/// Reloads the policy directory when it changes. A set that fails to load is refused:
+/// the previous one keeps enforcing, the error is logged, counted and shown by
+/// readiness until a good set replaces it.
+async fn reload_policies(state: Arc<AppState>, poll: Duration) {
+    let Some(dir) = state.policies.dir().map(|d| d.to_path_buf()) else {
+        return;
+    };
+    let mut watch = Watch::tree(&dir, poll, Duration::from_millis(250));
+    loop {
+        watch.changed().await;
+        let store = state.policies.clone();
+        let result = tokio::task::spawn_blocking(move || store.reload()).await;
+        match result {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(n))) => {
+                state.metrics.policies_loaded.set(n as i64);
+                state.readiness.set_problem("policies", None);
+                tracing::info!(dir = %dir.display(), policies = n, "policies reloaded");
+            }
+            Ok(Err(e)) => {
+                state.metrics.policy_reload_errors.inc();
+                state.readiness.set_problem(
+                    "policies",
+                    Some(format!(
+                        "reload refused, previous policies still enforcing: {e}"
+                    )),
+                );
+                tracing::error!(error = %e, "policy reload refused; keeping the previous set");
+            }
+            Err(e) => tracing::error!(error = %e, "policy reload task failed"),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! sends them.
 #![allow(dead_code)]
 
+pub mod https;
+
 use serde_json::{Value, json};
 
 use sandgate::admission::{AdmissionRequest, review};

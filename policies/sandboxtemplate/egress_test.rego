@@ -1,0 +1,58 @@
+package sandgate.sandboxtemplate.egress_test
+
+import rego.v1
+
+import data.sandgate.sandboxtemplate.egress
+
+review(egress_rules) := {"object": {"spec": {"networkPolicy": {"egress": egress_rules}}}}
+
+test_article_dns_rule_warns_but_passes if {
+	r := review([{"ports": [{"port": 53, "protocol": "UDP"}]}])
+	count(egress.deny) == 0 with input.review as r
+	count(egress.warn) == 1 with input.review as r
+}
+
+test_no_egress_at_all_passes if {
+	count(egress.deny) == 0 with input.review as {"object": {"spec": {}}}
+}
+
+test_everywhere_is_denied if {
+	r := review([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}])
+	count(egress.deny) == 1 with input.review as r
+}
+
+test_everywhere_except_metadata_passes if {
+	r := review([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]}])
+	count(egress.deny) == 0 with input.review as r
+}
+
+test_metadata_range_is_denied if {
+	r := review([{"to": [{"ipBlock": {"cidr": "169.254.0.0/16"}}]}])
+	count(egress.deny) == 1 with input.review as r
+}
+
+test_ipv6_everywhere_is_denied if {
+	r := review([{"to": [{"ipBlock": {"cidr": "::/0"}}]}])
+	count(egress.deny) == 1 with input.review as r
+}
+
+test_ports_without_to_are_denied if {
+	r := review([{"ports": [{"port": 443, "protocol": "TCP"}]}])
+	count(egress.deny) == 1 with input.review as r
+}
+
+test_dns_range_without_to_is_denied if {
+	r := review([{"ports": [{"port": 53, "endPort": 1000, "protocol": "UDP"}]}])
+	count(egress.deny) == 1 with input.review as r
+}
+
+test_narrow_destination_passes if {
+	r := review([{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 443}]}])
+	count(egress.deny) == 0 with input.review as r
+}
+
+test_allowed_cidrs_are_enforced if {
+	r := review([{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}])
+	count(egress.deny) == 1 with input.review as r with data.settings.allowedEgressCidrs as ["192.168.0.0/16"]
+	count(egress.deny) == 0 with input.review as r with data.settings.allowedEgressCidrs as ["10.0.0.0/8"]
+}
