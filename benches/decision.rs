@@ -8,8 +8,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use sandgate::admission::{Webhook, decide, review};
+use sandgate::admission::{Webhook, decide, judge, review};
 use sandgate::config::Config;
+use sandgate::policy::PolicySet;
 
 const ARTICLE_POD: &[u8] = include_bytes!("../tests/fixtures/article-pod-review.json");
 
@@ -36,6 +37,18 @@ fn full(webhook: Webhook, body: &[u8], cfg: &Config) -> Vec<u8> {
     serde_json::to_vec(&review::encode(&req.uid, &decision)).unwrap()
 }
 
+/// The same with the Rego policies (they run at /validate).
+fn full_with(webhook: Webhook, body: &[u8], cfg: &Config, policies: &PolicySet) -> Vec<u8> {
+    let req = review::parse(body).expect("valid review");
+    let decision = judge(webhook, &req, cfg, policies);
+    serde_json::to_vec(&review::encode(&req.uid, &decision)).unwrap()
+}
+
+fn shipped() -> PolicySet {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    PolicySet::load_dir(&dir, std::time::Duration::from_millis(100)).expect("shipped policies")
+}
+
 /// The pod as stored after mutation, for the validating call.
 fn mutated_review(cfg: &Config) -> Vec<u8> {
     let mut review: serde_json::Value = serde_json::from_slice(ARTICLE_POD).unwrap();
@@ -60,30 +73,49 @@ fn benches(c: &mut Criterion) {
     c.bench_function("sandboxtemplate validate", |b| {
         b.iter(|| full(Webhook::Validate, black_box(&template), &cfg))
     });
+    let policies = shipped();
+    c.bench_function("pod validate + shipped policies", |b| {
+        b.iter(|| full_with(Webhook::Validate, black_box(&stored), &cfg, &policies))
+    });
+    c.bench_function("sandboxtemplate validate + shipped policies", |b| {
+        b.iter(|| full_with(Webhook::Validate, black_box(&template), &cfg, &policies))
+    });
 }
 
 fn percentiles() {
     let cfg = Config::default();
     let stored = mutated_review(&cfg);
-    let mut samples: Vec<Duration> = Vec::with_capacity(50_000);
-    for _ in 0..2_000 {
-        full(Webhook::Mutate, ARTICLE_POD, &cfg);
+    let policies = shipped();
+    let empty = PolicySet::empty();
+    for (label, set) in [
+        ("built-in rules", &empty),
+        ("built-in rules + shipped policies", &policies),
+    ] {
+        let mut samples: Vec<Duration> = Vec::with_capacity(50_000);
+        for _ in 0..2_000 {
+            full_with(Webhook::Mutate, ARTICLE_POD, &cfg, set);
+        }
+        for _ in 0..50_000 {
+            let t = Instant::now();
+            black_box(full_with(
+                Webhook::Mutate,
+                black_box(ARTICLE_POD),
+                &cfg,
+                set,
+            ));
+            black_box(full_with(Webhook::Validate, black_box(&stored), &cfg, set));
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
+        println!(
+            "typical sandbox pod, mutate + validate, {label}, 50000 samples: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+            at(0.50),
+            at(0.90),
+            at(0.99),
+            samples[samples.len() - 1]
+        );
     }
-    for _ in 0..50_000 {
-        let t = Instant::now();
-        black_box(full(Webhook::Mutate, black_box(ARTICLE_POD), &cfg));
-        black_box(full(Webhook::Validate, black_box(&stored), &cfg));
-        samples.push(t.elapsed());
-    }
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
-    println!(
-        "typical sandbox pod, mutate + validate, 50000 samples: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
-        at(0.50),
-        at(0.90),
-        at(0.99),
-        samples[samples.len() - 1]
-    );
 }
 
 fn main() {

@@ -215,3 +215,100 @@ fn sigterm_drains_and_exits_cleanly() {
         "{log}"
     );
 }
+
+#[test]
+fn bad_templates_are_denied_with_one_named_reason_each() {
+    let o = sandgate(&["check", "-o", "json", "tests/manifests/bad-templates"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let expect = [
+        ("egress-everywhere", "policy", "sandboxtemplate.egress"),
+        (
+            "host-path",
+            "host-path",
+            "spec.template.spec.volumes[0].hostPath",
+        ),
+        ("huge-pool", "policy", "sandboxtemplate.pool"),
+        (
+            "privileged",
+            "privileged",
+            "spec.template.spec.containers[0].securityContext.privileged",
+        ),
+    ];
+    for (name, rule, field) in expect {
+        let r = report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap();
+        assert_eq!(r["verdict"], "deny", "{name}");
+        let v = r["violations"].as_array().unwrap();
+        assert_eq!(v.len(), 1, "{name}: {v:?}");
+        assert_eq!(v[0]["rule"], rule, "{name}");
+        assert_eq!(v[0]["field"], field, "{name}");
+    }
+    // The same files with policies off: only the built-in rules remain.
+    let o = sandgate(&[
+        "check",
+        "--no-policies",
+        "-o",
+        "json",
+        "tests/manifests/bad-templates",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["summary"]["denied"], 2, "{report}");
+}
+
+#[test]
+fn policy_test_runs_the_shipped_tests_and_reports_failures() {
+    let o = sandgate(&["policy", "test"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(" passed, 0 failed"), "{}", text(&o));
+
+    let o = sandgate(&["policy", "test", "-o", "json", "policies"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["summary"]["passed"].as_u64().unwrap() >= 25);
+    assert_eq!(report["summary"]["failed"], 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.rego"),
+        "package sandgate.pod.p\nimport rego.v1\ndeny contains \"x\" if true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package sandgate.pod.p_test\nimport rego.v1\nimport data.sandgate.pod.p\ntest_ok if { count(p.deny) == 1 }\ntest_bad if { count(p.deny) == 0 }\n",
+    )
+    .unwrap();
+    let o = sandgate(&["policy", "test", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("FAIL  data.sandgate.pod.p_test.test_bad"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("1 passed, 1 failed"), "{}", text(&o));
+
+    std::fs::write(
+        dir.path().join("p.rego"),
+        "package sandgate.pod.p\ndeny contains if {\n",
+    )
+    .unwrap();
+    let o = sandgate(&["policy", "test", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("p.rego"), "{}", text(&o));
+    let o = sandgate(&[
+        "check",
+        "--policies",
+        dir.path().to_str().unwrap(),
+        "deploy/examples",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a broken policy set is an error for check too: {}",
+        text(&o)
+    );
+}

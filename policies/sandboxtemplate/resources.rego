@@ -5,7 +5,7 @@ import rego.v1
 
 pod_spec := object.get(input.review.object, ["spec", "template", "spec"], {})
 
-containers contains [field, i, c] if {
+containers contains {"field": field, "i": i, "c": c} if {
 	some field in ["containers", "initContainers"]
 	some i, c in object.get(pod_spec, field, [])
 }
@@ -19,11 +19,12 @@ amount("cpu", q) := units.parse(q)
 amount(r, q) := units.parse_bytes(q) if r != "cpu"
 
 deny contains msg if {
-	some [field, i, c] in containers
-	some r, limit in object.get(c, ["resources", "limits"], {})
+	some e in containers
+	some r, limit in object.get(e.c, ["resources", "limits"], {})
 	cap := caps[r]
-	amount(r, format_int_or_string(limit)) > amount(r, cap)
-	msg := sprintf("spec.template.spec.%s[%d].resources.limits.%s is %v, above the cap of %v", [field, i, r, limit, cap])
+	amount(r, as_text(limit)) > amount(r, cap)
+	msg := sprintf("spec.template.spec.%s[%d].resources.limits.%s is %v, above the cap of %v", [e.field, e.i, r, limit, cap])
 }
 
-format_int_or_string(q) := sprintf("%v", [q])
+# Quantities may be written as numbers (cpu: 2) or strings (cpu: "2").
+as_text(q) := sprintf("%v", [q])
