@@ -1072,3 +1072,64 @@ fn only_sandgate_may_create_template_pods() {
     );
     assert_eq!(rules(&d), vec!["sandbox-labels"]);
 }
+
+#[test]
+fn the_token_the_apiserver_injected_is_taken_back_out() {
+    // What the ServiceAccount admission plugin does to the article's pod before any
+    // webhook runs.
+    let mut p = pod();
+    set(&mut p, "/spec/serviceAccountName", json!("default"));
+    set(
+        &mut p,
+        "/spec/volumes",
+        json!([
+            {"name": "data", "emptyDir": {}},
+            {"name": "kube-api-access-x7k2p", "projected": {"defaultMode": 420, "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+            ]}}
+        ]),
+    );
+    set(
+        &mut p,
+        "/spec/containers/0/volumeMounts",
+        json!([
+            {"name": "data", "mountPath": "/data"},
+            {"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
+        ]),
+    );
+    let d = judge(Webhook::Mutate, &create(p.clone()));
+    assert!(d.allowed, "{}", d.message());
+    let out = patched(&p, &d);
+    assert_eq!(
+        out["spec"]["volumes"],
+        json!([{"name": "data", "emptyDir": {}}])
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["volumeMounts"],
+        json!([{"name": "data", "mountPath": "/data"}])
+    );
+    assert_eq!(out["spec"]["automountServiceAccountToken"], false);
+    assert!(judge(Webhook::Validate, &create(out)).allowed);
+
+    // A token volume the creator asked for by name is not silently dropped: denied.
+    let mut own = pod();
+    set(
+        &mut own,
+        "/spec/volumes",
+        json!([{"name": "my-token", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]),
+    );
+    assert_eq!(
+        rules(&judge(Webhook::Mutate, &create(own))),
+        vec!["service-account-token"]
+    );
+    // Nor is an injected-looking one when the pod explicitly asked for automount.
+    let mut explicit = p;
+    set(
+        &mut explicit,
+        "/spec/automountServiceAccountToken",
+        json!(true),
+    );
+    assert!(!judge(Webhook::Mutate, &create(explicit)).allowed);
+}

@@ -34,6 +34,9 @@ pub fn spec_defaults(spec: &mut PodSpec, cfg: &Config) {
     }
     if spec.automount_service_account_token.is_none() {
         spec.automount_service_account_token = Some(false);
+        // The apiserver's ServiceAccount admission plugin runs before webhooks and has
+        // already mounted the token the pod did not opt out of: take it back out.
+        strip_injected_token(spec);
     }
     // Decide per-container seccomp before the pod-level default is set, so a pod-level
     // Localhost profile chosen by the creator is inherited rather than overridden.
@@ -78,6 +81,51 @@ pub fn new_ephemeral_containers(pod: &mut Pod, old: Option<&Pod>) {
     for c in spec.ephemeral_containers.iter_mut().flatten() {
         if !existing.contains(c.name.as_str()) {
             container_security(c, pod_seccomp_set);
+        }
+    }
+}
+
+/// Prefix of the token volume the ServiceAccount admission plugin injects.
+const INJECTED_TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
+
+/// Removes the service-account token volume the apiserver injected (a projected
+/// `kube-api-access-*` volume with a serviceAccountToken source) and its mounts.
+/// Volumes the creator wrote are left for validation to judge.
+fn strip_injected_token(spec: &mut PodSpec) {
+    let injected: BTreeSet<String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.name.starts_with(INJECTED_TOKEN_VOLUME_PREFIX)
+                && v.projected.as_ref().is_some_and(|p| {
+                    p.sources
+                        .iter()
+                        .flatten()
+                        .any(|s| s.service_account_token.is_some())
+                })
+        })
+        .map(|v| v.name.clone())
+        .collect();
+    if injected.is_empty() {
+        return;
+    }
+    if let Some(volumes) = spec.volumes.as_mut() {
+        volumes.retain(|v| !injected.contains(&v.name));
+        if volumes.is_empty() {
+            spec.volumes = None;
+        }
+    }
+    let containers = spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten());
+    for c in containers {
+        if let Some(mounts) = c.volume_mounts.as_mut() {
+            mounts.retain(|m| !injected.contains(&m.name));
+            if mounts.is_empty() {
+                c.volume_mounts = None;
+            }
         }
     }
 }
