@@ -112,7 +112,6 @@ fn serve(args: ServeArgs) -> ExitCode {
             Err(e) => return fail(format!("policies in {}: {e}", dir.display())),
         },
     };
-    let state = AppState::with_policies(config, Arc::new(netpol::NoCluster), store);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,6 +119,23 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
+    let default_deny: Arc<dyn netpol::DefaultDeny> = if args.dev {
+        Arc::new(netpol::NoCluster)
+    } else {
+        // Check the certificate first: its error is the more useful one.
+        if let Err(e) = server::tls::load(&opts.certs, server::tls::now()) {
+            return fail(format!("serving certificate: {e}"));
+        }
+        match runtime.block_on(kube::Client::try_default()) {
+            Ok(client) => Arc::new(netpol::KubeDefaultDeny::new(client)),
+            Err(e) => {
+                return fail(format!(
+                    "cannot reach the cluster to manage NetworkPolicies ({e}); run with --dev to serve without one"
+                ));
+            }
+        }
+    };
+    let state = AppState::with_policies(config, default_deny, store);
     match runtime.block_on(server::run(opts, state)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),

@@ -45,6 +45,74 @@ impl DefaultDeny for NoCluster {
     }
 }
 
+/// Ensures the policy through the apiserver: a GET, and a CREATE when it is missing
+/// (AlreadyExists from a concurrent admission counts as success). Namespaces seen
+/// recently are remembered for [`KubeDefaultDeny::REMEMBER`] so a burst of pods costs one
+/// round trip, while a policy deleted behind sandgate's back comes back soon.
+pub struct KubeDefaultDeny {
+    client: kube::Client,
+    seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl KubeDefaultDeny {
+    pub const REMEMBER: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            seen: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    fn recently_seen(&self, namespace: &str) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(namespace)
+            .is_some_and(|t| t.elapsed() < Self::REMEMBER)
+    }
+
+    async fn ensure_now(&self, namespace: &str) -> Result<(), NetpolError> {
+        use kube::api::{Api, PostParams};
+        let err = |reason: String| NetpolError {
+            namespace: namespace.to_string(),
+            name: DEFAULT_DENY_NAME.to_string(),
+            reason,
+        };
+        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), namespace);
+        let exists = api
+            .get_opt(DEFAULT_DENY_NAME)
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .is_some();
+        if !exists {
+            match api
+                .create(&PostParams::default(), &default_deny(namespace))
+                .await
+            {
+                Ok(_) => tracing::info!(namespace, "created the default-deny NetworkPolicy"),
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => return Err(err(e.to_string())),
+            }
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), std::time::Instant::now());
+        Ok(())
+    }
+}
+
+impl DefaultDeny for KubeDefaultDeny {
+    fn ensure(&self, namespace: &str) -> EnsureFuture<'_> {
+        let namespace = namespace.to_string();
+        Box::pin(async move {
+            if self.recently_seen(&namespace) {
+                return Ok(());
+            }
+            self.ensure_now(&namespace).await
+        })
+    }
+}
+
 /// The default-deny policy for a namespace: selects every sandbox pod, denies all
 /// ingress, and lets egress reach only kube-dns on port 53 (UDP and TCP). The namespace
 /// and pod selectors sit in ONE peer, so the rule means "kube-dns pods in kube-system",

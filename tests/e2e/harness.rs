@@ -1,0 +1,669 @@
+//! A real control plane for the end-to-end tests: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok (fake gVisor nodes) on loopback,
+//! with sandgate's webhook running in process and registered exactly as in `deploy/`
+//! (same selectors and rules; `clientConfig.url` and `caBundle` instead of the Service).
+//!
+//! One control plane per test binary, started on first use. Every process it starts is
+//! recorded in a pid directory watched by a small watchdog process, which kills them
+//! and removes the temporary directory when the test binary exits, even on a panic or
+//! an abort. Startup failures name the component and show the end of its log.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use sandgate::config::Config;
+use sandgate::netpol::KubeDefaultDeny;
+use sandgate::policy::store::PolicyStore;
+use sandgate::server::{self, AppState, Running, ServeOptions, devcerts};
+use serde_json::{Value, json};
+
+pub struct Cluster {
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    webhook: Mutex<Webhook>,
+    /// Tests take it shared; a test that stops the webhook takes it exclusively.
+    pub gate: RwLock<()>,
+}
+
+struct Webhook {
+    runtime: tokio::runtime::Runtime,
+    running: Option<Running>,
+    addr: SocketAddr,
+    opts: ServeOptions,
+    state: Arc<AppState>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// The shared control plane; the first caller starts it.
+pub fn cluster() -> &'static Cluster {
+    match CLUSTER
+        .get_or_init(|| start().map_err(|e| format!("test control plane failed to start:\n{e}")))
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Where the control-plane binaries are: KUBEBUILDER_ASSETS when it holds
+/// kube-apiserver, else the cache the build script fills (building on first use).
+fn binaries() -> Result<PathBuf, String> {
+    if let Ok(dir) = std::env::var("KUBEBUILDER_ASSETS") {
+        let dir = PathBuf::from(dir);
+        if dir.join("kube-apiserver").is_file() {
+            return Ok(dir);
+        }
+    }
+    let script = root().join("scripts/build-controlplane.sh");
+    eprintln!("control plane: building or reusing the binaries (first build: several minutes)...");
+    let status = Command::new("bash")
+        .arg(&script)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !status.success() {
+        return Err(format!("{} failed ({status})", script.display()));
+    }
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--print-dir")
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// A binary from the control-plane directory, or next to it (KUBEBUILDER_ASSETS may hold
+/// only kube-apiserver and etcd; the rest then comes from the build script's cache).
+fn find(bin: &Path, name: &str) -> Result<PathBuf, String> {
+    let p = bin.join(name);
+    if p.is_file() {
+        return Ok(p);
+    }
+    if name == "etcd" {
+        return etcd_bin_vendored::etcd_bin_path()
+            .map(Path::to_path_buf)
+            .map_err(|e| e.to_string());
+    }
+    let cached = binaries_from_script()?;
+    let p = cached.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{name} not found in {} nor {}",
+            bin.display(),
+            cached.display()
+        ))
+    }
+}
+
+fn binaries_from_script() -> Result<PathBuf, String> {
+    let script = root().join("scripts/build-controlplane.sh");
+    let status = Command::new("bash")
+        .arg(&script)
+        .env_remove("KUBEBUILDER_ASSETS")
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("{} failed", script.display()));
+    }
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--print-dir")
+        .env_remove("KUBEBUILDER_ASSETS")
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+struct Pki {
+    files: PathBuf,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// CA, apiserver serving certificate, admin client certificate, service-account keys.
+fn pki(dir: &Path) -> Result<Pki, String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let e = |e: rcgen::Error| e.to_string();
+    let now = time::OffsetDateTime::now_utc();
+    let ca_key = KeyPair::generate().map_err(e)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "sandgate-e2e-ca");
+    ca.not_before = now - time::Duration::days(1);
+    ca.not_after = now + time::Duration::days(30);
+    let ca_cert = ca.self_signed(&ca_key).map_err(e)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let serving_key = KeyPair::generate().map_err(e)?;
+    let mut serving = CertificateParams::new(vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ])
+    .map_err(e)?;
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    serving.not_before = now - time::Duration::days(1);
+    serving.not_after = now + time::Duration::days(30);
+    let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(e)?;
+
+    let admin_key = KeyPair::generate().map_err(e)?;
+    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    admin
+        .distinguished_name
+        .push(DnType::CommonName, "e2e-admin");
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    admin.not_before = now - time::Duration::days(1);
+    admin.not_after = now + time::Duration::days(30);
+    let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(e)?;
+
+    let sa_key = KeyPair::generate().map_err(e)?;
+    let files = dir.join("pki");
+    std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
+    write(&files.join("ca.crt"), &ca_cert.pem())?;
+    write(&files.join("apiserver.crt"), &serving_cert.pem())?;
+    write(&files.join("apiserver.key"), &serving_key.serialize_pem())?;
+    write(&files.join("admin.crt"), &admin_cert.pem())?;
+    write(&files.join("admin.key"), &admin_key.serialize_pem())?;
+    write(&files.join("sa.key"), &sa_key.serialize_pem())?;
+    write(&files.join("sa.pub"), &sa_key.public_key_pem())?;
+    Ok(Pki { files })
+}
+
+/// An admin kubeconfig (client certificate in system:masters), for kubectl too.
+fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<(), String> {
+    let b64 = |p: &str| -> Result<String, String> {
+        let bytes = std::fs::read(pki.files.join(p)).map_err(|e| e.to_string())?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    };
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
+        b64("ca.crt")?,
+        b64("admin.crt")?,
+        b64("admin.key")?
+    );
+    write(path, &text)
+}
+
+/// Starts a component with its output in `<dir>/logs/<name>.log` and its pid recorded
+/// for the watchdog.
+fn spawn(dir: &Path, name: &str, bin: &Path, args: &[String]) -> Result<Child, String> {
+    let log_path = dir.join("logs").join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {name} ({}): {e}", bin.display()))?;
+    write(
+        &dir.join("pids").join(format!("{name}.pid")),
+        &child.id().to_string(),
+    )?;
+    Ok(child)
+}
+
+/// Kills everything in `<dir>/pids` and removes `dir` once this process is gone.
+fn watchdog(dir: &Path) -> Result<(), String> {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+         for f in '{d}'/pids/*.pid; do [ -f \"$f\" ] && kill $(cat \"$f\") 2>/dev/null; done; sleep 1; \
+         for f in '{d}'/pids/*.pid; do [ -f \"$f\" ] && kill -9 $(cat \"$f\") 2>/dev/null; done; \
+         rm -rf '{d}'",
+        pid = std::process::id(),
+        d = dir.display()
+    );
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the watchdog: {e}"))
+}
+
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> Result<bool, String>,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        if ok()? {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("{what}: not ready after {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Fails with the component's log tail when it has exited.
+fn alive(child: &mut Child, name: &str, dir: &Path) -> Result<(), String> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Err(format!(
+            "{name} exited ({status}); last lines of its log:\n{}",
+            tail(&dir.join("logs").join(format!("{name}.log")), 30)
+        ));
+    }
+    Ok(())
+}
+
+fn start() -> Result<Cluster, String> {
+    let bin = binaries()?;
+    let dir = std::env::temp_dir().join(format!("sandgate-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir.join("pids")).map_err(|e| e.to_string())?;
+    watchdog(&dir)?;
+    let pki = pki(&dir)?;
+    let p = |f: &str| pki.files.join(f).display().to_string();
+
+    // etcd
+    let (client_port, peer_port) = (free_port(), free_port());
+    let etcd_url = format!("http://127.0.0.1:{client_port}");
+    let mut etcd = spawn(
+        &dir,
+        "etcd",
+        &find(&bin, "etcd")?,
+        &[
+            "--name=e2e".into(),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=e2e=http://127.0.0.1:{peer_port}"),
+            "--initial-cluster-state=new".into(),
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ],
+    )?;
+    wait_until("etcd", Duration::from_secs(30), || {
+        alive(&mut etcd, "etcd", &dir)?;
+        Ok(std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok())
+    })?;
+
+    // kube-apiserver
+    let api_port = free_port();
+    let server = format!("https://127.0.0.1:{api_port}");
+    let mut apiserver = spawn(
+        &dir,
+        "kube-apiserver",
+        &find(&bin, "kube-apiserver")?,
+        &[
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--authorization-mode=RBAC".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--endpoint-reconciler-type=none".into(),
+            "--allow-privileged=true".into(),
+        ],
+    )?;
+    let kubeconfig = dir.join("kubeconfig");
+    write_kubeconfig(&kubeconfig, &server, &pki)?;
+    let kubectl_bin = find(&bin, "kubectl")?;
+    let kc = |args: &[&str]| -> Output {
+        Command::new(&kubectl_bin)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    };
+    wait_until("kube-apiserver", Duration::from_secs(60), || {
+        alive(&mut apiserver, "kube-apiserver", &dir)?;
+        Ok(kc(&["get", "--raw", "/readyz"]).status.success())
+    })?;
+
+    // controller-manager, scheduler, kwok
+    let kcfg = format!("--kubeconfig={}", kubeconfig.display());
+    let mut cm = spawn(
+        &dir,
+        "kube-controller-manager",
+        &find(&bin, "kube-controller-manager")?,
+        &[
+            kcfg.clone(),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+            "--leader-elect=false".into(),
+            format!("--service-account-private-key-file={}", p("sa.key")),
+            format!("--root-ca-file={}", p("ca.crt")),
+        ],
+    )?;
+    let mut sched = spawn(
+        &dir,
+        "kube-scheduler",
+        &find(&bin, "kube-scheduler")?,
+        &[
+            kcfg.clone(),
+            format!("--authentication-kubeconfig={}", kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", kubeconfig.display()),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+            "--leader-elect=false".into(),
+        ],
+    )?;
+    let mut kwok = spawn(
+        &dir,
+        "kwok",
+        &find(&bin, "kwok")?,
+        &[
+            kcfg.clone(),
+            "-c".into(),
+            root()
+                .join("tests/controlplane/kwok/stages.yaml")
+                .display()
+                .to_string(),
+            "--manage-all-nodes=false".into(),
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+            "--node-lease-duration-seconds=40".into(),
+            "--server-address=127.0.0.1:0".into(),
+            "--cidr=10.244.0.0/24".into(),
+            "--node-ip=127.0.0.1".into(),
+        ],
+    )?;
+
+    // The API sandgate ships, the RuntimeClass, and the nodes.
+    let apply = |args: &[&str], what: &str| -> Result<(), String> {
+        let o = kc(args);
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{what}: {}", String::from_utf8_lossy(&o.stderr)))
+        }
+    };
+    let crds = root().join("deploy/crds").display().to_string();
+    apply(
+        &["apply", "--server-side", "-f", &crds],
+        "applying deploy/crds",
+    )?;
+    // `kubectl wait` errors while a CRD has no conditions yet: poll it instead.
+    wait_until("CRDs established", Duration::from_secs(60), || {
+        Ok(kc(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=5s",
+            "crd/sandboxtemplates.sandbox.gke.io",
+            "crd/sandboxes.sandbox.gke.io",
+            "crd/sandboxclaims.sandbox.gke.io",
+        ])
+        .status
+        .success())
+    })?;
+    let rc = root()
+        .join("deploy/runtimeclass.yaml")
+        .display()
+        .to_string();
+    apply(&["apply", "-f", &rc], "applying deploy/runtimeclass.yaml")?;
+    // A plain runc class as many clusters have, so a pod asking for it reaches sandgate
+    // instead of being refused by the RuntimeClass admission plugin for not existing.
+    let runc = r#"{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "runc"}, "handler": "runc"}"#;
+    let runc_path = dir.join("runc.json");
+    write(&runc_path, runc)?;
+    apply(
+        &["apply", "-f", &runc_path.display().to_string()],
+        "creating RuntimeClass runc",
+    )?;
+    let nodes = dir.join("nodes.json");
+    write(
+        &nodes,
+        &serde_json::to_string(&nodes_list()).map_err(|e| e.to_string())?,
+    )?;
+    apply(
+        &["apply", "-f", &nodes.display().to_string()],
+        "creating kwok nodes",
+    )?;
+    wait_until("kwok nodes", Duration::from_secs(60), || {
+        alive(&mut kwok, "kwok", &dir)?;
+        alive(&mut cm, "kube-controller-manager", &dir)?;
+        alive(&mut sched, "kube-scheduler", &dir)?;
+        let o = kc(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        Ok(text.split_whitespace().filter(|s| *s == "True").count() == 3)
+    })?;
+    wait_until("default ServiceAccount", Duration::from_secs(60), || {
+        alive(&mut cm, "kube-controller-manager", &dir)?;
+        Ok(kc(&["get", "serviceaccount", "default", "-n", "default"])
+            .status
+            .success())
+    })?;
+
+    // sandgate, in process, registered like deploy/webhooks.yaml.
+    let webhook = start_webhook(&dir, &kubeconfig)?;
+    let registration = webhook_configurations(webhook.addr, &webhook_ca(&dir)?)?;
+    let reg_path = dir.join("webhooks.json");
+    write(&reg_path, &registration)?;
+    apply(
+        &["apply", "-f", &reg_path.display().to_string()],
+        "registering the webhooks",
+    )?;
+
+    // Children are owned by the watchdog from here on.
+    std::mem::forget((etcd, apiserver, cm, sched, kwok));
+    Ok(Cluster {
+        bin: kubectl_bin.parent().map(Path::to_path_buf).unwrap_or(bin),
+        kubeconfig,
+        webhook: Mutex::new(webhook),
+        gate: RwLock::new(()),
+    })
+}
+
+/// Two fake gVisor nodes (labelled and tainted like deploy/runtimeclass.yaml expects)
+/// and one plain node for pods outside sandbox scope.
+fn nodes_list() -> Value {
+    let node = |name: &str, gvisor: bool| {
+        let mut n = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "kwok"}
+            },
+            "spec": {},
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110", "ephemeral-storage": "500Gi"},
+                "phase": "Running"
+            }
+        });
+        if gvisor {
+            n["metadata"]["labels"]["sandbox.gke.io/runtime"] = json!("gvisor");
+            n["spec"]["taints"] = json!([{"key": "sandbox.gke.io/runtime", "value": "gvisor", "effect": "NoSchedule"}]);
+        }
+        n
+    };
+    json!({"apiVersion": "v1", "kind": "List", "items": [node("gvisor-1", true), node("gvisor-2", true), node("plain-1", false)]})
+}
+
+fn webhook_ca(dir: &Path) -> Result<String, String> {
+    std::fs::read_to_string(devcerts::DevCerts::in_dir(&dir.join("webhook-certs")).ca_cert)
+        .map_err(|e| e.to_string())
+}
+
+fn start_webhook(dir: &Path, kubeconfig: &Path) -> Result<Webhook, String> {
+    let (certs, _) = devcerts::ensure(&dir.join("webhook-certs")).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let kubeconfig = kubeconfig.to_path_buf();
+    let state = runtime.block_on(async move {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        let policies = PolicyStore::load(&root().join("policies"), Duration::from_millis(100))
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(AppState::with_policies(
+            Config::default(),
+            Arc::new(KubeDefaultDeny::new(client)),
+            policies,
+        ))
+    })?;
+    let opts = ServeOptions {
+        addr: ([127, 0, 0, 1], 0).into(),
+        probe_addr: None,
+        certs: certs.serving,
+        shutdown_grace: Duration::from_secs(2),
+        cert_poll: Duration::from_secs(60),
+        policy_poll: Duration::from_secs(60),
+    };
+    let running = runtime
+        .block_on(server::start(opts.clone(), state.clone()))
+        .map_err(|e| format!("sandgate webhook: {e}"))?;
+    let addr = running.addr;
+    Ok(Webhook {
+        runtime,
+        running: Some(running),
+        addr,
+        opts: ServeOptions { addr, ..opts },
+        state,
+    })
+}
+
+/// deploy/webhooks.yaml with each service reference replaced by the in-process URL.
+fn webhook_configurations(addr: SocketAddr, ca_pem: &str) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(root().join("deploy/webhooks.yaml")).map_err(|e| e.to_string())?;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut items = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let y = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+            .map_err(|e| e.to_string())?;
+        let mut v: Value = serde_json::to_value(y).map_err(|e| e.to_string())?;
+        if v.is_null() {
+            continue;
+        }
+        if let Some(a) = v["metadata"]
+            .get_mut("annotations")
+            .and_then(Value::as_object_mut)
+        {
+            a.remove("cert-manager.io/inject-ca-from");
+        }
+        for w in v["webhooks"]
+            .as_array_mut()
+            .ok_or("webhooks.yaml without webhooks")?
+        {
+            let path = w["clientConfig"]["service"]["path"]
+                .as_str()
+                .ok_or("a webhook without a service path")?
+                .to_string();
+            w["clientConfig"] = json!({"url": format!("https://{addr}{path}"), "caBundle": ca});
+        }
+        items.push(v);
+    }
+    serde_json::to_string(&json!({"apiVersion": "v1", "kind": "List", "items": items}))
+        .map_err(|e| e.to_string())
+}
+
+impl Cluster {
+    /// Runs kubectl as the admin and returns its output.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(self.bin.join("kubectl"))
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(pipe);
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Admission requests the webhook has answered so far.
+    pub fn webhook_requests(&self) -> u64 {
+        let w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        w.state
+            .metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("sandgate_admission_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Stops the webhook (the apiserver then cannot reach it).
+    pub fn stop_webhook(&self) {
+        let mut w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = w.running.take() {
+            w.runtime
+                .block_on(running.shutdown(Duration::from_secs(1)))
+                .expect("webhook stops");
+        }
+    }
+
+    /// Starts it again on the same address.
+    pub fn restart_webhook(&self) {
+        let mut w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        if w.running.is_none() {
+            let (opts, state) = (w.opts.clone(), w.state.clone());
+            let running = w
+                .runtime
+                .block_on(server::start(opts, state))
+                .expect("webhook restarts on its address");
+            w.running = Some(running);
+        }
+    }
+}

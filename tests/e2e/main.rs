@@ -1,0 +1,537 @@
+//! End-to-end: sandgate judged by a real kube-apiserver (see harness.rs). Each test
+//! works in its own namespace; kubectl is used where a user would type it.
+
+mod harness;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, cluster};
+use serde_json::{Value, json};
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A namespace for one test, deleted when the test ends.
+struct Ns {
+    name: String,
+}
+
+impl Ns {
+    fn new(c: &Cluster, prefix: &str, enforce: bool) -> Ns {
+        let name = format!("{prefix}-{}", std::process::id() % 100000);
+        let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        if enforce {
+            ns["metadata"]["labels"] = json!({"sandbox.gke.io/enforce": "true"});
+        }
+        let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&ns.to_string()));
+        assert!(o.status.success(), "{}", out(&o));
+        wait(
+            &format!("ServiceAccount default in {name}"),
+            Duration::from_secs(60),
+            || {
+                c.kubectl(&["get", "serviceaccount", "default", "-n", &name])
+                    .status
+                    .success()
+            },
+        );
+        Ns { name }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        if let Some(Ok(c)) = Some(std::panic::catch_unwind(cluster)) {
+            let _ = c.kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        }
+    }
+}
+
+fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "{what}: not reached within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn get_json(c: &Cluster, args: &[&str]) -> Value {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    let o = c.kubectl(&a);
+    assert!(o.status.success(), "{}", out(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+fn pod(name: &str, ns: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"containers": [{"name": "sandbox", "image": "python:3.11-slim", "command": ["python3", "-c", "print(42)"]}]}
+    })
+}
+
+fn create(c: &Cluster, object: &Value) -> Output {
+    c.kubectl_stdin(&["create", "-f", "-"], Some(&object.to_string()))
+}
+
+fn wait_running(c: &Cluster, ns: &str, name: &str) -> Value {
+    let mut last = Value::Null;
+    wait(
+        &format!("pod {ns}/{name} Running"),
+        Duration::from_secs(90),
+        || {
+            last = get_json(c, &["pod", name, "-n", ns]);
+            last["status"]["phase"] == "Running"
+        },
+    );
+    last
+}
+
+#[test]
+fn the_article_walkthrough() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let o = c.kubectl(&["get", "crds"]);
+    let listed: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains("sandbox"))
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "sandboxclaims.sandbox.gke.io",
+            "sandboxes.sandbox.gke.io",
+            "sandboxtemplates.sandbox.gke.io"
+        ]
+    );
+
+    // The article's file, verbatim, into the namespace it names.
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/sandbox-template.yaml"
+    );
+    let o = c.kubectl(&["apply", "-f", file]);
+    assert!(o.status.success(), "{}", out(&o));
+    let text = out(&o);
+    assert!(
+        text.contains("sandboxtemplate.sandbox.gke.io/agent-execution-template created")
+            || text.contains("configured"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Warning: policy sandboxtemplate.egress"),
+        "policy warnings reach kubectl: {text}"
+    );
+
+    let t = get_json(
+        c,
+        &[
+            "sandboxtemplate",
+            "agent-execution-template",
+            "-n",
+            "default",
+        ],
+    );
+    assert_eq!(t["spec"]["runtimeClassName"], "gvisor");
+    assert_eq!(t["spec"]["poolConfig"]["size"], 5);
+    let o = c.kubectl(&["get", "sbt", "-n", "default"]);
+    let table = out(&o);
+    assert!(
+        table.contains("RUNTIME") && table.contains("POOL") && table.contains("gvisor"),
+        "{table}"
+    );
+    let o = c.kubectl(&["explain", "sandboxtemplate.spec.poolConfig"]);
+    assert!(
+        out(&o).contains("Warm pool"),
+        "kubectl explain uses the descriptions: {}",
+        out(&o)
+    );
+    let _ = c.kubectl(&["delete", "-f", file, "--wait=false"]);
+}
+
+#[test]
+fn a_pod_in_an_enforced_namespace_is_hardened_and_runs_under_gvisor() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "enforced", true);
+    let o = create(c, &pod("agent-run", &ns.name));
+    assert!(o.status.success(), "{}", out(&o));
+    let p = wait_running(c, &ns.name, "agent-run");
+    let spec = &p["spec"];
+    assert_eq!(spec["runtimeClassName"], "gvisor");
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    let ctr = &spec["containers"][0];
+    assert_eq!(ctr["resources"]["limits"]["cpu"], "1");
+    assert_eq!(ctr["resources"]["limits"]["memory"], "1Gi");
+    assert_eq!(ctr["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        ctr["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert!(
+        !spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("kube-api-access-")),
+        "no service-account token volume: {spec}"
+    );
+    assert!(
+        ctr.get("volumeMounts").is_none()
+            || !ctr["volumeMounts"].to_string().contains("serviceaccount"),
+        "{ctr}"
+    );
+    assert_eq!(p["metadata"]["labels"]["sandbox.gke.io/sandbox"], "true");
+    let node = spec["nodeName"].as_str().unwrap_or("");
+    assert!(
+        node.starts_with("gvisor-"),
+        "scheduled on a gVisor node through the RuntimeClass, got {node:?}"
+    );
+
+    let np = get_json(
+        c,
+        &["networkpolicy", "sandgate-default-deny", "-n", &ns.name],
+    );
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+}
+
+#[test]
+fn pods_outside_sandbox_scope_are_untouched_and_never_reach_the_webhook() {
+    let c = cluster();
+    // Exclusive: the webhook's request counter must only see this test.
+    let _g = c.gate.write().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "plain", false);
+    let before = c.webhook_requests();
+    let mut p = pod("regular", &ns.name);
+    p["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    let o = create(c, &p);
+    assert!(o.status.success(), "{}", out(&o));
+    let got = get_json(c, &["pod", "regular", "-n", &ns.name]);
+    assert!(got["spec"].get("runtimeClassName").is_none(), "not mutated");
+    assert!(
+        got["metadata"]
+            .get("labels")
+            .is_none_or(|l| l.get("sandbox.gke.io/sandbox").is_none())
+    );
+    assert_eq!(
+        c.webhook_requests(),
+        before,
+        "the apiserver never called sandgate"
+    );
+    let o = c.kubectl(&["get", "networkpolicy", "-n", &ns.name, "-o", "name"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "no policy in an unenforced namespace"
+    );
+
+    // The counter does count: a labelled pod in the same namespace is sent to sandgate.
+    let mut labelled = pod("labelled", &ns.name);
+    labelled["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": "x"});
+    let o = create(c, &labelled);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        c.webhook_requests() >= before + 2,
+        "mutate and validate were called for the labelled pod"
+    );
+    let got = get_json(c, &["pod", "labelled", "-n", &ns.name]);
+    assert_eq!(got["spec"]["runtimeClassName"], "gvisor");
+}
+
+#[test]
+fn server_dry_run_shows_denials_and_warnings_and_creates_nothing() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "dryrun", true);
+
+    let bad_template = format!(
+        "{{\"apiVersion\": \"sandbox.gke.io/v1\", \"kind\": \"SandboxTemplate\", \"metadata\": {{\"name\": \"bad\", \"namespace\": \"{}\"}}, \
+         \"spec\": {{\"template\": {{\"spec\": {{\"containers\": [{{\"name\": \"c\", \"image\": \"busybox\", \"securityContext\": {{\"privileged\": true}}}}]}}}}}}}}",
+        ns.name
+    );
+    let o = c.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&bad_template),
+    );
+    assert!(!o.status.success());
+    let text = out(&o);
+    assert!(
+        text.contains("sandgate denied") && text.contains("[privileged]"),
+        "{text}"
+    );
+
+    let mut bad_pod = pod("bad", &ns.name);
+    bad_pod["spec"]["volumes"] = json!([{"name": "h", "hostPath": {"path": "/"}}]);
+    let o = c.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&bad_pod.to_string()),
+    );
+    assert!(!o.status.success());
+    assert!(out(&o).contains("[host-path]"), "{}", out(&o));
+
+    // The article's template in this namespace: accepted, with the policy warnings.
+    let article = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/sandbox-template.yaml"
+    ))
+    .unwrap();
+    let article = article.replace("namespace: default", &format!("namespace: {}", ns.name));
+    let o = c.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(&article));
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("Warning: policy sandboxtemplate.egress"),
+        "{}",
+        out(&o)
+    );
+
+    // A good pod on dry-run: admitted, but neither it nor the NetworkPolicy exists.
+    let o = c.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&pod("good", &ns.name).to_string()),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    for (kind, name) in [
+        ("sandboxtemplate", "agent-execution-template"),
+        ("sandboxtemplate", "bad"),
+        ("pod", "good"),
+        ("pod", "bad"),
+    ] {
+        let o = c.kubectl(&["get", kind, name, "-n", &ns.name]);
+        assert!(
+            !o.status.success(),
+            "{kind}/{name} must not exist after dry-run"
+        );
+    }
+    let o = c.kubectl(&["get", "networkpolicy", "-n", &ns.name, "-o", "name"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "dry-run has no side effect: {}",
+        out(&o)
+    );
+}
+
+fn must_deny(c: &Cluster, name: &str, object: &Value, rule: &str) {
+    let o = create(c, object);
+    assert!(!o.status.success(), "{name}: admitted!");
+    let text = out(&o);
+    assert!(
+        text.contains("sandgate denied") && text.contains(rule),
+        "{name}: expected {rule}: {text}"
+    );
+}
+
+#[test]
+fn bypass_attempts_are_denied_by_the_real_apiserver() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "bypass", true);
+    let n = ns.name.as_str();
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut p = pod("bypass", n);
+        edit(&mut p);
+        p
+    };
+    must_deny(
+        c,
+        "privileged",
+        &with(&|p| p["spec"]["containers"][0]["securityContext"] = json!({"privileged": true})),
+        "[privileged]",
+    );
+    must_deny(
+        c,
+        "hostPath",
+        &with(&|p| p["spec"]["volumes"] = json!([{"name": "h", "hostPath": {"path": "/"}}])),
+        "[host-path]",
+    );
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        must_deny(
+            c,
+            field,
+            &with(&|p| p["spec"][field] = json!(true)),
+            "[host-namespaces]",
+        );
+    }
+    must_deny(
+        c,
+        "runc",
+        &with(&|p| p["spec"]["runtimeClassName"] = json!("runc")),
+        "[runtime-class]",
+    );
+    must_deny(
+        c,
+        "nodeName",
+        &with(&|p| p["spec"]["nodeName"] = json!("gvisor-1")),
+        "[node-name]",
+    );
+    must_deny(
+        c,
+        "projected token",
+        &with(
+            &|p| p["spec"]["volumes"] = json!([{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]),
+        ),
+        "[service-account-token]",
+    );
+    must_deny(
+        c,
+        "capabilities",
+        &with(&|p| {
+            p["spec"]["containers"][0]["securityContext"] =
+                json!({"capabilities": {"add": ["SYS_ADMIN"]}})
+        }),
+        "[capabilities]",
+    );
+    must_deny(
+        c,
+        "template label by a user",
+        &with(&|p| p["metadata"]["labels"] = json!({"sandbox.gke.io/template": "wide"})),
+        "[template-label]",
+    );
+
+    // Updates of a running sandbox pod.
+    let o = create(c, &pod("target", n));
+    assert!(o.status.success(), "{}", out(&o));
+    wait_running(c, n, "target");
+
+    let o = c.kubectl(&["label", "pod", "target", "-n", n, "sandbox.gke.io/sandbox-"]);
+    assert!(
+        !o.status.success() && out(&o).contains("[sandbox-labels]"),
+        "label removal: {}",
+        out(&o)
+    );
+
+    // kubectl debug: a privileged ephemeral container through the subresource.
+    let o = c.kubectl(&[
+        "debug",
+        "-n",
+        n,
+        "target",
+        "--image=busybox",
+        "--profile=sysadmin",
+        "-c",
+        "dbg",
+        "--attach=false",
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("[privileged]"),
+        "kubectl debug --profile=sysadmin: {}",
+        out(&o)
+    );
+    let o = c.kubectl(&[
+        "debug",
+        "-n",
+        n,
+        "target",
+        "--image=busybox",
+        "--profile=restricted",
+        "-c",
+        "dbg2",
+        "--attach=false",
+    ]);
+    assert!(
+        o.status.success(),
+        "kubectl debug --profile=restricted is fine: {}",
+        out(&o)
+    );
+
+    // Raising a limit through pods/resize.
+    let patch = json!({"spec": {"containers": [{"name": "sandbox", "resources": {"limits": {"cpu": "2"}, "requests": {"cpu": "500m"}}}]}});
+    let o = c.kubectl(&[
+        "patch",
+        "pod",
+        "target",
+        "-n",
+        n,
+        "--subresource=resize",
+        "--type=strategic",
+        "-p",
+        &patch.to_string(),
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("[resize-limits]"),
+        "resize up: {}",
+        out(&o)
+    );
+    let patch = json!({"spec": {"containers": [{"name": "sandbox", "resources": {"limits": {"cpu": "750m"}, "requests": {"cpu": "500m"}}}]}});
+    let o = c.kubectl(&[
+        "patch",
+        "pod",
+        "target",
+        "-n",
+        n,
+        "--subresource=resize",
+        "--type=strategic",
+        "-p",
+        &patch.to_string(),
+    ]);
+    assert!(o.status.success(), "resize down is allowed: {}", out(&o));
+
+    // A Deployment's ReplicaSet creating a privileged pod is refused too.
+    let deploy = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "sneaky", "namespace": n},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "sneaky"}},
+            "template": {"metadata": {"labels": {"app": "sneaky"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": true}}]}}}
+    });
+    let o = create(c, &deploy);
+    assert!(o.status.success(), "{}", out(&o));
+    let mut message = String::new();
+    wait(
+        "ReplicaSet reports the denial",
+        Duration::from_secs(60),
+        || {
+            let rs = get_json(c, &["replicaset", "-n", n, "-l", "app=sneaky"]);
+            message = rs["items"][0]["status"]["conditions"].to_string();
+            message.contains("sandgate denied")
+        },
+    );
+    assert!(message.contains("[privileged]"), "{message}");
+    let pods = get_json(c, &["pods", "-n", n, "-l", "app=sneaky"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn with_the_webhook_down_sandbox_pods_fail_closed_and_others_do_not_wait() {
+    let c = cluster();
+    let _g = c.gate.write().unwrap_or_else(|e| e.into_inner());
+    let enforced = Ns::new(c, "down-enforced", true);
+    let plain = Ns::new(c, "down-plain", false);
+    c.stop_webhook();
+    let o = create(c, &pod("sandbox", &enforced.name));
+    let refused = !o.status.success();
+    let text = out(&o);
+    let o2 = create(c, &pod("ordinary", &plain.name));
+    c.restart_webhook();
+    assert!(
+        refused,
+        "a sandbox pod was admitted with the webhook down: {text}"
+    );
+    assert!(text.contains("failed calling webhook"), "{text}");
+    assert!(
+        o2.status.success(),
+        "pods outside sandbox scope never wait on sandgate: {}",
+        out(&o2)
+    );
+
+    // Back up: sandbox pods are admitted again.
+    wait("webhook back", Duration::from_secs(30), || {
+        create(c, &pod("again", &enforced.name)).status.success()
+    });
+}
