@@ -535,3 +535,31 @@ fn with_the_webhook_down_sandbox_pods_fail_closed_and_others_do_not_wait() {
         create(c, &pod("again", &enforced.name)).status.success()
     });
 }
+
+#[test]
+fn deploy_manifests_apply_on_a_real_apiserver() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+    let o = c.kubectl(&["apply", "--dry-run=client", "-k", deploy]);
+    assert!(o.status.success(), "client dry-run: {}", out(&o));
+    // Server-side validation of every object, as a user applying deploy/ would get it
+    // (client-side apply, so the CRDs must also fit the last-applied annotation).
+    let ns =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sandgate-system"}});
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&ns.to_string()));
+    assert!(o.status.success(), "{}", out(&o));
+    let o = c.kubectl(&["apply", "--dry-run=server", "-k", deploy]);
+    assert!(o.status.success(), "server dry-run: {}", out(&o));
+    let text = out(&o);
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/sandboxtemplates.sandbox.gke.io",
+        "deployment.apps/sandgate",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/sandgate",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/sandgate",
+        "runtimeclass.node.k8s.io/gvisor",
+        "clusterrole.rbac.authorization.k8s.io/sandgate",
+    ] {
+        assert!(text.contains(object), "{object} missing from: {text}");
+    }
+}
