@@ -54,6 +54,12 @@ pub enum Command {
     /// Work with Rego policies offline.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the warm-pool reconciler: SandboxTemplates keep poolConfig.size sandboxes
+    /// ready (and their NetworkPolicies in place), SandboxClaims bind one at once.
+    ///
+    /// Replicas elect a leader on a coordination.k8s.io Lease; only the leader acts.
+    /// /healthz, /readyz and /metrics are served over plain HTTP on --probe-addr.
+    Reconcile(ReconcileArgs),
     /// Print the version.
     Version,
 }
@@ -155,6 +161,45 @@ pub struct PolicyTestArgs {
     pub verbose: bool,
 }
 
+/// Reconciler settings (reconcile, and serve --reconcile).
+#[derive(Debug, Args, Clone)]
+pub struct ReconcileOpts {
+    /// Run without leader election (a single replica).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "sandgate-system"
+    )]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, value_name = "NAME", default_value = "sandgate-reconciler")]
+    pub lease_name: String,
+    /// Seconds without renewal after which another replica takes the lease over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// This replica's identity in the Lease [default: $POD_NAME, else host name and pid].
+    #[arg(long, value_name = "ID", env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a scheduled pool pod may take to become Ready before it is replaced.
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    pub ready_grace: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8081")]
+    pub probe_addr: SocketAddr,
+    #[command(flatten)]
+    pub reconcile: ReconcileOpts,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Development mode: make (once) and use a local CA and serving certificate under
@@ -179,6 +224,11 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub shutdown_grace: u64,
+    /// Also run the warm-pool reconciler in this process (needs a cluster).
+    #[arg(long, conflicts_with = "dev")]
+    pub reconcile: bool,
+    #[command(flatten)]
+    pub reconcile_opts: ReconcileOpts,
     #[command(flatten)]
     pub policy: PolicyArgs,
     #[command(flatten)]

@@ -18,6 +18,7 @@ pub mod labels;
 pub mod netpol;
 pub mod policy;
 pub mod quantity;
+pub mod reconcile;
 pub mod server;
 pub mod watch;
 

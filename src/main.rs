@@ -5,7 +5,9 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use sandgate::cli::{Cli, Command, CrdsArgs, LogFormat, PolicyCommand, ServeArgs};
+use sandgate::cli::{
+    Cli, Command, CrdsArgs, LogFormat, PolicyCommand, ReconcileArgs, ReconcileOpts, ServeArgs,
+};
 use sandgate::policy::PolicySet;
 use sandgate::policy::store::PolicyStore;
 use sandgate::server::{self, AppState, ServeOptions, devcerts, tls::CertPaths};
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Check(args) => ExitCode::from(check::run(&args)),
         Command::Crds(args) => crds(&args),
+        Command::Reconcile(args) => reconcile(args),
         Command::Policy(PolicyCommand::Test(args)) => {
             ExitCode::from(sandgate::policy::testing::run_cli(&args))
         }
@@ -135,8 +138,40 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         }
     };
+    let reconcile_cfg = config.clone();
+    let mut reconciler_stop = None;
     let state = AppState::with_policies(config, default_deny, store);
-    match runtime.block_on(server::run(opts, state)) {
+    if args.reconcile {
+        let client = match runtime.block_on(kube::Client::try_default()) {
+            Ok(c) => c,
+            Err(e) => return fail(format!("cannot reach the cluster for the reconciler: {e}")),
+        };
+        let metrics = state.metrics.reconcile.clone();
+        let (opts, election) = reconcile_settings(&args.reconcile_opts);
+        // The reconciler stops with the process; losing the lease ends it.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        reconciler_stop = Some(stop_tx);
+        runtime.spawn(async move {
+            if let Err(e) = sandgate::reconcile::run_elected(
+                client,
+                reconcile_cfg,
+                opts,
+                metrics,
+                election,
+                stop_rx,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "reconciler stopped");
+                std::process::exit(1);
+            }
+        });
+    }
+    let result = runtime.block_on(server::run(opts, state));
+    if let Some(stop) = reconciler_stop {
+        let _ = stop.send(true);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
@@ -168,5 +203,70 @@ fn crds(args: &CrdsArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn reconcile_settings(
+    o: &ReconcileOpts,
+) -> (
+    sandgate::reconcile::Options,
+    Option<sandgate::reconcile::Election>,
+) {
+    let identity = o.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let opts = sandgate::reconcile::Options {
+        ready_grace: Duration::from_secs(o.ready_grace),
+        instance: Some(identity.clone()),
+    };
+    let election = (!o.no_leader_election).then(|| sandgate::reconcile::Election {
+        namespace: o.lease_namespace.clone(),
+        lease: o.lease_name.clone(),
+        identity,
+        duration: Duration::from_secs(o.lease_duration.max(1)),
+    });
+    (opts, election)
+}
+
+fn reconcile(args: ReconcileArgs) -> ExitCode {
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let client = match runtime.block_on(kube::Client::try_default()) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot reach the cluster: {e}")),
+    };
+    let (opts, election) = reconcile_settings(&args.reconcile);
+    let state = AppState::new(config.clone(), Arc::new(netpol::NoCluster));
+    state.readiness.set_serving(true);
+    let metrics = state.metrics.reconcile.clone();
+    let result = runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let probes = server::serve_probes(args.probe_addr, state, stop_rx.clone()).await;
+        match probes {
+            Ok(addr) => tracing::info!(%addr, "reconciler probes and metrics"),
+            Err(e) => return Err(e.to_string()),
+        }
+        tokio::spawn(async move {
+            server::signal().await;
+            tracing::info!("shutting down the reconciler");
+            let _ = stop_tx.send(true);
+        });
+        sandgate::reconcile::run_elected(client, config, opts, metrics, election, stop_rx)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
     }
 }

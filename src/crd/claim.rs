@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "SandboxClaimStatus",
     shortname = "sbc",
-    category = "sandbox",
+    category = "sandgate",
     derive = "PartialEq",
     printcolumn(
         name = "Template",

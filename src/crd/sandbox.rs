@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "SandboxStatus",
     shortname = "sbx",
-    category = "sandbox",
+    category = "sandgate",
     derive = "PartialEq",
     printcolumn(
         name = "Template",

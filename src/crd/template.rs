@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "SandboxTemplateStatus",
     shortname = "sbt",
-    category = "sandbox",
+    category = "sandgate",
     derive = "PartialEq",
     printcolumn(
         name = "Runtime",

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub policy_evaluations: Family<PolicyLabels, Counter>,
     pub policy_denials: Family<PolicyLabels, Counter>,
     pub policy_duration: Family<PolicyLabels, Histogram>,
+    /// The warm-pool reconciler's metrics (zero unless it runs in this process).
+    pub reconcile: crate::reconcile::Metrics,
 }
 
 impl Default for Metrics {
@@ -120,6 +122,7 @@ impl Metrics {
             "Time to evaluate one policy",
             policy_duration.clone(),
         );
+        let reconcile = crate::reconcile::Metrics::register(&mut registry);
         registry.register(
             "build",
             "Build information",
@@ -137,6 +140,7 @@ impl Metrics {
             policy_evaluations,
             policy_denials,
             policy_duration,
+            reconcile,
         }
     }
 

@@ -261,6 +261,33 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
     })
 }
 
+/// Serves /healthz, /readyz and /metrics over plain HTTP until `stop` turns true (for
+/// `sandgate reconcile`, which has no webhook).
+pub async fn serve_probes(
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr, ServeError> {
+    let handle = Handle::<SocketAddr>::new();
+    let server = axum_server::bind(addr).handle(handle.clone());
+    let app = probe_router().with_state(state);
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let bound = handle.listening().await.ok_or_else(|| ServeError::Bind {
+        addr,
+        source: std::io::Error::other("the probe listener failed to bind"),
+    })?;
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|s| *s).await;
+        handle.graceful_shutdown(Some(Duration::from_secs(2)));
+    });
+    Ok(bound)
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn signal() {
+    shutdown_signal().await
+}
+
 /// Runs until SIGTERM or SIGINT, then drains gracefully.
 pub async fn run(opts: ServeOptions, state: Arc<AppState>) -> Result<(), ServeError> {
     let grace = opts.shutdown_grace;

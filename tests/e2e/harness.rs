@@ -24,6 +24,10 @@ use serde_json::{Value, json};
 pub struct Cluster {
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
+    pub reconciler_kubeconfig: PathBuf,
+    dir: PathBuf,
+    /// The shared reconciler process and its probe port.
+    reconciler: Mutex<Option<(Child, u16)>>,
     webhook: Mutex<Webhook>,
     /// Tests take it shared; a test that stops the webhook takes it exclusively.
     pub gate: RwLock<()>,
@@ -191,6 +195,20 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     admin.not_after = now + time::Duration::days(30);
     let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(e)?;
 
+    // The reconciler authenticates as sandgate's ServiceAccount would in a cluster, so
+    // deploy/rbac.yaml grants exactly what it gets and the webhook's template-label rule
+    // sees the production identity.
+    let rec_key = KeyPair::generate().map_err(e)?;
+    let mut rec = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    rec.distinguished_name.push(
+        DnType::CommonName,
+        sandgate::config::SANDGATE_SERVICE_ACCOUNT,
+    );
+    rec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    rec.not_before = now - time::Duration::days(1);
+    rec.not_after = now + time::Duration::days(30);
+    let rec_cert = rec.signed_by(&rec_key, &issuer).map_err(e)?;
+
     let sa_key = KeyPair::generate().map_err(e)?;
     let files = dir.join("pki");
     std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
@@ -199,6 +217,8 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     write(&files.join("apiserver.key"), &serving_key.serialize_pem())?;
     write(&files.join("admin.crt"), &admin_cert.pem())?;
     write(&files.join("admin.key"), &admin_key.serialize_pem())?;
+    write(&files.join("reconciler.crt"), &rec_cert.pem())?;
+    write(&files.join("reconciler.key"), &rec_key.serialize_pem())?;
     write(&files.join("sa.key"), &sa_key.serialize_pem())?;
     write(&files.join("sa.pub"), &sa_key.public_key_pem())?;
     Ok(Pki { files })
@@ -206,6 +226,11 @@ fn pki(dir: &Path) -> Result<Pki, String> {
 
 /// An admin kubeconfig (client certificate in system:masters), for kubectl too.
 fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<(), String> {
+    write_kubeconfig_for(path, server, pki, "admin")
+}
+
+/// A kubeconfig authenticating with `<user>.crt` / `<user>.key`.
+fn write_kubeconfig_for(path: &Path, server: &str, pki: &Pki, user: &str) -> Result<(), String> {
     let b64 = |p: &str| -> Result<String, String> {
         let bytes = std::fs::read(pki.files.join(p)).map_err(|e| e.to_string())?;
         Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -213,8 +238,8 @@ fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<(), String> 
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
         b64("ca.crt")?,
-        b64("admin.crt")?,
-        b64("admin.key")?
+        b64(&format!("{user}.crt"))?,
+        b64(&format!("{user}.key"))?
     );
     write(path, &text)
 }
@@ -488,14 +513,27 @@ fn start() -> Result<Cluster, String> {
         "registering the webhooks",
     )?;
 
+    // The reconciler's namespace, identity and RBAC exactly as deploy/ ships them.
+    for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+        let path = root().join("deploy").join(f).display().to_string();
+        apply(&["apply", "-f", &path], &format!("applying deploy/{f}"))?;
+    }
+    let reconciler_kubeconfig = dir.join("reconciler.kubeconfig");
+    write_kubeconfig_for(&reconciler_kubeconfig, &server, &pki, "reconciler")?;
+
     // Children are owned by the watchdog from here on.
     std::mem::forget((etcd, apiserver, cm, sched, kwok));
-    Ok(Cluster {
+    let cluster = Cluster {
         bin: kubectl_bin.parent().map(Path::to_path_buf).unwrap_or(bin),
         kubeconfig,
+        reconciler_kubeconfig,
+        dir: dir.clone(),
+        reconciler: Mutex::new(None),
         webhook: Mutex::new(webhook),
         gate: RwLock::new(()),
-    })
+    };
+    cluster.start_reconciler();
+    Ok(cluster)
 }
 
 /// Two fake gVisor nodes (labelled and tainted like deploy/runtimeclass.yaml expects)
@@ -608,7 +646,90 @@ fn webhook_configurations(addr: SocketAddr, ca_pem: &str) -> Result<String, Stri
         .map_err(|e| e.to_string())
 }
 
+/// A `sandgate reconcile` process as the sandgate identity, its pid recorded for the
+/// watchdog. Returns the child and its probe port.
+pub fn spawn_reconciler(c: &Cluster, name: &str, extra: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let log_path = c.dir.join("logs").join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("log file");
+    let mut args = vec![
+        "reconcile".to_string(),
+        format!("--probe-addr=127.0.0.1:{port}"),
+        "--lease-duration=3".to_string(),
+        "--ready-grace=60".to_string(),
+        format!("--identity={name}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let child = Command::new(env!("CARGO_BIN_EXE_sandgate"))
+        .args(&args)
+        .env("KUBECONFIG", &c.reconciler_kubeconfig)
+        .env(
+            "RUST_LOG",
+            std::env::var("SANDGATE_E2E_RECONCILER_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("sandgate reconcile starts");
+    let _ = std::fs::write(
+        c.dir.join("pids").join(format!("{name}.pid")),
+        child.id().to_string(),
+    );
+    (child, port)
+}
+
+/// GET over plain HTTP on loopback; the body of a 200, else None.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
 impl Cluster {
+    /// Starts the shared reconciler (if not running).
+    pub fn start_reconciler(&self) {
+        let mut r = self.reconciler.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(spawn_reconciler(self, "reconciler", &[]));
+        }
+    }
+
+    /// Kills the shared reconciler (SIGKILL: no graceful lease release).
+    pub fn kill_reconciler(&self) {
+        let mut r = self.reconciler.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((mut child, _)) = r.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Log of a reconciler process, for failure messages.
+    pub fn reconciler_log(&self, name: &str) -> String {
+        let text = tail(&self.dir.join("logs").join(format!("{name}.log")), 4000);
+        if std::env::var("SANDGATE_E2E_RECONCILER_LOG").is_ok() {
+            let _ = std::fs::write("/tmp/reconciler-debug.log", &text);
+        }
+        text.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("leader"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Runs kubectl as the admin and returns its output.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_stdin(args, None)

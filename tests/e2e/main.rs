@@ -2,6 +2,7 @@
 //! works in its own namespace; kubectl is used where a user would type it.
 
 mod harness;
+mod pools;
 
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use harness::{Cluster, cluster};
 use serde_json::{Value, json};
 
-fn out(o: &Output) -> String {
+pub(crate) fn out(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -18,12 +19,12 @@ fn out(o: &Output) -> String {
 }
 
 /// A namespace for one test, deleted when the test ends.
-struct Ns {
-    name: String,
+pub(crate) struct Ns {
+    pub name: String,
 }
 
 impl Ns {
-    fn new(c: &Cluster, prefix: &str, enforce: bool) -> Ns {
+    pub(crate) fn new(c: &Cluster, prefix: &str, enforce: bool) -> Ns {
         let name = format!("{prefix}-{}", std::process::id() % 100000);
         let mut ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         if enforce {
@@ -52,7 +53,7 @@ impl Drop for Ns {
     }
 }
 
-fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(
@@ -63,12 +64,12 @@ fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn get_json(c: &Cluster, args: &[&str]) -> Value {
+pub(crate) fn get_json(c: &Cluster, args: &[&str]) -> Value {
     let mut a = vec!["get"];
     a.extend_from_slice(args);
     a.extend_from_slice(&["-o", "json"]);
     let o = c.kubectl(&a);
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "kubectl {a:?}: {}", out(&o));
     serde_json::from_slice(&o.stdout).expect("json")
 }
 
@@ -80,7 +81,7 @@ fn pod(name: &str, ns: &str) -> Value {
     })
 }
 
-fn create(c: &Cluster, object: &Value) -> Output {
+pub(crate) fn create(c: &Cluster, object: &Value) -> Output {
     c.kubectl_stdin(&["create", "-f", "-"], Some(&object.to_string()))
 }
 

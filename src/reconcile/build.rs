@@ -1,0 +1,178 @@
+//! Pure builders: the objects the reconciler writes, from a template.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::admission::template::pod_for;
+use crate::config::Config;
+use crate::crd::{Sandbox, SandboxClaim, SandboxSpec, SandboxTemplate};
+use crate::labels;
+
+/// Label on a Sandbox bound to a claim (value: the claim's name).
+pub const CLAIM_LABEL: &str = "sandbox.gke.io/claim";
+/// Annotation recording how a sandbox was launched for its claim.
+pub const LAUNCH_ANNOTATION: &str = "sandbox.gke.io/launch";
+/// Name of a template's own NetworkPolicy.
+pub fn template_policy_name(template: &str) -> String {
+    format!("sandgate-template-{template}")
+}
+
+/// The controller owner reference pointing at `owner`.
+pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
+    let meta = owner.meta();
+    Some(OwnerReference {
+        api_version: K::api_version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+        name: meta.name.clone()?,
+        uid: meta.uid.clone()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// A new pool member of `template` (name chosen by the apiserver).
+pub fn pool_sandbox(template: &SandboxTemplate) -> Option<Sandbox> {
+    let name = template.metadata.name.clone()?;
+    Some(Sandbox {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}-")),
+            namespace: template.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([(
+                labels::TEMPLATE.to_string(),
+                name.clone(),
+            )])),
+            owner_references: Some(vec![owner_ref(template)?]),
+            ..ObjectMeta::default()
+        },
+        spec: SandboxSpec {
+            template_name: name,
+            template_generation: template.metadata.generation,
+        },
+        status: None,
+    })
+}
+
+/// A sandbox made for one claim because the pool had none ready (a cold start).
+pub fn cold_sandbox(template: &SandboxTemplate, claim: &SandboxClaim) -> Option<Sandbox> {
+    let mut sb = pool_sandbox(template)?;
+    let claim_name = claim.metadata.name.clone()?;
+    sb.metadata.generate_name = Some(format!("{claim_name}-"));
+    sb.metadata.owner_references = Some(vec![owner_ref(claim)?]);
+    sb.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(CLAIM_LABEL.to_string(), claim_name);
+    sb.metadata.annotations = Some(BTreeMap::from([(
+        LAUNCH_ANNOTATION.to_string(),
+        "cold".to_string(),
+    )]));
+    Some(sb)
+}
+
+/// The pod of a sandbox: the template's pod after sandgate's mutation (the webhook's
+/// own code), named like the sandbox and owned by it.
+pub fn sandbox_pod(template: &SandboxTemplate, sandbox: &Sandbox, cfg: &Config) -> Option<Pod> {
+    let name = sandbox.metadata.name.clone()?;
+    let mut pod = pod_for(template, cfg);
+    pod.metadata.name = Some(name.clone());
+    pod.metadata.generate_name = None;
+    pod.metadata.namespace = sandbox.metadata.namespace.clone();
+    let l = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
+    l.insert(labels::SANDBOX.to_string(), name);
+    pod.metadata.owner_references = Some(vec![owner_ref(sandbox)?]);
+    Some(pod)
+}
+
+/// The template's own NetworkPolicy: its rules, selecting its pods, owned by it.
+pub fn template_policy(template: &SandboxTemplate) -> Option<NetworkPolicy> {
+    let name = template.metadata.name.clone()?;
+    let np = template.spec.network_policy.clone().unwrap_or_default();
+    Some(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(template_policy_name(&name)),
+            namespace: template.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_string(),
+                "sandgate".to_string(),
+            )])),
+            owner_references: Some(vec![owner_ref(template)?]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(labels::TEMPLATE.to_string(), name)])),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
+            ingress: Some(np.ingress.unwrap_or_default()),
+            egress: Some(np.egress.unwrap_or_default()),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> SandboxTemplate {
+        let mut t: SandboxTemplate = serde_json::from_value(serde_json::json!({
+            "apiVersion": "sandbox.gke.io/v1", "kind": "SandboxTemplate",
+            "metadata": {"name": "t", "namespace": "ns", "uid": "u1", "generation": 3},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}},
+                     "networkPolicy": {"egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]}}
+        }))
+        .unwrap();
+        t.metadata.uid = Some("u1".into());
+        t
+    }
+
+    #[test]
+    fn pods_are_the_mutated_template_owned_by_their_sandbox() {
+        let t = template();
+        let mut sb = pool_sandbox(&t).unwrap();
+        assert_eq!(sb.metadata.generate_name.as_deref(), Some("t-"));
+        assert_eq!(sb.spec.template_generation, Some(3));
+        sb.metadata.name = Some("t-abcde".into());
+        sb.metadata.uid = Some("u2".into());
+        let pod = sandbox_pod(&t, &sb, &Config::default()).unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("t-abcde"));
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let l = pod.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[labels::TEMPLATE], "t");
+        assert_eq!(l[labels::SANDBOX], "t-abcde");
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Sandbox"
+        );
+        // What the reconciler creates passes the webhook's own rules.
+        let v = crate::admission::validate::pod(
+            &pod,
+            &Config::default(),
+            crate::admission::validate::Change::Create,
+        );
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn the_template_policy_selects_the_template_pods() {
+        let np = template_policy(&template()).unwrap();
+        assert_eq!(np.metadata.name.as_deref(), Some("sandgate-template-t"));
+        let spec = np.spec.unwrap();
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()[labels::TEMPLATE],
+            "t"
+        );
+        assert_eq!(spec.egress.unwrap().len(), 1);
+        assert_eq!(
+            spec.ingress.unwrap().len(),
+            0,
+            "no ingress rules: deny all ingress"
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Pure pool planning: given a template's size and generation and its unclaimed
+//! members, what to create and what to delete. The reconciler only executes plans.
+
+use std::time::Duration;
+
+/// One unclaimed pool member as the reconciler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    /// Template generation the member was built from.
+    pub generation: Option<i64>,
+    pub ready: bool,
+    /// The scheduler cannot place its pod: reported, never churned.
+    pub unschedulable: bool,
+    /// Time since the member was created.
+    pub age: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub create: usize,
+    pub delete: Vec<String>,
+    /// Members replaced because their pod never became ready.
+    pub replaced_stuck: usize,
+}
+
+/// `size`: wanted warm members; `generation`: the template's current generation;
+/// `in_flight`: creations made but not yet seen; `ready_grace`: how long a scheduled
+/// member may take to become ready before it is replaced.
+pub fn plan(
+    size: usize,
+    generation: Option<i64>,
+    members: &[Member],
+    in_flight: usize,
+    ready_grace: Duration,
+) -> Plan {
+    let outdated = |m: &Member| generation.is_some() && m.generation != generation;
+    let mut out = Plan::default();
+    let mut rest: Vec<&Member> = Vec::new();
+    for m in members {
+        let stuck = !m.ready && !m.unschedulable && m.age > ready_grace;
+        if stuck {
+            out.replaced_stuck += 1;
+            out.delete.push(m.name.clone());
+        } else if outdated(m) && !m.ready {
+            out.delete.push(m.name.clone());
+        } else {
+            rest.push(m);
+        }
+    }
+    // Rolling update with a surge of one: while outdated ready members remain, keep one
+    // extra up-to-date member, and retire an outdated one once the surge member is ready.
+    let outdated_ready: Vec<&&Member> = rest.iter().filter(|m| outdated(m)).collect();
+    let desired = size + usize::from(!outdated_ready.is_empty() && size > 0);
+    let have = rest.len() + in_flight;
+    if have > desired {
+        let mut order: Vec<&&Member> = rest.iter().collect();
+        // Outdated first, then not ready, then the youngest.
+        order.sort_by_key(|m| (!outdated(m), m.ready, m.age));
+        let excess = (have - desired).min(rest.len());
+        out.delete
+            .extend(order.iter().take(excess).map(|m| m.name.clone()));
+    } else {
+        out.create = desired - have;
+        let ready = rest.iter().filter(|m| m.ready).count();
+        if let Some(old) = outdated_ready.first()
+            && ready > size
+        {
+            out.delete.push(old.name.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(120);
+
+    fn m(name: &str, generation: i64, ready: bool) -> Member {
+        Member {
+            name: name.into(),
+            generation: Some(generation),
+            ready,
+            unschedulable: false,
+            age: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn fills_an_empty_pool_and_counts_creations_in_flight() {
+        assert_eq!(plan(5, Some(1), &[], 0, GRACE).create, 5);
+        assert_eq!(plan(5, Some(1), &[m("a", 1, true)], 2, GRACE).create, 2);
+        assert_eq!(
+            plan(5, Some(1), &[], 5, GRACE),
+            Plan::default(),
+            "no duplicates while creations are unseen"
+        );
+    }
+
+    #[test]
+    fn scales_down_unready_first() {
+        let members = [
+            m("ready-1", 1, true),
+            m("pending", 1, false),
+            m("ready-2", 1, true),
+        ];
+        let p = plan(2, Some(1), &members, 0, GRACE);
+        assert_eq!(p.delete, vec!["pending"]);
+        assert_eq!(p.create, 0);
+        assert_eq!(plan(0, Some(1), &members, 0, GRACE).delete.len(), 3);
+    }
+
+    #[test]
+    fn replaces_stuck_members_without_growing_past_the_size() {
+        let mut stuck = m("stuck", 1, false);
+        stuck.age = Duration::from_secs(600);
+        let p = plan(2, Some(1), &[stuck.clone(), m("ok", 1, true)], 0, GRACE);
+        assert_eq!(p.delete, vec!["stuck"]);
+        assert_eq!(p.create, 1, "one replacement, total stays at 2");
+        assert_eq!(p.replaced_stuck, 1);
+
+        let mut unschedulable = stuck;
+        unschedulable.unschedulable = true;
+        let p = plan(2, Some(1), &[unschedulable, m("ok", 1, true)], 0, GRACE);
+        assert!(
+            p.delete.is_empty() && p.create == 0,
+            "unschedulable pods are not churned: {p:?}"
+        );
+    }
+
+    #[test]
+    fn rolls_outdated_members_one_at_a_time() {
+        // Template moved to generation 2; three ready members of generation 1.
+        let old = [m("o1", 1, true), m("o2", 1, true), m("o3", 1, true)];
+        let p = plan(3, Some(2), &old, 0, GRACE);
+        assert_eq!(
+            (p.create, p.delete.len()),
+            (1, 0),
+            "surge one new member first"
+        );
+        let mut with_new = old.to_vec();
+        with_new.push(m("n1", 2, false));
+        let p = plan(3, Some(2), &with_new, 0, GRACE);
+        assert_eq!(
+            (p.create, p.delete.len()),
+            (0, 0),
+            "wait for it to be ready"
+        );
+        with_new[3].ready = true;
+        let p = plan(3, Some(2), &with_new, 0, GRACE);
+        assert_eq!(p.delete.len(), 1, "then retire one outdated member");
+        assert!(p.delete[0].starts_with('o'));
+        // Outdated members that are not ready go at once.
+        let p = plan(3, Some(2), &[m("o1", 1, false)], 0, GRACE);
+        assert_eq!(p.delete, vec!["o1"]);
+        assert_eq!(p.create, 3);
+    }
+}
