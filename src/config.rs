@@ -55,6 +55,7 @@ pub struct ConfigFile {
     pub resources: BTreeMap<String, ResourceSettings>,
     pub exclude_namespaces: Option<Vec<String>>,
     pub template_label_creators: Option<Vec<String>>,
+    pub network_policy_writers: Option<Vec<String>>,
 }
 
 /// Flag overrides (`--runtime-class`, `--default-request cpu=250m`, ...).
@@ -89,6 +90,10 @@ pub struct Config {
     /// label puts a pod under its template's (possibly wider) NetworkPolicy, so only
     /// sandgate's reconciler may set it.
     pub template_label_creators: BTreeSet<String>,
+    /// Users or groups that may change or delete sandgate's own NetworkPolicies
+    /// (sandgate itself, cluster admins, and the controllers that clean up after
+    /// deletions); anyone else could open a sandbox's egress by removing them.
+    pub network_policy_writers: BTreeSet<String>,
 }
 
 impl Default for Config {
@@ -251,11 +256,25 @@ impl Config {
             ));
         }
 
+        let network_policy_writers: BTreeSet<String> = file
+            .network_policy_writers
+            .unwrap_or_else(|| {
+                vec![
+                    SANDGATE_SERVICE_ACCOUNT.to_string(),
+                    "system:masters".to_string(),
+                    "system:serviceaccount:kube-system:generic-garbage-collector".to_string(),
+                    "system:serviceaccount:kube-system:namespace-controller".to_string(),
+                ]
+            })
+            .into_iter()
+            .collect();
+
         Ok(Config {
             runtime_class_name,
             resources,
             exclude_namespaces,
             template_label_creators,
+            network_policy_writers,
         })
     }
 
@@ -284,6 +303,7 @@ impl Config {
                 .collect(),
             exclude_namespaces: Some(self.exclude_namespaces.iter().cloned().collect()),
             template_label_creators: Some(self.template_label_creators.iter().cloned().collect()),
+            network_policy_writers: Some(self.network_policy_writers.iter().cloned().collect()),
         }
     }
 }

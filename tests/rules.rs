@@ -1133,3 +1133,61 @@ fn the_token_the_apiserver_injected_is_taken_back_out() {
     );
     assert!(!judge(Webhook::Mutate, &create(explicit)).allowed);
 }
+
+fn netpol_review(op: &str, object: Value, old: Value, user: Value) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "np-1",
+        "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+        "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+        "name": "sandgate-default-deny", "namespace": "agents", "operation": op,
+        "userInfo": user, "object": object, "oldObject": old
+    }})
+}
+
+#[test]
+fn only_sandgate_touches_its_network_policies() {
+    let ours = serde_json::to_value(sandgate::netpol::default_deny("agents")).unwrap();
+    let alice = json!({"username": "alice", "groups": ["system:authenticated"]});
+    let d = judge(
+        Webhook::Validate,
+        &netpol_review("DELETE", Value::Null, ours.clone(), alice.clone()),
+    );
+    assert_eq!(
+        rules(&d),
+        vec!["managed-network-policy"],
+        "a namespace user may not delete the default deny"
+    );
+    let mut unlabelled = ours.clone();
+    unlabelled["metadata"]["labels"] = json!({});
+    unlabelled["spec"]["egress"] = json!([{}]);
+    let d = judge(
+        Webhook::Validate,
+        &netpol_review("UPDATE", unlabelled, ours.clone(), alice.clone()),
+    );
+    assert!(!d.allowed, "nor open it up by editing it");
+
+    for who in [
+        json!({"username": sandgate::config::SANDGATE_SERVICE_ACCOUNT}),
+        json!({"username": "admin", "groups": ["system:masters"]}),
+        json!({"username": "system:serviceaccount:kube-system:generic-garbage-collector"}),
+    ] {
+        assert!(
+            judge(
+                Webhook::Validate,
+                &netpol_review("DELETE", Value::Null, ours.clone(), who.clone())
+            )
+            .allowed,
+            "{who}"
+        );
+    }
+    let theirs = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "team-policy", "namespace": "agents"}, "spec": {"podSelector": {}}});
+    assert!(
+        judge(
+            Webhook::Validate,
+            &netpol_review("DELETE", Value::Null, theirs, alice)
+        )
+        .allowed,
+        "other policies are not sandgate's business"
+    );
+}

@@ -4,6 +4,7 @@
 
 pub mod containers;
 pub mod mutate;
+pub mod netpol_guard;
 pub mod pod;
 pub mod review;
 pub mod template;
@@ -146,6 +147,7 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
     match (req.resource.group.as_str(), req.resource.resource.as_str()) {
         ("", "pods") => pod::review(webhook, req, cfg),
         (crate::crd::GROUP, "sandboxtemplates") => template::review(webhook, req, cfg),
+        ("networking.k8s.io", "networkpolicies") => netpol_guard::review(req, cfg),
         _ => Decision::allow(),
     }
 }
@@ -160,6 +162,24 @@ pub fn in_scope(req: &AdmissionRequest, cfg: &Config) -> bool {
 /// The lower-case kind whose policies judge this request (`pod`, `sandboxtemplate`...).
 pub fn policy_kind(req: &AdmissionRequest) -> String {
     req.kind.kind.to_ascii_lowercase()
+}
+
+/// Whether the requester (user name or one of its groups) is in `allowed`.
+pub fn requester_in(req: &AdmissionRequest, allowed: &std::collections::BTreeSet<String>) -> bool {
+    let user = req
+        .user_info
+        .get("username")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    allowed.contains(user)
+        || req
+            .user_info
+            .get("groups")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(serde_json::Value::as_str)
+            .any(|g| allowed.contains(g))
 }
 
 /// Whether the Rego policies run for this request: on the final object, that is at

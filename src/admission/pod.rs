@@ -94,17 +94,7 @@ fn template_label_rule(pod: &Pod, req: &AdmissionRequest, cfg: &Config, out: &mu
         .get("username")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let groups = req
-        .user_info
-        .get("groups")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str);
-    let trusted = cfg.template_label_creators.contains(user)
-        || groups
-            .into_iter()
-            .any(|g| cfg.template_label_creators.contains(g));
+    let trusted = super::requester_in(req, &cfg.template_label_creators);
     if !trusted {
         out.push(Violation::new(
             "template-label",

@@ -564,3 +564,59 @@ fn deploy_manifests_apply_on_a_real_apiserver() {
         assert!(text.contains(object), "{object} missing from: {text}");
     }
 }
+
+#[test]
+fn sandgates_network_policies_are_guarded() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "guard", true);
+    let o = create(c, &pod("p", &ns.name));
+    assert!(o.status.success(), "{}", out(&o));
+    // A namespace user allowed by RBAC to manage NetworkPolicies.
+    let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "np-admin", "namespace": ns.name},
+         "rules": [{"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "create", "update", "patch", "delete"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "np-admin", "namespace": ns.name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "np-admin"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}
+    ]});
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&rbac.to_string()));
+    assert!(o.status.success(), "{}", out(&o));
+    let as_alice = ["--as=alice", "--as-group=system:authenticated"];
+    let mut del = vec![
+        "delete",
+        "networkpolicy",
+        "sandgate-default-deny",
+        "-n",
+        &ns.name,
+    ];
+    del.extend_from_slice(&as_alice);
+    let o = c.kubectl(&del);
+    assert!(
+        !o.status.success() && out(&o).contains("[managed-network-policy]"),
+        "{}",
+        out(&o)
+    );
+    let mut unlabel = vec![
+        "label",
+        "networkpolicy",
+        "sandgate-default-deny",
+        "-n",
+        &ns.name,
+        "app.kubernetes.io/managed-by-",
+    ];
+    unlabel.extend_from_slice(&as_alice);
+    let o = c.kubectl(&unlabel);
+    assert!(
+        !o.status.success() && out(&o).contains("[managed-network-policy]"),
+        "{}",
+        out(&o)
+    );
+    // Her own policies are hers.
+    let own = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "mine", "namespace": ns.name}, "spec": {"podSelector": {}}});
+    let mut apply = vec!["apply", "-f", "-"];
+    apply.extend_from_slice(&as_alice);
+    let o = c.kubectl_stdin(&apply, Some(&own.to_string()));
+    assert!(o.status.success(), "{}", out(&o));
+}
