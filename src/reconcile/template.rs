@@ -133,12 +133,29 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Ctx>) -> Result<Action>
         .await;
     }
     if let Some(sb) = build::pool_sandbox(&t) {
-        for _ in 0..plan.create {
-            let created = api.create(&PostParams::default(), &sb).await?;
-            let mut map = ctx.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(key.clone())
-                .or_default()
-                .push((created.name_any(), Instant::now()));
+        // Creations go out concurrently (a pool refills at API speed, not one round
+        // trip at a time); each is remembered as soon as it succeeds.
+        use futures::StreamExt as _;
+        let params = PostParams::default();
+        let mut creations = futures::stream::iter(0..plan.create)
+            .map(|_| api.create(&params, &sb))
+            .buffer_unordered(16);
+        let mut first_error = None;
+        while let Some(result) = creations.next().await {
+            match result {
+                Ok(created) => {
+                    let mut map = ctx.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                    map.entry(key.clone())
+                        .or_default()
+                        .push((created.name_any(), Instant::now()));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e.into());
         }
     }
 
