@@ -153,6 +153,8 @@ pub struct Ctx {
     pub first_seen: Mutex<HashMap<String, Instant>>,
     /// Turns true once every cache has its initial list.
     ready: tokio::sync::watch::Receiver<bool>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Ctx {
@@ -245,8 +247,25 @@ fn namespace_terminating(err: &Error) -> bool {
     matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 403 && s.message.contains("is being terminated"))
 }
 
-fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Ctx>) -> Action {
-    move |_obj, err, ctx| {
+/// Retry delay after `failures` consecutive failures of one object: 250 ms doubling up
+/// to a minute, so an unreachable or refusing apiserver is not hammered.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1u64 << failures.min(8)))
+        .min(Duration::from_secs(60))
+}
+
+fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &K) -> String {
+    format!(
+        "{controller}/{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Ctx>) -> Action {
+    move |obj, err, ctx| {
         if namespace_terminating(err) {
             return Action::await_change();
         }
@@ -254,9 +273,39 @@ fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Ctx>
             .errors
             .get_or_create(&ControllerLabels { controller })
             .inc();
-        tracing::warn!(controller, error = %err, "reconcile failed; retrying");
-        Action::requeue(Duration::from_millis(500))
+        let failures = {
+            let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let n = f.entry(failure_key(controller, obj.as_ref())).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let delay = backoff(failures - 1);
+        tracing::warn!(controller, error = %err, retry_in = ?delay, "reconcile failed; retrying");
+        Action::requeue(delay)
     }
+}
+
+/// Runs a reconcile and forgets the object's failure count when it succeeds.
+async fn tracked<K, F, Fut>(
+    controller: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Ctx>,
+    f: F,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+    F: FnOnce(Arc<K>, Arc<Ctx>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action>>,
+{
+    let key = failure_key(controller, obj.as_ref());
+    let result = f(obj, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+    result
 }
 
 /// Counts caches that have their initial list; tells the reconciles when all have.
@@ -372,6 +421,7 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
         taken: Mutex::new(HashMap::new()),
         first_seen: Mutex::new(HashMap::new()),
         ready,
+        failures: Mutex::new(HashMap::new()),
     });
 
     // Templates: triggered by their pool members (by label, so a member moving to a
@@ -387,7 +437,11 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
             watcher::Config::default().labels("app.kubernetes.io/managed-by=sandgate"),
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(template::reconcile, error_policy("template"), ctx.clone())
+        .run(
+            |o, c| tracked("template", o, c, template::reconcile),
+            error_policy("template"),
+            ctx.clone(),
+        )
         .for_each(|_| std::future::ready(()));
 
     // Pods trigger their sandbox from the same stream that fills the pod cache, so a
@@ -395,7 +449,11 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
     let sandboxes = sandbox_ctl
         .owns_stream(pod_stream)
         .graceful_shutdown_on(shutdown.clone())
-        .run(sandbox::reconcile, error_policy("sandbox"), ctx.clone())
+        .run(
+            |o, c| tracked("sandbox", o, c, sandbox::reconcile),
+            error_policy("sandbox"),
+            ctx.clone(),
+        )
         .for_each(|_| std::future::ready(()));
 
     let claims_store = ctx.claims.clone();
@@ -421,7 +479,11 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.clone())
-        .run(claim::reconcile, error_policy("claim"), ctx.clone())
+        .run(
+            |o, c| tracked("claim", o, c, claim::reconcile),
+            error_policy("claim"),
+            ctx.clone(),
+        )
         .for_each(|_| std::future::ready(()));
 
     tokio::select! {
@@ -518,4 +580,18 @@ pub async fn run_elected(
         elector.release().await;
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute() {
+        assert_eq!(backoff(0), Duration::from_millis(250));
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(4), Duration::from_secs(4));
+        assert_eq!(backoff(8), Duration::from_secs(60));
+        assert_eq!(backoff(100), Duration::from_secs(60));
+    }
 }
