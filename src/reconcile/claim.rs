@@ -30,12 +30,12 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action> {
         .ok_or_else(|| Error::Invalid("claim without namespace".into()))?;
     let name = c.name_any();
     let uid = c.uid().unwrap_or_default();
-    let seen = *ctx
-        .first_seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(uid.clone())
-        .or_insert_with(Instant::now);
+    let seen = {
+        let mut seen = ctx.first_seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Claims deleted before they were bound leave an entry: drop old ones.
+        seen.retain(|_, at| at.elapsed() < Duration::from_secs(600));
+        *seen.entry(uid.clone()).or_insert_with(Instant::now)
+    };
 
     // Lifetime.
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -117,6 +117,7 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action> {
                 )],
             );
             observe(&ctx, launch, ms);
+            forget_seen(&ctx, &uid);
         } else if !ready && old.phase.as_deref() != Some("Bound") {
             status.phase = Some("Pending".into());
         }
@@ -196,16 +197,10 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action> {
             .await
         {
             Ok(bound) => {
+                // The sandbox controller marks the Sandbox Claimed when it sees the
+                // label; the claim's own status is the one write left on this path.
                 let ms = startup_ms(Instant::now());
                 let pod = ctx.pod_of(&bound);
-                let sb_status = serde_json::json!({"status": {"phase": "Claimed", "claim": name}});
-                sandboxes
-                    .patch_status(
-                        &bound.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&sb_status),
-                    )
-                    .await?;
                 let status = SandboxClaimStatus {
                     phase: Some("Bound".into()),
                     sandbox: Some(bound.name_any()),
@@ -228,6 +223,7 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action> {
                 };
                 write_status(&ctx, &ns, &name, &old, status).await?;
                 observe(&ctx, LaunchType::Warm, ms);
+                forget_seen(&ctx, &uid);
                 return Ok(requeue);
             }
             // Another claim won this one: try the next.
@@ -295,6 +291,14 @@ fn warm_candidates(ctx: &Ctx, ns: &str, t: &SandboxTemplate) -> Vec<Arc<Sandbox>
         .collect();
     out.sort_by_key(|s| s.meta().creation_timestamp.clone().map(|t| t.0));
     out
+}
+
+/// A bound claim needs its first-seen time no more.
+fn forget_seen(ctx: &Ctx, uid: &str) {
+    ctx.first_seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(uid);
 }
 
 fn observe(ctx: &Ctx, launch: LaunchType, ms: i64) {
