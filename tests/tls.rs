@@ -75,7 +75,7 @@ async fn serves_https_and_reloads_the_certificate_without_dropping_connections()
     std::fs::copy(&new_certs.serving.cert, &certs.serving.cert).unwrap();
 
     let mut rotated = false;
-    for _ in 0..50 {
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let tcp = TcpStream::connect(running.addr).await.unwrap();
         if let Ok(s) = connector(&new_certs.ca_cert)
@@ -98,7 +98,7 @@ async fn serves_https_and_reloads_the_certificate_without_dropping_connections()
     )
     .unwrap();
     let mut reported = false;
-    for _ in 0..50 {
+    for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut s = connect(running.addr, &new_certs.ca_cert).await;
         let (status, body) = get(&mut s, "/readyz").await;
