@@ -6,14 +6,16 @@
 //! Env: CONNECTIONS (default "1,16,64"), SECONDS per run (default 10), WORKLOAD
 //! (pod-mutate | pod-validate | template | denied-pod | all; default all).
 
+#[allow(dead_code)]
+#[path = "../tests/common/https.rs"]
+mod https;
+
 use std::io::Write as _;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -71,21 +73,6 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
-}
-
-fn connector(ca: &Path) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(cfg))
 }
 
 /// One keep-alive connection sending requests until `until`; returns latencies (µs) and errors.
@@ -202,7 +189,7 @@ fn main() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let tls = connector(&dir.path().join("ca.crt"));
+    let tls = https::connector(&dir.path().join("ca.crt"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
