@@ -12,6 +12,10 @@ use sandgate::admission::{Webhook, decide, judge, review};
 use sandgate::config::Config;
 use sandgate::policy::PolicySet;
 
+// The binary's allocator, so these numbers are the server's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ARTICLE_POD: &[u8] = include_bytes!("../tests/fixtures/article-pod-review.json");
 
 fn template_review() -> Vec<u8> {

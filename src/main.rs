@@ -13,6 +13,11 @@ use sandgate::policy::store::PolicyStore;
 use sandgate::server::{self, AppState, ServeOptions, devcerts, tls::CertPaths};
 use sandgate::{check, crd, netpol};
 
+// Policy evaluation allocates heavily; mimalloc cut its time by about a fifth
+// (BENCHMARKS.md, "Where the time goes").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // One crypto provider for the whole process, before anything touches TLS.
     if rustls::crypto::ring::default_provider()

@@ -378,3 +378,31 @@ async fn a_slow_client_gets_408() {
     let resp = router(state).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
 }
+
+/// A policy denial names the object as the built-in rules do, namespace included.
+#[tokio::test]
+async fn policy_denials_name_the_namespaced_object() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let policies = sandgate::policy::PolicySet::load_dir(&dir, std::time::Duration::from_secs(1))
+        .expect("shipped policies");
+    let state = AppState::with_policies(
+        Config::default(),
+        Arc::new(NoCluster),
+        sandgate::policy::store::PolicyStore::fixed(policies),
+    );
+    state.readiness.set_serving(true);
+    let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u1", "operation": "CREATE", "namespace": "agents", "name": "c1",
+        "kind": {"group": "sandbox.gke.io", "version": "v1", "kind": "SandboxClaim"},
+        "resource": {"group": "sandbox.gke.io", "version": "v1", "resource": "sandboxclaims"},
+        "object": {"apiVersion": "sandbox.gke.io/v1", "kind": "SandboxClaim",
+                   "metadata": {"name": "c1", "namespace": "agents"},
+                   "spec": {"templateName": "t", "ttlSeconds": 999999}}}});
+    let resp = review(state, "/validate", &body).await;
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    let msg = resp["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("sandgate denied sandboxclaim agents/c1: policy sandboxclaim.lifetime: "),
+        "{msg}"
+    );
+}

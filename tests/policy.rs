@@ -147,6 +147,58 @@ fn a_failing_policy_denies_through_the_decision() {
     );
 }
 
+/// One failing policy among several is named, and the others' verdicts are kept.
+#[test]
+fn one_failing_policy_among_several_is_named_and_the_others_still_judge() {
+    let failing = "package sandgate.pod.conflict\nimport rego.v1\nx := 1 if true\nx := 2 if true\ndeny contains \"c\" if x == 3\n";
+    // A complete `deny` rule that is undefined here must not hide the other policies.
+    let complete = "package sandgate.pod.complete\nimport rego.v1\ndeny := {\"never\"} if input.review.object.never\n";
+    let s = set(&[
+        ("conflict.rego", failing),
+        ("complete.rego", complete),
+        ("labels.rego", POD_POLICY),
+    ])
+    .unwrap();
+    let out = s.evaluate("pod", &json!({"object": {"metadata": {"labels": {}}}}));
+    assert_eq!(out.errors.len(), 1, "{out:?}");
+    assert_eq!(out.errors[0].policy, "pod.conflict");
+    assert_eq!(out.denials.len(), 1, "{out:?}");
+    assert_eq!(out.denials[0].policy, "pod.labels");
+    assert_eq!(out.warnings.len(), 1, "{out:?}");
+    let evaluated: Vec<_> = out
+        .timings
+        .iter()
+        .map(|(p, d, _)| (p.as_str(), *d))
+        .collect();
+    assert_eq!(
+        evaluated,
+        [
+            ("pod.conflict", true),
+            ("pod.complete", false),
+            ("pod.labels", true)
+        ]
+    );
+
+    // Without the failing policy, the same verdicts and no error.
+    let s = set(&[("complete.rego", complete), ("labels.rego", POD_POLICY)]).unwrap();
+    let out = s.evaluate("pod", &json!({"object": {"metadata": {"labels": {}}}}));
+    assert!(out.errors.is_empty(), "{out:?}");
+    assert_eq!(out.denials.len(), 1);
+    let out = s.evaluate(
+        "pod",
+        &json!({"object": {"never": true, "metadata": {"labels": {"team": "a"}}}}),
+    );
+    assert_eq!(
+        out.denials.len(),
+        1,
+        "the complete rule is read when defined: {out:?}"
+    );
+    assert_eq!(
+        (out.denials[0].policy.as_str(), out.denials[0].msg.as_str()),
+        ("pod.complete", "never")
+    );
+}
+
 #[test]
 fn policies_run_at_validate_on_the_final_object_only() {
     let s = set(&[("labels.rego", POD_POLICY)]).unwrap();

@@ -253,7 +253,7 @@ pub fn judge(
 }
 
 /// "pod default/name" for messages; the name may be absent on CREATE (generateName).
-pub(crate) fn subject(kind: &str, req: &AdmissionRequest) -> String {
+pub fn subject(kind: &str, req: &AdmissionRequest) -> String {
     let name = req
         .name
         .as_deref()

@@ -270,10 +270,30 @@ impl PolicySet {
         let Some(indices) = self.by_kind.get(kind) else {
             return out;
         };
+        // Converted by reference (no copy of the request), and checked: regorus'
+        // `From<Json>` turns a failed conversion into `undefined`, which would let every
+        // policy see no input at all.
+        let input = <regorus::Value as serde::Deserialize>::deserialize(review).and_then(|r| {
+            let mut input = regorus::Value::new_object();
+            input
+                .as_object_mut()
+                .map_err(serde::de::Error::custom)?
+                .insert(regorus::Value::from("review"), r);
+            Ok(input)
+        });
+        let input = match input {
+            Ok(i) => i,
+            Err(e) => {
+                out.errors.push(Message {
+                    policy: format!("{kind} policies"),
+                    msg: format!("cannot convert the request for policy evaluation: {e}"),
+                    details: None,
+                });
+                return out;
+            }
+        };
         let mut engine = self.engine.clone();
-        engine.set_input(regorus::Value::from(
-            serde_json::json!({ "review": review }),
-        ));
+        engine.set_input(input);
         for &i in indices {
             let p = &self.policies[i];
             let start = Instant::now();

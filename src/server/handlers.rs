@@ -145,7 +145,7 @@ async fn evaluate_policies(
     kind: &str,
     decision: &mut Decision,
 ) {
-    let who = format!("{kind} {}", req.name.as_deref().unwrap_or(""));
+    let who = admission::subject(kind, req);
     let fail = |decision: &mut Decision, why: String| {
         *decision = Decision::deny(
             who.clone(),
