@@ -1,0 +1,568 @@
+//! sandgate beside OPA on the same Rego files, over HTTPS, the way an apiserver calls
+//! an admission webhook (issue 6). Both servers get the shipped policies with one
+//! setting (`allowedRegistries: [docker.io]`, so a pod can be denied by a policy both
+//! evaluate); OPA serves them through `bench/opa/webhook.rego` on its v0 data API.
+//! Agreement comes first: every request of every workload is sent to both and the
+//! answers (allowed, message, warnings, the patched object) must be identical. Then
+//! each case runs sandgate and OPA in turns (A B A B ...), and the pooled results go
+//! to BENCHMARKS.md (between the `compare` markers) and `bench/compare.svg`.
+//!
+//! Run: scripts/bench-vs-opa.sh (builds OPA, then `cargo bench --bench compare`).
+//! Env: OPA (the binary; required), SECONDS per run (5), ROUNDS (2), CONNECTIONS
+//! ("1,16,64"), MAX_REQUESTS per run (2,000,000), WRITE (1: update the files).
+
+#[allow(dead_code)]
+mod loadgen;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use loadgen::{Report, Request, Target, bodies};
+use rustls::pki_types::ServerName;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const OPA_PREFIX: &str = "/v0/data/sandgate_opa";
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Workload {
+    name: &'static str,
+    label: &'static str,
+    /// (webhook, review): webhook is "mutate" or "validate".
+    calls: Vec<(&'static str, Value)>,
+}
+
+fn workloads() -> Vec<Workload> {
+    let pod = bodies::pod();
+    let denied = bodies::denied_pod();
+    vec![
+        Workload {
+            name: "pod",
+            label: "typical sandbox pod (mutate + validate)",
+            calls: vec![("mutate", pod.clone()), ("validate", bodies::mutated(&pod))],
+        },
+        Workload {
+            name: "template",
+            label: "SandboxTemplate, 6 policies (validate)",
+            calls: vec![("validate", bodies::template())],
+        },
+        Workload {
+            name: "denied",
+            label: "denied pod (mutate + validate, denied by pod.images)",
+            calls: vec![
+                ("mutate", denied.clone()),
+                ("validate", bodies::mutated(&denied)),
+            ],
+        },
+    ]
+}
+
+fn requests(w: &Workload, opa: bool) -> Vec<Request> {
+    w.calls
+        .iter()
+        .map(|(hook, review)| Request {
+            path: if opa {
+                format!("{OPA_PREFIX}/{hook}")
+            } else {
+                format!("/{hook}")
+            },
+            body: serde_json::to_vec(review).expect("serialisable"),
+        })
+        .collect()
+}
+
+/// A copy of the shipped policies (tests left out) with the benchmark's one setting.
+fn policy_dir(into: &Path) {
+    let src = root().join("policies");
+    let files = sandgate::policy::list(&src).expect("policies");
+    for f in files.policies.iter().chain(&files.data) {
+        let rel = f.strip_prefix(&src).expect("under policies/");
+        let dest = into.join(rel);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(f, &dest).expect("copy policy");
+    }
+    let settings = into.join("settings.yaml");
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&settings).expect("settings"))
+            .expect("settings YAML");
+    doc["settings"]["allowedRegistries"] = serde_yaml::to_value(["docker.io"]).expect("yaml");
+    std::fs::write(&settings, serde_yaml::to_string(&doc).expect("yaml")).expect("write");
+}
+
+fn spawn(cmd: &mut Command, what: &str) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
+}
+
+/// One request on its own connection; the parsed JSON answer.
+async fn once(addr: &str, tls: &tokio_rustls::TlsConnector, path: &str, body: &[u8]) -> Value {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut s = tls.connect(name, tcp).await.expect("TLS");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let (headers, payload) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(headers.starts_with("HTTP/1.1 200"), "{path}: {headers}");
+    serde_json::from_str(payload).unwrap_or_else(|e| panic!("{path}: {e}: {payload}"))
+}
+
+/// What must agree: the verdict, its message and warnings, and the object after the patch.
+fn answer(resp: &Value, review: &Value) -> Value {
+    let r = &resp["response"];
+    let mut object = review["request"]["object"].clone();
+    if let Some(p) = r["patch"].as_str() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(p)
+            .expect("base64 patch");
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("JSONPatch");
+        json_patch::patch(&mut object, &patch).expect("patch applies");
+    }
+    json!({"uid": r["uid"], "allowed": r["allowed"], "message": r["status"]["message"],
+           "warnings": r.get("warnings").cloned().unwrap_or(json!([])), "object": object})
+}
+
+fn version_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024 / 1024);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {mem} GiB, Linux {}; load average at start {}",
+        kernel.trim(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+#[derive(Default)]
+struct Cell {
+    runs: Vec<Report>,
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--test" || a == "--list") {
+        return;
+    }
+    let opa = PathBuf::from(
+        std::env::var("OPA").expect("OPA=path to the opa binary (scripts/bench-vs-opa.sh sets it)"),
+    );
+    let seconds: u64 = env("SECONDS", 5);
+    let rounds: usize = env("ROUNDS", 2);
+    let max_requests: u64 = env("MAX_REQUESTS", 2_000_000);
+    let write: u8 = env("WRITE", 1);
+    let conns: Vec<usize> = std::env::var("CONNECTIONS")
+        .unwrap_or_else(|_| "1,16,64".into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policies = dir.path().join("policies");
+    policy_dir(&policies);
+    let certs = dir.path().join("certs");
+    let sg_addr = format!("127.0.0.1:{}", loadgen::free_port());
+    let probes = format!("127.0.0.1:{}", loadgen::free_port());
+    let mut sandgate = spawn(
+        Command::new(env!("CARGO_BIN_EXE_sandgate"))
+            .args([
+                "serve",
+                "--dev",
+                "--addr",
+                &sg_addr,
+                "--probe-addr",
+                &probes,
+            ])
+            .arg("--certs-dir")
+            .arg(&certs)
+            .arg("--policies")
+            .arg(&policies)
+            .env("RUST_LOG", "warn"),
+        "sandgate",
+    );
+    loadgen::wait_listening(&sg_addr, "sandgate");
+    let opa_addr = format!("127.0.0.1:{}", loadgen::free_port());
+    let mut opa_server = spawn(
+        Command::new(&opa)
+            .args([
+                "run",
+                "--server",
+                "--addr",
+                &opa_addr,
+                "--log-level",
+                "error",
+            ])
+            .args(["--skip-version-check", "--ignore", "*_test.rego"])
+            .arg("--tls-cert-file")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-private-key-file")
+            .arg(certs.join("tls.key"))
+            .arg(&policies)
+            .arg(root().join("bench/opa/webhook.rego")),
+        "opa",
+    );
+    loadgen::wait_listening(&opa_addr, "opa");
+    let tls = loadgen::connector(&certs.join("ca.crt"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let servers = [
+        (
+            "sandgate",
+            Target {
+                addr: &sg_addr,
+                tls: &tls,
+                pid: sandgate.id(),
+            },
+        ),
+        (
+            "OPA",
+            Target {
+                addr: &opa_addr,
+                tls: &tls,
+                pid: opa_server.id(),
+            },
+        ),
+    ];
+
+    // Agreement first: speed only counts where the answers are the same.
+    let workloads = workloads();
+    for w in &workloads {
+        for (hook, review) in &w.calls {
+            let body = serde_json::to_vec(review).expect("serialisable");
+            let ours = rt.block_on(once(&sg_addr, &tls, &format!("/{hook}"), &body));
+            let theirs = rt.block_on(once(
+                &opa_addr,
+                &tls,
+                &format!("{OPA_PREFIX}/{hook}"),
+                &body,
+            ));
+            let (a, b) = (answer(&ours, review), answer(&theirs, review));
+            assert_eq!(a, b, "{} /{hook}: sandgate and OPA disagree", w.name);
+            println!(
+                "agree: {} /{hook}: allowed={} warnings={} patched={}",
+                w.name,
+                a["allowed"],
+                a["warnings"].as_array().map_or(0, |v| v.len()),
+                ours["response"]["patch"].is_string()
+            );
+        }
+    }
+    assert!(
+        workloads.iter().any(|w| {
+            let review = &w.calls[w.calls.len() - 1].1;
+            let body = serde_json::to_vec(review).expect("serialisable");
+            rt.block_on(once(&sg_addr, &tls, "/validate", &body))["response"]["allowed"] == false
+        }),
+        "the denied workload is denied"
+    );
+
+    // Measure in turns: for each case, sandgate then OPA, ROUNDS times.
+    let mut cells: Vec<Vec<[Cell; 2]>> = workloads
+        .iter()
+        .map(|_| conns.iter().map(|_| Default::default()).collect())
+        .collect();
+    for (ci, &n) in conns.iter().enumerate() {
+        for (wi, w) in workloads.iter().enumerate() {
+            for round in 0..rounds {
+                for (si, (name, target)) in servers.iter().enumerate() {
+                    let reqs = requests(w, si == 1);
+                    let r = loadgen::run(
+                        &rt,
+                        target,
+                        &reqs,
+                        n,
+                        Duration::from_secs(seconds),
+                        max_requests,
+                    );
+                    println!(
+                        "{:<9} {:<8} {n:>2} conns round {}: {:>7.0} reviews/s p50 {:.2} ms p99 {:.2} ms errors {} RSS {:.1} MiB",
+                        name,
+                        w.name,
+                        round + 1,
+                        r.throughput(),
+                        r.quantile_ms(0.5),
+                        r.quantile_ms(0.99),
+                        r.errors,
+                        r.rss_peak_kib as f64 / 1024.0
+                    );
+                    let _ = std::io::stdout().flush();
+                    cells[wi][ci][si].runs.push(r);
+                }
+            }
+        }
+    }
+    let _ = sandgate.kill();
+    let _ = opa_server.kill();
+    let _ = sandgate.wait();
+    let _ = opa_server.wait();
+
+    let versions = format!(
+        "sandgate {} (regorus 0.14, {}), OPA {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        version_line("rustc", &["--version"]),
+        version_line(opa.to_str().unwrap_or("opa"), &["version"]).trim_start_matches("Version: "),
+        version_line("go", &["version"]),
+    );
+    let md = report(
+        &workloads,
+        &conns,
+        &cells,
+        seconds,
+        rounds,
+        &machine(),
+        &versions,
+    );
+    println!("\n{md}");
+    if write == 1 {
+        let svg = plot(&workloads, &conns, &cells);
+        let svg_path = root().join("bench/compare.svg");
+        std::fs::write(&svg_path, svg).expect("write the plot");
+        let bench_md = root().join("BENCHMARKS.md");
+        let old = std::fs::read_to_string(&bench_md).unwrap_or_default();
+        let (begin, end) = ("<!-- compare:begin -->", "<!-- compare:end -->");
+        let new = match (old.find(begin), old.find(end)) {
+            (Some(b), Some(e)) if b < e => {
+                format!("{}{begin}\n{md}{}", &old[..b], &old[e..])
+            }
+            _ => format!("{old}\n{begin}\n{md}{end}\n"),
+        };
+        std::fs::write(&bench_md, new).expect("write BENCHMARKS.md");
+        println!("wrote {} and {}", bench_md.display(), svg_path.display());
+    }
+}
+
+fn report(
+    workloads: &[Workload],
+    conns: &[usize],
+    cells: &[Vec<[Cell; 2]>],
+    seconds: u64,
+    rounds: usize,
+    machine: &str,
+    versions: &str,
+) -> String {
+    let date = version_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Generated by `scripts/bench-vs-opa.sh` on {date}: {rounds} rounds of {seconds} s per \
+         case and server, sandgate and OPA in turns. Machine: {machine}. Versions: {versions}.\n\n"
+    ));
+    md.push_str("| workload | conns | sandgate reviews/s | OPA reviews/s | **ratio** | sandgate p50 / p90 / p99 | OPA p50 / p90 / p99 | errors s / O | RSS peak s / O |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    let mut verdicts = Vec::new();
+    for (wi, w) in workloads.iter().enumerate() {
+        for (ci, &n) in conns.iter().enumerate() {
+            let [s, o] = &cells[wi][ci];
+            let (ps, po) = (Report::pooled(&s.runs), Report::pooled(&o.runs));
+            let spread = |c: &Cell| {
+                c.runs
+                    .iter()
+                    .map(|r| format!("{:.0}", r.throughput()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let lat = |r: &Report| {
+                format!(
+                    "{:.2} / {:.2} / {:.2} ms",
+                    r.quantile_ms(0.5),
+                    r.quantile_ms(0.9),
+                    r.quantile_ms(0.99)
+                )
+            };
+            let ratio = ps.throughput() / po.throughput().max(1e-9);
+            md.push_str(&format!(
+                "| {} | {n} | {:.0} ({}) | {:.0} ({}) | **{ratio:.2}×** | {} | {} | {} / {} | {:.1} / {:.1} MiB |\n",
+                w.label,
+                ps.throughput(),
+                spread(s),
+                po.throughput(),
+                spread(o),
+                lat(&ps),
+                lat(&po),
+                ps.errors,
+                po.errors,
+                ps.rss_peak_kib as f64 / 1024.0,
+                po.rss_peak_kib as f64 / 1024.0,
+            ));
+            if n == 64 {
+                let target = ps.throughput() >= 5000.0
+                    && ps.quantile_ms(0.99) < 5.0
+                    && ps.errors == 0
+                    && ps.rss_peak_kib < 64 * 1024;
+                verdicts.push(format!(
+                    "- {} at 64 connections: DESIGN §7 (≥ 5,000/s, p99 < 5 ms, 0 errors, < 64 MiB) {}; ≥ 2× OPA {} ({ratio:.2}×).",
+                    w.label,
+                    if target { "**met**" } else { "**not met**" },
+                    if ratio >= 2.0 { "**met**" } else { "**not met**" },
+                ));
+            }
+        }
+    }
+    md.push_str(
+        "\nreviews/s counts webhook calls (a pod admission is two: mutate, then validate); \
+         the figures in brackets are the single rounds. Latency is per call, client side, \
+         pooled over the rounds. RSS is the server's resident set sampled every 50 ms.\n\n",
+    );
+    md.push_str(&verdicts.join("\n"));
+    md.push_str("\n\n![latency percentiles against concurrency](bench/compare.svg)\n\n");
+    md
+}
+
+/// Latency percentiles against concurrency, one panel per workload, log scale.
+fn plot(workloads: &[Workload], conns: &[usize], cells: &[Vec<[Cell; 2]>]) -> String {
+    let (pw, ph, left, top, gap) = (300.0, 260.0, 60.0, 40.0, 40.0);
+    let width = left + workloads.len() as f64 * (pw + gap);
+    let height = top + ph + 90.0;
+    let mut all: Vec<f64> = Vec::new();
+    let series: Vec<Vec<[[f64; 3]; 2]>> = cells
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|pair| {
+                    let q = |c: &Cell| {
+                        let p = Report::pooled(&c.runs);
+                        [p.quantile_ms(0.5), p.quantile_ms(0.9), p.quantile_ms(0.99)]
+                    };
+                    [q(&pair[0]), q(&pair[1])]
+                })
+                .collect()
+        })
+        .collect();
+    for row in &series {
+        for pair in row {
+            for s in pair {
+                all.extend(s.iter().copied().filter(|v| *v > 0.0));
+            }
+        }
+    }
+    let lo = all.iter().copied().fold(f64::MAX, f64::min).max(0.001);
+    let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+    let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
+    let y = |v: f64| top + ph - (v.max(lo).log10() - ylo) / (yhi - ylo) * ph;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    let colours = ["#1f6fb4", "#e0701b"];
+    let dashes = ["", "6 3", "2 3"];
+    for (wi, w) in workloads.iter().enumerate() {
+        let x0 = left + wi as f64 * (pw + gap);
+        let x = |ci: usize| x0 + 20.0 + ci as f64 * (pw - 40.0) / (conns.len().max(2) - 1) as f64;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>\n<rect x=\"{x0}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n",
+            x0 + pw / 2.0,
+            top - 12.0,
+            w.name
+        ));
+        let mut e = ylo;
+        while e <= yhi {
+            let v = 10f64.powf(e);
+            svg.push_str(&format!(
+                "<line x1=\"{x0}\" x2=\"{}\" y1=\"{yy}\" y2=\"{yy}\" stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v} ms</text>\n",
+                x0 + pw,
+                x0 - 4.0,
+                y(v) + 4.0,
+                yy = y(v)
+            ));
+            e += 1.0;
+        }
+        for (ci, n) in conns.iter().enumerate() {
+            svg.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{n}</text>\n",
+                x(ci),
+                top + ph + 16.0
+            ));
+        }
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">connections</text>\n",
+            x0 + pw / 2.0,
+            top + ph + 32.0
+        ));
+        for si in 0..2 {
+            for (qi, dash) in dashes.iter().enumerate() {
+                let points: Vec<String> = (0..conns.len())
+                    .map(|ci| format!("{:.1},{:.1}", x(ci), y(series[wi][ci][si][qi])))
+                    .collect();
+                svg.push_str(&format!(
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\n",
+                    points.join(" "),
+                    colours[si]
+                ));
+            }
+        }
+    }
+    // Legend.
+    let ly = top + ph + 58.0;
+    let mut lx = left;
+    for (si, name) in ["sandgate", "OPA"].iter().enumerate() {
+        for (qi, q) in ["p50", "p90", "p99"].iter().enumerate() {
+            svg.push_str(&format!(
+                "<line x1=\"{lx}\" x2=\"{}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"2\" stroke-dasharray=\"{}\"/><text x=\"{}\" y=\"{}\">{name} {q}</text>\n",
+                lx + 30.0,
+                colours[si],
+                dashes[qi],
+                lx + 35.0,
+                ly + 4.0
+            ));
+            lx += 130.0;
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -1,0 +1,347 @@
+//! The HTTPS load generator shared by `benches/load.rs` and `benches/compare.rs`:
+//! AdmissionReviews POSTed over keep-alive HTTP/1.1 TLS connections on loopback, each
+//! connection sending one request at a time, for a bounded time and count. It reports
+//! throughput, latency percentiles, errors, and the server's resident memory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// One request of a workload: the URL path and the body.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub requests: u64,
+    pub seconds: f64,
+    /// Latencies in microseconds, sorted.
+    pub latencies: Vec<u32>,
+    pub errors: u64,
+    /// Highest resident set sampled during the run, and at its end (KiB).
+    pub rss_peak_kib: u64,
+    pub rss_end_kib: u64,
+}
+
+impl Report {
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    /// The q-quantile latency in milliseconds.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        percentile(&self.latencies, q) as f64 / 1000.0
+    }
+
+    pub fn max_ms(&self) -> f64 {
+        self.latencies.last().copied().unwrap_or(0) as f64 / 1000.0
+    }
+
+    /// Several runs of the same case pooled: all requests over all time.
+    pub fn pooled(runs: &[Report]) -> Report {
+        let mut latencies: Vec<u32> = runs.iter().flat_map(|r| r.latencies.clone()).collect();
+        latencies.sort_unstable();
+        Report {
+            requests: runs.iter().map(|r| r.requests).sum(),
+            seconds: runs.iter().map(|r| r.seconds).sum(),
+            latencies,
+            errors: runs.iter().map(|r| r.errors).sum(),
+            rss_peak_kib: runs.iter().map(|r| r.rss_peak_kib).max().unwrap_or(0),
+            rss_end_kib: runs.last().map_or(0, |r| r.rss_end_kib),
+        }
+    }
+}
+
+pub fn percentile(sorted: &[u32], q: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// A TLS client trusting only the given CA, speaking HTTP/1.1 (no ALPN), as the
+/// apiserver does towards admission webhooks.
+pub fn connector(ca_pem: &Path) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca_pem).expect("CA file") {
+        roots.add(c.expect("CA certificate")).expect("CA accepted");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A resident-memory field of /proc/PID/status, in KiB (0 when unreadable).
+pub fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Sends one request on `stream` and reads one response; Ok(true) for a 200.
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    s: &mut S,
+    wire: &[u8],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    s.write_all(wire).await?;
+    let mut got = 0usize;
+    let (mut header_end, mut want, mut ok) = (None, 0usize, false);
+    loop {
+        if got == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = s.read(&mut buf[got..]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+        if header_end.is_none()
+            && let Some(i) = buf[..got].windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let headers = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            ok = headers.starts_with("http/1.1 200");
+            want = headers
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0);
+            header_end = Some(i + 4);
+        }
+        if let Some(h) = header_end
+            && got >= h + want
+        {
+            return Ok(ok);
+        }
+    }
+}
+
+/// One keep-alive connection cycling through `requests` until `until` or until the
+/// shared budget of requests runs out; returns latencies (µs) and errors.
+async fn worker(
+    addr: String,
+    tls: TlsConnector,
+    wires: Arc<Vec<Vec<u8>>>,
+    until: Instant,
+    budget: Arc<AtomicU64>,
+) -> (Vec<u32>, u64) {
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut next = 0usize;
+    let spend = || {
+        budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+            .is_ok()
+    };
+    'connect: while Instant::now() < until {
+        let Ok(tcp) = TcpStream::connect(&addr).await else {
+            errors += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let Ok(server) = ServerName::try_from("localhost") else {
+            return (lat, errors + 1);
+        };
+        let Ok(mut s) = tls.connect(server, tcp).await else {
+            errors += 1;
+            continue;
+        };
+        while Instant::now() < until {
+            if !spend() {
+                break 'connect;
+            }
+            let t = Instant::now();
+            match exchange(&mut s, &wires[next % wires.len()], &mut buf).await {
+                Ok(true) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                Ok(false) => errors += 1,
+                Err(_) => {
+                    errors += 1;
+                    continue 'connect;
+                }
+            }
+            next += 1;
+        }
+    }
+    (lat, errors)
+}
+
+/// A server under load: where it listens, how to reach it, its process.
+pub struct Target<'a> {
+    pub addr: &'a str,
+    pub tls: &'a TlsConnector,
+    pub pid: u32,
+}
+
+/// Runs `connections` workers against the target for `duration` (at most
+/// `max_requests`), sampling the server's resident memory meanwhile.
+pub fn run(
+    rt: &tokio::runtime::Runtime,
+    target: &Target<'_>,
+    requests: &[Request],
+    connections: usize,
+    duration: Duration,
+    max_requests: u64,
+) -> Report {
+    let (addr, tls, server_pid) = (target.addr, target.tls, target.pid);
+    let wires: Arc<Vec<Vec<u8>>> = Arc::new(
+        requests
+            .iter()
+            .map(|r| {
+                let mut w = format!(
+                    "POST {} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    r.path,
+                    r.body.len()
+                )
+                .into_bytes();
+                w.extend_from_slice(&r.body);
+                w
+            })
+            .collect(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(server_pid, "VmRSS:"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let budget = Arc::new(AtomicU64::new(max_requests));
+    let start = Instant::now();
+    let until = start + duration;
+    let (mut latencies, errors) = rt.block_on(async {
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                tokio::spawn(worker(
+                    addr.to_string(),
+                    tls.clone(),
+                    wires.clone(),
+                    until,
+                    budget.clone(),
+                ))
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            match t.await {
+                Ok((l, e)) => {
+                    all.extend(l);
+                    errors += e;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        (all, errors)
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let end = rss_kib(server_pid, "VmRSS:");
+    let peak = sampler.join().unwrap_or(0).max(end);
+    latencies.sort_unstable();
+    Report {
+        requests: latencies.len() as u64,
+        seconds,
+        latencies,
+        errors,
+        rss_peak_kib: peak,
+        rss_end_kib: end,
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Waits until something listens on `addr`.
+pub fn wait_listening(addr: &str, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} did not start listening on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The benchmark's AdmissionReview bodies, built from the repository's fixtures.
+pub mod bodies {
+    use serde_json::{Value, json};
+
+    const ARTICLE_POD: &str = include_str!("../../tests/fixtures/article-pod-review.json");
+
+    /// The article's pod as the apiserver sends it to the mutating webhook.
+    pub fn pod() -> Value {
+        serde_json::from_str(ARTICLE_POD).expect("pod fixture")
+    }
+
+    /// The same pod with an image from a registry the benchmark's settings do not allow.
+    pub fn denied_pod() -> Value {
+        let mut p = pod();
+        p["request"]["object"]["spec"]["containers"][0]["image"] =
+            json!("evil.example.com/miner:1");
+        p
+    }
+
+    /// What the validating webhook sees: the pod after sandgate's mutation.
+    pub fn mutated(review: &Value) -> Value {
+        let bytes = serde_json::to_vec(review).expect("serialisable");
+        let req = sandgate::admission::review::parse(&bytes).expect("valid review");
+        let d = sandgate::admission::decide(
+            sandgate::admission::Webhook::Mutate,
+            &req,
+            &sandgate::config::Config::default(),
+        );
+        let mut out = review.clone();
+        if let Some(patch) = d.patch {
+            json_patch::patch(&mut out["request"]["object"], &patch.0).expect("patch applies");
+        }
+        out
+    }
+
+    /// The article's SandboxTemplate as a CREATE review.
+    pub fn template() -> Value {
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../deploy/examples/sandbox-template.yaml"))
+                .expect("template example");
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "load", "operation": "CREATE", "namespace": "default", "name": "agent-execution-template",
+            "kind": {"group": "sandbox.gke.io", "version": "v1", "kind": "SandboxTemplate"},
+            "resource": {"group": "sandbox.gke.io", "version": "v1", "resource": "sandboxtemplates"},
+            "object": serde_json::to_value(yaml).expect("template as JSON")}})
+    }
+}
