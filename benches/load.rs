@@ -5,7 +5,8 @@
 //!
 //! Run: cargo bench --bench load
 //! Env: CONNECTIONS (default "1,16,64"), SECONDS per run (default 10), MAX_REQUESTS per
-//! run (default 2,000,000), WORKLOAD (pod-mutate | pod-validate | template |
+//! run (default 2,000,000), RATE (total requests/s; default 0: as fast as answered),
+//! WORKLOAD (pod-mutate | pod-validate | template |
 //! denied-pod | all; default all).
 
 #[allow(dead_code)]
@@ -15,7 +16,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use loadgen::{Request, Target, bodies};
+use loadgen::{Load, Request, Target, bodies};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -50,6 +51,7 @@ fn main() {
     }
     let seconds: u64 = env("SECONDS", 10);
     let max_requests: u64 = env("MAX_REQUESTS", 2_000_000);
+    let rate: f64 = env("RATE", 0.0);
     let conns: Vec<usize> = std::env::var("CONNECTIONS")
         .unwrap_or_else(|_| "1,16,64".into())
         .split(',')
@@ -96,14 +98,13 @@ fn main() {
             continue;
         }
         for &n in &conns {
-            let r = loadgen::run(
-                &rt,
-                &target,
-                std::slice::from_ref(&request),
-                n,
-                Duration::from_secs(seconds),
+            let load = Load {
+                connections: n,
+                duration: Duration::from_secs(seconds),
                 max_requests,
-            );
+                rate: (rate > 0.0).then_some(rate),
+            };
+            let r = loadgen::run(&rt, &target, std::slice::from_ref(&request), &load);
             println!(
                 "| {name} | {n} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {} | {:.1} / {:.1} MiB |",
                 r.throughput(),

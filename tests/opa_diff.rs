@@ -14,33 +14,15 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// OPA's binary, built once into the cache (the script's own build step).
+/// OPA's binary, built once into the cache by the scripts' shared build step.
 fn opa() -> PathBuf {
-    let version = "v1.22.4";
-    let bin = std::env::var("SANDGATE_OPA_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/sandgate/opa")
-                .join(version)
-        })
-        .join("bin");
-    if !bin.join("opa").is_file() {
-        eprintln!("opa: building {version} (a few minutes, once)...");
-        std::fs::create_dir_all(&bin).unwrap();
-        let status = Command::new("go")
-            .args([
-                "install",
-                &format!("github.com/open-policy-agent/opa@{version}"),
-            ])
-            .env("GOBIN", &bin)
-            .env("GOFLAGS", "-mod=mod")
-            .env("GOTOOLCHAIN", "local")
-            .status()
-            .expect("go runs");
-        assert!(status.success(), "building OPA failed");
-    }
-    bin.join("opa")
+    let o = Command::new("bash")
+        .arg(root().join("scripts/build-opa.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("bash runs");
+    assert!(o.status.success(), "building OPA failed");
+    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
 
 fn review(kind: &str, object: Value) -> Value {
@@ -137,7 +119,14 @@ fn corpus() -> Vec<(String, Value)> {
     .iter()
     .enumerate()
     {
-        let mut pod = json!({"metadata": {"name": format!("p{j}")}, "spec": {"containers": [{"name": "c", "image": "busybox"}, {"name": "d", "image": "busybox", "securityContext": {"runAsNonRoot": true}}]}});
+        let image = ["busybox", "gcr.io/p/img:1", "evil.example.com/x:1"][j % 3];
+        let init = [
+            "localhost:5000/x",
+            "busybox",
+            "docker.io.evil.example.com/x",
+        ][j % 3];
+        let mut pod = json!({"metadata": {"name": format!("p{j}")}, "spec": {"containers": [{"name": "c", "image": image}, {"name": "d", "image": "busybox", "securityContext": {"runAsNonRoot": true}}],
+                             "initContainers": [{"name": "i", "image": init}]}});
         if !sc.is_null() {
             pod["spec"]["securityContext"] = sc.clone();
         }
@@ -148,9 +137,42 @@ fn corpus() -> Vec<(String, Value)> {
 
 #[test]
 fn sandgate_and_opa_agree_on_every_denial() {
+    agree(None);
+}
+
+/// The allow-lists switched on: registries for templates and pods, egress ranges.
+#[test]
+fn sandgate_and_opa_agree_with_allow_lists_set() {
+    agree(Some(
+        json!({"allowedRegistries": ["docker.io", "gcr.io"], "allowedEgressCidrs": ["10.0.0.0/8"]}),
+    ));
+}
+
+/// Judges the corpus with the shipped policies (and `settings` merged over the shipped
+/// settings) in sandgate and in OPA; fails on any difference.
+fn agree(settings: Option<Value>) {
     let cases = corpus();
     assert!(cases.len() >= 250, "{} cases", cases.len());
-    let set = PolicySet::load_dir(&root().join("policies"), Duration::from_secs(2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    // Policies and settings only (tests excluded), as sandgate serves them.
+    let src = root().join("policies");
+    let files = sandgate::policy::list(&src).unwrap();
+    for f in files.policies.iter().chain(&files.data) {
+        let dest = policies.join(f.strip_prefix(&src).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(f, &dest).unwrap();
+    }
+    if let Some(extra) = &settings {
+        let path = policies.join("settings.yaml");
+        let mut doc: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for (k, v) in extra.as_object().unwrap() {
+            doc["settings"][k] = v.clone();
+        }
+        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    }
+    let set = PolicySet::load_dir(&policies, Duration::from_secs(2)).unwrap();
 
     // sandgate: (case, policy, message) for every deny and warn.
     let mut ours: BTreeSet<(usize, String, String, String)> = BTreeSet::new();
@@ -166,7 +188,6 @@ fn sandgate_and_opa_agree_on_every_denial() {
     }
 
     // OPA: the same files, one query over the whole corpus.
-    let dir = tempfile::tempdir().unwrap();
     let diff = r#"package sandgate_diff
 import rego.v1
 results contains [i, rule, concat(".", [kind, name]), msg] if {
@@ -186,14 +207,6 @@ text(m) := m.msg if is_object(m)
     std::fs::write(dir.path().join("diff.rego"), diff).unwrap();
     let input = json!({"cases": cases.iter().map(|(k, rv)| json!({"kind": k, "review": rv})).collect::<Vec<_>>()});
     std::fs::write(dir.path().join("input.json"), input.to_string()).unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    // Policies and settings only (tests excluded), as sandgate serves them.
-    let files = sandgate::policy::list(&root().join("policies")).unwrap();
-    for (n, f) in files.policies.iter().chain(&files.data).enumerate() {
-        let name = format!("{n}-{}", f.file_name().unwrap().to_string_lossy());
-        std::fs::copy(f, policies.join(name)).unwrap();
-    }
     let o = Command::new(opa())
         .args(["eval", "--format", "json", "-d"])
         .arg(&policies)
@@ -240,6 +253,14 @@ text(m) := m.msg if is_object(m)
         "the corpus has allowed and denied cases: {} of {}",
         denied.len(),
         cases.len()
+    );
+    // The allow-lists decide something only when set.
+    let by = |policy: &str| ours.iter().any(|r| r.1 == "deny" && r.2 == policy);
+    assert_eq!(by("pod.images"), settings.is_some(), "pod.images denials");
+    assert_eq!(
+        by("sandboxtemplate.images"),
+        settings.is_some(),
+        "template image denials"
     );
     eprintln!(
         "{} cases, {} denied, {} verdict rows, identical in sandgate and OPA",

@@ -118,6 +118,14 @@ deny contains "never" if {
     );
     assert_eq!(out.errors.len(), 1, "{out:?}");
     assert_eq!(out.errors[0].policy, "pod.slow");
+    // The server reads this to keep slow policies off its I/O threads (a lower bound:
+    // the run lasted at least until its deadline).
+    assert!(
+        s.typical_cost("pod") >= Duration::from_millis(25),
+        "{:?}",
+        s.typical_cost("pod")
+    );
+    assert_eq!(s.typical_cost("sandboxclaim"), Duration::ZERO);
     assert!(
         out.errors[0].msg.contains("deadline") || out.errors[0].msg.contains("failed"),
         "{:?}",

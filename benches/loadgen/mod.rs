@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -139,53 +139,100 @@ async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
     }
 }
 
-/// One keep-alive connection cycling through `requests` until `until` or until the
-/// shared budget of requests runs out; returns latencies (µs) and errors.
-async fn worker(
+/// How hard to push: connections, for how long, at most how many requests, and
+/// optionally a fixed total rate (requests/s) instead of as fast as answers come.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    pub connections: usize,
+    pub duration: Duration,
+    pub max_requests: u64,
+    pub rate: Option<f64>,
+}
+
+/// One connection's part of a run.
+#[derive(Clone)]
+struct Plan {
     addr: String,
     tls: TlsConnector,
     wires: Arc<Vec<Vec<u8>>>,
-    until: Instant,
+    duration: Duration,
     budget: Arc<AtomicU64>,
-) -> (Vec<u32>, u64) {
+    /// The interval between this connection's requests when paced, and its offset.
+    pace: Option<(Duration, Duration)>,
+    /// Connections that finished their handshake; the run starts when all have.
+    ready: Arc<AtomicUsize>,
+    go: tokio::sync::watch::Receiver<Option<Instant>>,
+}
+
+async fn connect(plan: &Plan) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(&plan.addr).await.ok()?;
+    let _ = tcp.set_nodelay(true);
+    let server = ServerName::try_from("localhost").ok()?;
+    plan.tls.connect(server, tcp).await.ok()
+}
+
+/// One keep-alive connection cycling through the requests from the common start for
+/// the run's duration, or until the shared budget of requests runs out; returns
+/// latencies (µs) and errors. The handshake happens before the start, so it is not in
+/// the figures. Paced, a request sent late because the previous answer came late
+/// counts from when it was due, so slow answers are not hidden (no coordinated
+/// omission); one sent on time counts from its send.
+async fn worker(mut plan: Plan) -> (Vec<u32>, u64) {
     let mut lat = Vec::new();
     let mut errors = 0;
     let mut buf = vec![0u8; 64 * 1024];
     let mut next = 0usize;
+    let mut stream = connect(&plan).await;
+    if stream.is_some() {
+        plan.ready.fetch_add(1, Ordering::SeqCst);
+    }
+    let start = match plan.go.wait_for(Option::is_some).await {
+        Ok(v) => v.unwrap_or_else(Instant::now),
+        Err(_) => return (lat, errors + 1),
+    };
+    let until = start + plan.duration;
     let spend = || {
-        budget
+        plan.budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
             .is_ok()
     };
-    'connect: while Instant::now() < until {
-        let Ok(tcp) = TcpStream::connect(&addr).await else {
+    while Instant::now() < until {
+        let Some(s) = stream.as_mut() else {
             errors += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
+            stream = connect(&plan).await;
             continue;
         };
-        let _ = tcp.set_nodelay(true);
-        let Ok(server) = ServerName::try_from("localhost") else {
-            return (lat, errors + 1);
-        };
-        let Ok(mut s) = tls.connect(server, tcp).await else {
-            errors += 1;
-            continue;
-        };
-        while Instant::now() < until {
-            if !spend() {
-                break 'connect;
-            }
-            let t = Instant::now();
-            match exchange(&mut s, &wires[next % wires.len()], &mut buf).await {
-                Ok(true) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
-                Ok(false) => errors += 1,
-                Err(_) => {
-                    errors += 1;
-                    continue 'connect;
+        if !spend() {
+            break;
+        }
+        let t = match plan.pace {
+            Some((interval, offset)) => {
+                let due = start + offset + interval * next as u32;
+                if due >= until {
+                    break;
+                }
+                if Instant::now() >= due {
+                    // Behind schedule (the last answer came late): count from due.
+                    due
+                } else {
+                    // On time: count from the send, not from when the 1 ms timer
+                    // wheel happens to wake us.
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
                 }
             }
-            next += 1;
+            None => Instant::now(),
+        };
+        match exchange(s, &plan.wires[next % plan.wires.len()], &mut buf).await {
+            Ok(true) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+            Ok(false) => errors += 1,
+            Err(_) => {
+                errors += 1;
+                stream = connect(&plan).await;
+            }
         }
+        next += 1;
     }
     (lat, errors)
 }
@@ -203,10 +250,14 @@ pub fn run(
     rt: &tokio::runtime::Runtime,
     target: &Target<'_>,
     requests: &[Request],
-    connections: usize,
-    duration: Duration,
-    max_requests: u64,
+    load: &Load,
 ) -> Report {
+    let Load {
+        connections,
+        duration,
+        max_requests,
+        rate,
+    } = *load;
     let (addr, tls, server_pid) = (target.addr, target.tls, target.pid);
     let wires: Arc<Vec<Vec<u8>>> = Arc::new(
         requests
@@ -236,20 +287,38 @@ pub fn run(
         })
     };
     let budget = Arc::new(AtomicU64::new(max_requests));
-    let start = Instant::now();
-    let until = start + duration;
-    let (mut latencies, errors) = rt.block_on(async {
+    let ready = Arc::new(AtomicUsize::new(0));
+    let (go, go_rx) = tokio::sync::watch::channel(None);
+    let (mut latencies, errors, seconds) = rt.block_on(async {
         let tasks: Vec<_> = (0..connections)
-            .map(|_| {
-                tokio::spawn(worker(
-                    addr.to_string(),
-                    tls.clone(),
-                    wires.clone(),
-                    until,
-                    budget.clone(),
-                ))
+            .map(|i| {
+                // Each connection sends every connections/rate seconds, the
+                // connections spread evenly over that interval.
+                let pace = rate.filter(|r| *r > 0.0).map(|r| {
+                    let interval = Duration::from_secs_f64(connections as f64 / r);
+                    (interval, interval.mul_f64(i as f64 / connections as f64))
+                });
+                tokio::spawn(worker(Plan {
+                    addr: addr.to_string(),
+                    tls: tls.clone(),
+                    wires: wires.clone(),
+                    duration,
+                    budget: budget.clone(),
+                    pace,
+                    ready: ready.clone(),
+                    go: go_rx.clone(),
+                }))
             })
             .collect();
+        // Start once every connection is up (or after 10 s, with those that are).
+        let waiting = Instant::now();
+        while ready.load(Ordering::SeqCst) < connections
+            && waiting.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let start = Instant::now();
+        let _ = go.send(Some(start));
         let mut all = Vec::new();
         let mut errors = 0;
         for t in tasks {
@@ -261,9 +330,8 @@ pub fn run(
                 Err(_) => errors += 1,
             }
         }
-        (all, errors)
+        (all, errors, start.elapsed().as_secs_f64())
     });
-    let seconds = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let end = rss_kib(server_pid, "VmRSS:");
     let peak = sampler.join().unwrap_or(0).max(end);

@@ -14,6 +14,8 @@ pub mod testing;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use regorus::utils::limits::ExecutionTimerConfig;
@@ -75,6 +77,9 @@ pub struct PolicySet {
     engine: regorus::Engine,
     policies: Vec<Policy>,
     by_kind: BTreeMap<String, Vec<usize>>,
+    /// Per kind, a moving average of evaluation time in ns (0: never run), so callers
+    /// can tell cheap evaluations from slow ones. Shared by clones of the set.
+    cost: Arc<BTreeMap<String, AtomicU64>>,
     pub source: Option<PathBuf>,
     pub deadline: Duration,
 }
@@ -171,6 +176,7 @@ impl PolicySet {
             engine: regorus::Engine::new(),
             policies: Vec::new(),
             by_kind: BTreeMap::new(),
+            cost: Arc::default(),
             source: None,
             deadline: DEFAULT_DEADLINE,
         }
@@ -246,10 +252,17 @@ impl PolicySet {
         for (i, p) in policies.iter().enumerate() {
             by_kind.entry(p.kind.clone()).or_default().push(i);
         }
+        let cost = Arc::new(
+            by_kind
+                .keys()
+                .map(|k| (k.clone(), AtomicU64::new(0)))
+                .collect(),
+        );
         Ok(Self {
             engine,
             policies,
             by_kind,
+            cost,
             source: None,
             deadline,
         })
@@ -264,8 +277,35 @@ impl PolicySet {
         self.by_kind.contains_key(kind)
     }
 
+    /// Recent evaluation time of `kind`'s policies (an average weighting the last
+    /// evaluation 1/8; zero before the first).
+    pub fn typical_cost(&self, kind: &str) -> Duration {
+        Duration::from_nanos(self.cost.get(kind).map_or(0, |c| c.load(Ordering::Relaxed)))
+    }
+
+    fn record_cost(&self, kind: &str, took: Duration) {
+        if let Some(c) = self.cost.get(kind) {
+            let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            // A lost update between racing evaluations only blurs an estimate.
+            let old = c.load(Ordering::Relaxed);
+            let new = if old == 0 {
+                sample
+            } else {
+                old - old / 8 + sample / 8
+            };
+            c.store(new, Ordering::Relaxed);
+        }
+    }
+
     /// Runs every policy of `kind` with `input.review = review`.
     pub fn evaluate(&self, kind: &str, review: &Json) -> Outcome {
+        let start = Instant::now();
+        let out = self.evaluate_uncosted(kind, review);
+        self.record_cost(kind, start.elapsed());
+        out
+    }
+
+    fn evaluate_uncosted(&self, kind: &str, review: &Json) -> Outcome {
         let mut out = Outcome::default();
         let Some(indices) = self.by_kind.get(kind) else {
             return out;
