@@ -438,6 +438,16 @@ fn lat(r: &Report) -> String {
     )
 }
 
+fn lat_max(r: &Report) -> String {
+    format!(
+        "{:.2} / {:.2} / {:.2} / {:.1} ms",
+        r.quantile_ms(0.5),
+        r.quantile_ms(0.9),
+        r.quantile_ms(0.99),
+        r.max_ms()
+    )
+}
+
 fn report(
     workloads: &[Workload],
     conns: &[usize],
@@ -459,7 +469,7 @@ fn report(
          case and server, sandgate and OPA in turns. Machine: {machine}. Versions: {versions}.\n\n"
     ));
     md.push_str("### Saturation: each connection sends as soon as it has its answer\n\n");
-    md.push_str("| workload | conns | sandgate reviews/s | OPA reviews/s | **ratio** | sandgate p50 / p90 / p99 | OPA p50 / p90 / p99 | errors s / O | RSS peak s / O |\n");
+    md.push_str("| workload | conns | sandgate reviews/s | OPA reviews/s | **ratio** | sandgate p50 / p90 / p99 / max | OPA p50 / p90 / p99 / max | errors s / O | RSS peak s / O |\n");
     md.push_str("|---|---|---|---|---|---|---|---|---|\n");
     let mut verdicts = Vec::new();
     for (wi, w) in workloads.iter().enumerate() {
@@ -481,8 +491,8 @@ fn report(
                 spread(s),
                 po.throughput(),
                 spread(o),
-                lat(&ps),
-                lat(&po),
+                lat_max(&ps),
+                lat_max(&po),
                 ps.errors,
                 po.errors,
                 ps.rss_peak_kib as f64 / 1024.0,
@@ -544,7 +554,7 @@ fn report(
 
 /// Latency percentiles against concurrency, one panel per workload, log scale.
 fn plot(workloads: &[Workload], conns: &[usize], cells: &[Vec<[Cell; 2]>]) -> String {
-    let (pw, ph, left, top, gap) = (300.0, 260.0, 60.0, 40.0, 40.0);
+    let (pw, ph, left, top, gap) = (300.0, 260.0, 70.0, 60.0, 80.0);
     let width = left + workloads.len() as f64 * (pw + gap);
     let height = top + ph + 90.0;
     let mut all: Vec<f64> = Vec::new();
@@ -572,9 +582,9 @@ fn plot(workloads: &[Workload], conns: &[usize], cells: &[Vec<[Cell; 2]>]) -> St
     let lo = all.iter().copied().fold(f64::MAX, f64::min).max(0.001);
     let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
     let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
-    let y = |v: f64| top + ph - (v.max(lo).log10() - ylo) / (yhi - ylo) * ph;
+    let y = |v: f64| top + ph - (v.max(10f64.powf(ylo)).log10() - ylo) / (yhi - ylo) * ph;
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"18\" font-size=\"14\">Latency per webhook call at saturation (each connection sends when answered), log scale: sandgate and OPA on the same policies</text>\n"
     );
     let colours = ["#1f6fb4", "#e0701b"];
     let dashes = ["", "6 3", "2 3"];
@@ -590,8 +600,13 @@ fn plot(workloads: &[Workload], conns: &[usize], cells: &[Vec<[Cell; 2]>]) -> St
         let mut e = ylo;
         while e <= yhi {
             let v = 10f64.powf(e);
+            let label = if e >= 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.*}", (-e) as usize)
+            };
             svg.push_str(&format!(
-                "<line x1=\"{x0}\" x2=\"{}\" y1=\"{yy}\" y2=\"{yy}\" stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v} ms</text>\n",
+                "<line x1=\"{x0}\" x2=\"{}\" y1=\"{yy}\" y2=\"{yy}\" stroke=\"#ddd\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label} ms</text>\n",
                 x0 + pw,
                 x0 - 4.0,
                 y(v) + 4.0,

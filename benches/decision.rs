@@ -77,7 +77,47 @@ fn benches(c: &mut Criterion) {
     c.bench_function("sandboxtemplate validate", |b| {
         b.iter(|| full(Webhook::Validate, black_box(&template), &cfg))
     });
+    // The parts: built-in rules on a typed pod, patch building, policy evaluation.
+    let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(
+        serde_json::from_slice::<serde_json::Value>(ARTICLE_POD).unwrap()["request"]["object"]
+            .clone(),
+    )
+    .unwrap();
+    c.bench_function("part: built-in mutation + rules (typed pod)", |b| {
+        b.iter(|| {
+            let mut p = black_box(&typed).clone();
+            sandgate::admission::mutate::pod(&mut p, &cfg);
+            sandgate::admission::validate::pod(
+                &p,
+                &cfg,
+                sandgate::admission::validate::Change::Create,
+            )
+        })
+    });
+    let mut after = typed.clone();
+    sandgate::admission::mutate::pod(&mut after, &cfg);
+    c.bench_function("part: patch building (diff + base64)", |b| {
+        b.iter(|| {
+            let patch = json_patch::diff(
+                &serde_json::to_value(black_box(&typed)).unwrap(),
+                &serde_json::to_value(black_box(&after)).unwrap(),
+            );
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                serde_json::to_vec(&patch).unwrap(),
+            )
+        })
+    });
     let policies = shipped();
+    let input =
+        |body: &[u8]| serde_json::from_slice::<serde_json::Value>(body).unwrap()["request"].clone();
+    let (pod_input, template_input) = (input(&stored), input(&template));
+    c.bench_function("part: policy evaluation, pod (2 policies)", |b| {
+        b.iter(|| policies.evaluate("pod", black_box(&pod_input)))
+    });
+    c.bench_function("part: policy evaluation, template (6 policies)", |b| {
+        b.iter(|| policies.evaluate("sandboxtemplate", black_box(&template_input)))
+    });
     c.bench_function("pod validate + shipped policies", |b| {
         b.iter(|| full_with(Webhook::Validate, black_box(&stored), &cfg, &policies))
     });
