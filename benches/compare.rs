@@ -21,132 +21,18 @@
 mod loadgen;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
-use loadgen::{Load, Report, Request, Target, bodies};
-use rustls::pki_types::ServerName;
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const OPA_PREFIX: &str = "/v0/data/sandgate_opa";
+use loadgen::versus::{Servers, Workload, requests, root, workloads};
+use loadgen::{Load, Report, Target};
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Workload {
-    name: &'static str,
-    label: &'static str,
-    /// (webhook, review): webhook is "mutate" or "validate".
-    calls: Vec<(&'static str, Value)>,
-}
-
-fn workloads() -> Vec<Workload> {
-    let pod = bodies::pod();
-    let denied = bodies::denied_pod();
-    vec![
-        Workload {
-            name: "pod",
-            label: "typical sandbox pod (mutate + validate)",
-            calls: vec![("mutate", pod.clone()), ("validate", bodies::mutated(&pod))],
-        },
-        Workload {
-            name: "template",
-            label: "SandboxTemplate, 6 policies (validate)",
-            calls: vec![("validate", bodies::template())],
-        },
-        Workload {
-            name: "denied",
-            label: "denied pod (mutate + validate, denied by pod.images)",
-            calls: vec![
-                ("mutate", denied.clone()),
-                ("validate", bodies::mutated(&denied)),
-            ],
-        },
-    ]
-}
-
-fn requests(w: &Workload, opa: bool) -> Vec<Request> {
-    w.calls
-        .iter()
-        .map(|(hook, review)| Request {
-            path: if opa {
-                format!("{OPA_PREFIX}/{hook}")
-            } else {
-                format!("/{hook}")
-            },
-            body: serde_json::to_vec(review).expect("serialisable"),
-        })
-        .collect()
-}
-
-/// A copy of the shipped policies (tests left out) with the benchmark's one setting.
-fn policy_dir(into: &Path) {
-    let src = root().join("policies");
-    let files = sandgate::policy::list(&src).expect("policies");
-    for f in files.policies.iter().chain(&files.data) {
-        let rel = f.strip_prefix(&src).expect("under policies/");
-        let dest = into.join(rel);
-        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
-        std::fs::copy(f, &dest).expect("copy policy");
-    }
-    let settings = into.join("settings.yaml");
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&settings).expect("settings"))
-            .expect("settings YAML");
-    doc["settings"]["allowedRegistries"] = serde_yaml::to_value(["docker.io"]).expect("yaml");
-    std::fs::write(&settings, serde_yaml::to_string(&doc).expect("yaml")).expect("write");
-}
-
-fn spawn(cmd: &mut Command, what: &str) -> Child {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
-}
-
-/// One request on its own connection; the parsed JSON answer.
-async fn once(addr: &str, tls: &tokio_rustls::TlsConnector, path: &str, body: &[u8]) -> Value {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from("localhost").expect("name");
-    let mut s = tls.connect(name, tcp).await.expect("TLS");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out);
-    let (headers, payload) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(headers.starts_with("HTTP/1.1 200"), "{path}: {headers}");
-    serde_json::from_str(payload).unwrap_or_else(|e| panic!("{path}: {e}: {payload}"))
-}
-
-/// What must agree: the verdict, its message and warnings, and the object after the patch.
-fn answer(resp: &Value, review: &Value) -> Value {
-    let r = &resp["response"];
-    let mut object = review["request"]["object"].clone();
-    if let Some(p) = r["patch"].as_str() {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(p)
-            .expect("base64 patch");
-        let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("JSONPatch");
-        json_patch::patch(&mut object, &patch).expect("patch applies");
-    }
-    json!({"uid": r["uid"], "allowed": r["allowed"], "message": r["status"]["message"],
-           "warnings": r.get("warnings").cloned().unwrap_or(json!([])), "object": object})
 }
 
 fn version_line(cmd: &str, args: &[&str]) -> String {
@@ -220,106 +106,50 @@ fn main() {
         .filter_map(|v| v.trim().parse().ok())
         .collect();
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let policies = dir.path().join("policies");
-    policy_dir(&policies);
-    let certs = dir.path().join("certs");
-    let sg_addr = format!("127.0.0.1:{}", loadgen::free_port());
-    let probes = format!("127.0.0.1:{}", loadgen::free_port());
-    let mut sandgate = spawn(
-        Command::new(env!("CARGO_BIN_EXE_sandgate"))
-            .args([
-                "serve",
-                "--dev",
-                "--addr",
-                &sg_addr,
-                "--probe-addr",
-                &probes,
-            ])
-            .arg("--certs-dir")
-            .arg(&certs)
-            .arg("--policies")
-            .arg(&policies)
-            .env("RUST_LOG", "warn"),
-        "sandgate",
-    );
-    loadgen::wait_listening(&sg_addr, "sandgate");
-    let opa_addr = format!("127.0.0.1:{}", loadgen::free_port());
-    let mut opa_server = spawn(
-        Command::new(&opa)
-            .args([
-                "run",
-                "--server",
-                "--addr",
-                &opa_addr,
-                "--log-level",
-                "error",
-            ])
-            .args(["--skip-version-check", "--ignore", "*_test.rego"])
-            .arg("--tls-cert-file")
-            .arg(certs.join("tls.crt"))
-            .arg("--tls-private-key-file")
-            .arg(certs.join("tls.key"))
-            .arg(&policies)
-            .arg(root().join("bench/opa/webhook.rego")),
-        "opa",
-    );
-    loadgen::wait_listening(&opa_addr, "opa");
-    let tls = loadgen::connector(&certs.join("ca.crt"));
+    let servers = Servers::start(std::path::Path::new(env!("CARGO_BIN_EXE_sandgate")), &opa);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let servers = [
-        (
-            "sandgate",
-            Target {
-                addr: &sg_addr,
-                tls: &tls,
-                pid: sandgate.id(),
-            },
-        ),
-        (
-            "OPA",
-            Target {
-                addr: &opa_addr,
-                tls: &tls,
-                pid: opa_server.id(),
-            },
-        ),
-    ];
 
     // Agreement first: speed only counts where the answers are the same.
     let workloads = workloads();
     for w in &workloads {
         for (hook, review) in &w.calls {
-            let body = serde_json::to_vec(review).expect("serialisable");
-            let ours = rt.block_on(once(&sg_addr, &tls, &format!("/{hook}"), &body));
-            let theirs = rt.block_on(once(
-                &opa_addr,
-                &tls,
-                &format!("{OPA_PREFIX}/{hook}"),
-                &body,
-            ));
-            let (a, b) = (answer(&ours, review), answer(&theirs, review));
-            assert_eq!(a, b, "{} /{hook}: sandgate and OPA disagree", w.name);
+            let a = rt.block_on(servers.agree(hook, review));
             println!(
                 "agree: {} /{hook}: allowed={} warnings={} patched={}",
                 w.name,
                 a["allowed"],
                 a["warnings"].as_array().map_or(0, |v| v.len()),
-                ours["response"]["patch"].is_string()
+                a["object"] != review["request"]["object"]
             );
         }
     }
     assert!(
-        workloads.iter().any(|w| {
-            let review = &w.calls[w.calls.len() - 1].1;
-            let body = serde_json::to_vec(review).expect("serialisable");
-            rt.block_on(once(&sg_addr, &tls, "/validate", &body))["response"]["allowed"] == false
-        }),
+        workloads.iter().any(|w| rt
+            .block_on(servers.agree("validate", &w.calls[w.calls.len() - 1].1))["allowed"]
+            == false),
         "the denied workload is denied"
     );
+    let targets = [
+        (
+            "sandgate",
+            Target {
+                addr: &servers.sandgate_addr,
+                tls: &servers.tls,
+                pid: servers.sandgate.id(),
+            },
+        ),
+        (
+            "OPA",
+            Target {
+                addr: &servers.opa_addr,
+                tls: &servers.tls,
+                pid: servers.opa.id(),
+            },
+        ),
+    ];
 
     // Measure in turns: for each case, sandgate then OPA, ROUNDS times.
     let mut cells: Vec<Vec<[Cell; 2]>> = workloads
@@ -329,7 +159,7 @@ fn main() {
     for (ci, &n) in conns.iter().enumerate() {
         for (wi, w) in workloads.iter().enumerate() {
             for round in 0..rounds {
-                for (si, (name, target)) in servers.iter().enumerate() {
+                for (si, (name, target)) in targets.iter().enumerate() {
                     let reqs = requests(w, si == 1);
                     let load = Load {
                         connections: n,
@@ -359,7 +189,7 @@ fn main() {
     let mut op: Vec<[Cell; 2]> = workloads.iter().map(|_| Default::default()).collect();
     for (wi, w) in workloads.iter().enumerate() {
         for round in 0..rounds {
-            for (si, (name, target)) in servers.iter().enumerate() {
+            for (si, (name, target)) in targets.iter().enumerate() {
                 let load = Load {
                     connections: 64,
                     duration: Duration::from_secs(seconds),
@@ -381,10 +211,7 @@ fn main() {
             }
         }
     }
-    let _ = sandgate.kill();
-    let _ = opa_server.kill();
-    let _ = sandgate.wait();
-    let _ = opa_server.wait();
+    drop(servers);
 
     let versions = format!(
         "sandgate {} (regorus 0.14, {}), OPA {} ({})",

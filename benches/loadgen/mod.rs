@@ -14,6 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub mod versus;
+
 /// One request of a workload: the URL path and the body.
 #[derive(Clone, Debug)]
 pub struct Request {
