@@ -28,13 +28,6 @@ use std::time::Duration;
 use loadgen::versus::{Servers, Workload, requests, root, workloads};
 use loadgen::{Load, Report, Target};
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn version_line(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
@@ -95,11 +88,11 @@ fn main() {
     let opa = PathBuf::from(
         std::env::var("OPA").expect("OPA=path to the opa binary (scripts/bench-vs-opa.sh sets it)"),
     );
-    let seconds: u64 = env("SECONDS", 5);
-    let rounds: usize = env("ROUNDS", 2);
-    let max_requests: u64 = env("MAX_REQUESTS", 2_000_000);
-    let write: u8 = env("WRITE", 1);
-    let rate: f64 = env("RATE", 5000.0);
+    let seconds: u64 = loadgen::env_or("SECONDS", 5);
+    let rounds: usize = loadgen::env_or("ROUNDS", 2);
+    let max_requests: u64 = loadgen::env_or("MAX_REQUESTS", 2_000_000);
+    let write: u8 = loadgen::env_or("WRITE", 1);
+    let rate: f64 = loadgen::env_or("RATE", 5000.0);
     let conns: Vec<usize> = std::env::var("CONNECTIONS")
         .unwrap_or_else(|_| "1,16,64".into())
         .split(',')

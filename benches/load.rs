@@ -18,13 +18,6 @@ use std::time::Duration;
 
 use loadgen::{Load, Request, Target, bodies};
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn workloads() -> Vec<(&'static str, Request)> {
     let req = |path: &str, v: serde_json::Value| Request {
         path: path.into(),
@@ -49,9 +42,9 @@ fn main() {
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
     }
-    let seconds: u64 = env("SECONDS", 10);
-    let max_requests: u64 = env("MAX_REQUESTS", 2_000_000);
-    let rate: f64 = env("RATE", 0.0);
+    let seconds: u64 = loadgen::env_or("SECONDS", 10);
+    let max_requests: u64 = loadgen::env_or("MAX_REQUESTS", 2_000_000);
+    let rate: f64 = loadgen::env_or("RATE", 0.0);
     let conns: Vec<usize> = std::env::var("CONNECTIONS")
         .unwrap_or_else(|_| "1,16,64".into())
         .split(',')

@@ -2,6 +2,8 @@
 //! shipped policies in sandgate (regorus) and in OPA itself (built from the Go module
 //! proxy by scripts/opa-test.sh's recipe). Any difference in the denials fails.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,17 +14,6 @@ use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// OPA's binary, built once into the cache by the scripts' shared build step.
-fn opa() -> PathBuf {
-    let o = Command::new("bash")
-        .arg(root().join("scripts/build-opa.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("bash runs");
-    assert!(o.status.success(), "building OPA failed");
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
 }
 
 fn review(kind: &str, object: Value) -> Value {
@@ -207,7 +198,7 @@ text(m) := m.msg if is_object(m)
     std::fs::write(dir.path().join("diff.rego"), diff).unwrap();
     let input = json!({"cases": cases.iter().map(|(k, rv)| json!({"kind": k, "review": rv})).collect::<Vec<_>>()});
     std::fs::write(dir.path().join("input.json"), input.to_string()).unwrap();
-    let o = Command::new(opa())
+    let o = Command::new(common::opa_binary())
         .args(["eval", "--format", "json", "-d"])
         .arg(&policies)
         .arg("-d")

@@ -4,30 +4,23 @@
 //! only count where the answers agree), so it is checked here too, on its workloads
 //! and on requests that take the other paths.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../benches/loadgen/mod.rs"]
 mod loadgen;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use loadgen::bodies;
-use loadgen::versus::{Servers, root, workloads};
+use loadgen::versus::{Servers, workloads};
 use serde_json::json;
-
-fn opa() -> PathBuf {
-    let o = Command::new("bash")
-        .arg(root().join("scripts/build-opa.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("bash runs");
-    assert!(o.status.success(), "building OPA failed");
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opa_through_the_adapter_answers_as_sandgate_does() {
-    let servers = Servers::start(Path::new(env!("CARGO_BIN_EXE_sandgate")), &opa());
+    let servers = Servers::start(
+        Path::new(env!("CARGO_BIN_EXE_sandgate")),
+        &common::opa_binary(),
+    );
 
     // The benchmark's workloads.
     let mut denied = 0;

@@ -16,6 +16,14 @@ use tokio_rustls::TlsConnector;
 
 pub mod versus;
 
+/// A setting from the environment, or its default.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// One request of a workload: the URL path and the body.
 #[derive(Clone, Debug)]
 pub struct Request {

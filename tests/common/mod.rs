@@ -152,3 +152,15 @@ pub fn set(doc: &mut Value, pointer: &str, value: Value) {
         cur = obj.entry(part.clone()).or_insert_with(|| json!({}));
     }
 }
+
+/// OPA's binary, built once into the cache by `scripts/build-opa.sh` (pinned version).
+pub fn opa_binary() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = std::process::Command::new("bash")
+        .arg(root.join("scripts/build-opa.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("bash runs");
+    assert!(o.status.success(), "building OPA failed");
+    std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
