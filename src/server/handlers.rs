@@ -167,7 +167,13 @@ async fn evaluate_policies(
         Err(e) => return fail(decision, format!("cannot build the policy input: {e}")),
     };
     let outcome = if body_len <= INLINE_BYTES && set.typical_cost(kind) <= INLINE_COST {
-        set.evaluate(kind, &review)
+        // Caught like a panic on the blocking pool: a crash denies with a reason
+        // rather than dropping the connection.
+        let run = std::panic::AssertUnwindSafe(|| set.evaluate(kind, &review));
+        match std::panic::catch_unwind(run) {
+            Ok(o) => o,
+            Err(_) => return fail(decision, "policy evaluation crashed".into()),
+        }
     } else {
         let Ok(_permit) = state.eval_permits.acquire().await else {
             return fail(decision, "policy evaluation is shutting down".into());
