@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use regorus::utils::limits::ExecutionTimerConfig;
@@ -77,9 +77,9 @@ pub struct PolicySet {
     engine: regorus::Engine,
     policies: Vec<Policy>,
     by_kind: BTreeMap<String, Vec<usize>>,
-    /// Per kind, a moving average of evaluation time in ns (0: never run), so callers
-    /// can tell cheap evaluations from slow ones. Shared by clones of the set.
-    cost: Arc<BTreeMap<String, AtomicU64>>,
+    /// Per kind, recent evaluation times, so callers can tell cheap evaluations from
+    /// slow ones. Shared by clones of the set.
+    cost: Arc<BTreeMap<String, Recent>>,
     pub source: Option<PathBuf>,
     pub deadline: Duration,
 }
@@ -90,6 +90,34 @@ impl std::fmt::Debug for PolicySet {
             .field("policies", &self.policies)
             .field("source", &self.source)
             .finish()
+    }
+}
+
+/// The last few evaluation times of a kind (ns; 0: not yet run). Their median is robust
+/// to the odd evaluation that was preempted on a busy machine, which a moving average
+/// is not: one 5 ms stall would make a 50 µs policy look slow for a dozen requests.
+#[derive(Debug, Default)]
+struct Recent {
+    next: AtomicUsize,
+    samples: [AtomicU64; 8],
+}
+
+impl Recent {
+    fn record(&self, took: Duration) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.samples.len();
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.samples[i].store(ns, Ordering::Relaxed);
+    }
+
+    fn median(&self) -> Duration {
+        let mut seen: Vec<u64> = self
+            .samples
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&ns| ns > 0)
+            .collect();
+        seen.sort_unstable();
+        Duration::from_nanos(seen.get(seen.len() / 2).copied().unwrap_or(0))
     }
 }
 
@@ -255,7 +283,7 @@ impl PolicySet {
         let cost = Arc::new(
             by_kind
                 .keys()
-                .map(|k| (k.clone(), AtomicU64::new(0)))
+                .map(|k| (k.clone(), Recent::default()))
                 .collect(),
         );
         Ok(Self {
@@ -277,31 +305,19 @@ impl PolicySet {
         self.by_kind.contains_key(kind)
     }
 
-    /// Recent evaluation time of `kind`'s policies (an average weighting the last
-    /// evaluation 1/8; zero before the first).
+    /// Typical recent evaluation time of `kind`'s policies: the median of the last 8
+    /// (zero before the first).
     pub fn typical_cost(&self, kind: &str) -> Duration {
-        Duration::from_nanos(self.cost.get(kind).map_or(0, |c| c.load(Ordering::Relaxed)))
-    }
-
-    fn record_cost(&self, kind: &str, took: Duration) {
-        if let Some(c) = self.cost.get(kind) {
-            let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-            // A lost update between racing evaluations only blurs an estimate.
-            let old = c.load(Ordering::Relaxed);
-            let new = if old == 0 {
-                sample
-            } else {
-                old - old / 8 + sample / 8
-            };
-            c.store(new, Ordering::Relaxed);
-        }
+        self.cost.get(kind).map_or(Duration::ZERO, Recent::median)
     }
 
     /// Runs every policy of `kind` with `input.review = review`.
     pub fn evaluate(&self, kind: &str, review: &Json) -> Outcome {
         let start = Instant::now();
         let out = self.evaluate_uncosted(kind, review);
-        self.record_cost(kind, start.elapsed());
+        if let Some(recent) = self.cost.get(kind) {
+            recent.record(start.elapsed());
+        }
         out
     }
 
@@ -443,4 +459,25 @@ fn messages(policy: &str, v: &regorus::Value) -> Vec<Message> {
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_stalled_evaluation_does_not_make_a_kind_look_slow() {
+        let r = Recent::default();
+        assert_eq!(r.median(), Duration::ZERO, "nothing measured yet");
+        for _ in 0..7 {
+            r.record(Duration::from_micros(50));
+        }
+        r.record(Duration::from_millis(5));
+        assert_eq!(r.median(), Duration::from_micros(50));
+        // A kind that has become slow is seen as slow once most recent runs are.
+        for _ in 0..5 {
+            r.record(Duration::from_millis(5));
+        }
+        assert_eq!(r.median(), Duration::from_millis(5));
+    }
 }
