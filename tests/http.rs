@@ -406,3 +406,44 @@ async fn policy_denials_name_the_namespaced_object() {
         "{msg}"
     );
 }
+
+/// Large requests (and kinds whose policies are slow) are evaluated on the blocking
+/// pool rather than the I/O thread: the verdict is the same either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_judge_the_same_inline_and_on_the_blocking_pool() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let policies = sandgate::policy::PolicySet::load_dir(&dir, std::time::Duration::from_secs(1))
+        .expect("shipped policies");
+    let state = AppState::with_policies(
+        Config::default(),
+        Arc::new(NoCluster),
+        sandgate::policy::store::PolicyStore::fixed(policies),
+    );
+    state.readiness.set_serving(true);
+    let claim = |note: &str| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u1", "operation": "CREATE", "namespace": "agents", "name": "c1",
+            "kind": {"group": "sandbox.gke.io", "version": "v1", "kind": "SandboxClaim"},
+            "resource": {"group": "sandbox.gke.io", "version": "v1", "resource": "sandboxclaims"},
+            "object": {"apiVersion": "sandbox.gke.io/v1", "kind": "SandboxClaim",
+                       "metadata": {"name": "c1", "namespace": "agents", "annotations": {"note": note}},
+                       "spec": {"templateName": "t", "ttlSeconds": 999999}}}})
+    };
+    let small = review(state.clone(), "/validate", &claim("short")).await;
+    // Over 64 KiB: never evaluated on the I/O thread.
+    let large = review(state.clone(), "/validate", &claim(&"x".repeat(100 * 1024))).await;
+    for resp in [&small, &large] {
+        assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    }
+    assert_eq!(
+        small["response"]["status"]["message"], large["response"]["status"]["message"],
+        "the same denial on both paths"
+    );
+    assert!(
+        small["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("policy sandboxclaim.lifetime"),
+        "{small}"
+    );
+}
