@@ -161,18 +161,7 @@ fn main() {
                         rate: None,
                     };
                     let r = loadgen::run(&rt, target, &reqs, &load);
-                    println!(
-                        "{:<9} {:<8} {n:>2} conns round {}: {:>7.0} reviews/s p50 {:.2} ms p99 {:.2} ms errors {} RSS {:.1} MiB",
-                        name,
-                        w.name,
-                        round + 1,
-                        r.throughput(),
-                        r.quantile_ms(0.5),
-                        r.quantile_ms(0.99),
-                        r.errors,
-                        r.rss_peak_kib as f64 / 1024.0
-                    );
-                    let _ = std::io::stdout().flush();
+                    progress(name, w.name, &format!("{n:>2} conns"), round, &r);
                     cells[wi][ci][si].runs.push(r);
                 }
             }
@@ -190,16 +179,7 @@ fn main() {
                     rate: Some(rate),
                 };
                 let r = loadgen::run(&rt, target, &requests(w, si == 1), &load);
-                println!(
-                    "{name:<9} {:<8} 64 conns at {rate:.0}/s round {}: {:>7.0} reviews/s p50 {:.2} ms p99 {:.2} ms errors {} RSS {:.1} MiB",
-                    w.name,
-                    round + 1,
-                    r.throughput(),
-                    r.quantile_ms(0.5),
-                    r.quantile_ms(0.99),
-                    r.errors,
-                    r.rss_peak_kib as f64 / 1024.0
-                );
+                progress(name, w.name, &format!("64 conns at {rate:.0}/s"), round, &r);
                 op[wi][si].runs.push(r);
             }
         }
@@ -238,6 +218,20 @@ fn main() {
         std::fs::write(&bench_md, new).expect("write BENCHMARKS.md");
         println!("wrote {} and {}", bench_md.display(), svg_path.display());
     }
+}
+
+/// One line per run, as it finishes.
+fn progress(server: &str, workload: &str, case: &str, round: usize, r: &Report) {
+    println!(
+        "{server:<9} {workload:<8} {case} round {}: {:>7.0} reviews/s p50 {:.2} ms p99 {:.2} ms errors {} RSS {:.1} MiB",
+        round + 1,
+        r.throughput(),
+        r.quantile_ms(0.5),
+        r.quantile_ms(0.99),
+        r.errors,
+        r.rss_peak_kib as f64 / 1024.0
+    );
+    let _ = std::io::stdout().flush();
 }
 
 /// How the measurements were taken, for the report's header.

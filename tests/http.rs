@@ -379,9 +379,8 @@ async fn a_slow_client_gets_408() {
     assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
 }
 
-/// A policy denial names the object as the built-in rules do, namespace included.
-#[tokio::test]
-async fn policy_denials_name_the_namespaced_object() {
+/// The router with the shipped policies.
+fn shipped_state() -> Arc<AppState> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let policies = sandgate::policy::PolicySet::load_dir(&dir, std::time::Duration::from_secs(1))
         .expect("shipped policies");
@@ -391,14 +390,25 @@ async fn policy_denials_name_the_namespaced_object() {
         sandgate::policy::store::PolicyStore::fixed(policies),
     );
     state.readiness.set_serving(true);
-    let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+    state
+}
+
+/// agents/c1, a SandboxClaim beyond the shipped lifetime cap, carrying `note`.
+fn long_claim(note: &str) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
         "uid": "u1", "operation": "CREATE", "namespace": "agents", "name": "c1",
         "kind": {"group": "sandbox.gke.io", "version": "v1", "kind": "SandboxClaim"},
         "resource": {"group": "sandbox.gke.io", "version": "v1", "resource": "sandboxclaims"},
         "object": {"apiVersion": "sandbox.gke.io/v1", "kind": "SandboxClaim",
-                   "metadata": {"name": "c1", "namespace": "agents"},
-                   "spec": {"templateName": "t", "ttlSeconds": 999999}}}});
-    let resp = review(state, "/validate", &body).await;
+                   "metadata": {"name": "c1", "namespace": "agents", "annotations": {"note": note}},
+                   "spec": {"templateName": "t", "ttlSeconds": 999999}}}})
+}
+
+/// A policy denial names the object as the built-in rules do, namespace included.
+#[tokio::test]
+async fn policy_denials_name_the_namespaced_object() {
+    let state = shipped_state();
+    let resp = review(state, "/validate", &long_claim("short")).await;
     assert_eq!(resp["response"]["allowed"], false, "{resp}");
     let msg = resp["response"]["status"]["message"].as_str().unwrap();
     assert!(
@@ -411,27 +421,15 @@ async fn policy_denials_name_the_namespaced_object() {
 /// pool rather than the I/O thread: the verdict is the same either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_judge_the_same_inline_and_on_the_blocking_pool() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let policies = sandgate::policy::PolicySet::load_dir(&dir, std::time::Duration::from_secs(1))
-        .expect("shipped policies");
-    let state = AppState::with_policies(
-        Config::default(),
-        Arc::new(NoCluster),
-        sandgate::policy::store::PolicyStore::fixed(policies),
-    );
-    state.readiness.set_serving(true);
-    let claim = |note: &str| {
-        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "u1", "operation": "CREATE", "namespace": "agents", "name": "c1",
-            "kind": {"group": "sandbox.gke.io", "version": "v1", "kind": "SandboxClaim"},
-            "resource": {"group": "sandbox.gke.io", "version": "v1", "resource": "sandboxclaims"},
-            "object": {"apiVersion": "sandbox.gke.io/v1", "kind": "SandboxClaim",
-                       "metadata": {"name": "c1", "namespace": "agents", "annotations": {"note": note}},
-                       "spec": {"templateName": "t", "ttlSeconds": 999999}}}})
-    };
-    let small = review(state.clone(), "/validate", &claim("short")).await;
+    let state = shipped_state();
+    let small = review(state.clone(), "/validate", &long_claim("short")).await;
     // Over 64 KiB: never evaluated on the I/O thread.
-    let large = review(state.clone(), "/validate", &claim(&"x".repeat(100 * 1024))).await;
+    let large = review(
+        state.clone(),
+        "/validate",
+        &long_claim(&"x".repeat(100 * 1024)),
+    )
+    .await;
     for resp in [&small, &large] {
         assert_eq!(resp["response"]["allowed"], false, "{resp}");
     }
