@@ -116,7 +116,7 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
             while let Some(Ok(claim)) = stream.next().await {
                 let name = claim.metadata.name.clone().unwrap_or_default();
                 let st = claim.status.clone().unwrap_or_default();
-                if st.phase.as_deref() == Some("Bound") && done.insert(name.clone()) {
+                if st.phase == Some(sandgate::crd::ClaimPhase::Bound) && done.insert(name.clone()) {
                     let t0 = sent.lock().unwrap().get(&name).copied();
                     if let Some(t0) = t0 {
                         let launch = format!(

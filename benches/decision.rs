@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use sandgate::admission::{Webhook, decide, judge, review};
+use sandgate::admission::{Webhook, admit, builtin, review};
 use sandgate::config::Config;
 use sandgate::policy::PolicySet;
 
@@ -37,14 +37,14 @@ fn template_review() -> Vec<u8> {
 /// Body in, response bytes out: what one webhook call costs apart from HTTP and TLS.
 fn full(webhook: Webhook, body: &[u8], cfg: &Config) -> Vec<u8> {
     let req = review::parse(body).expect("valid review");
-    let decision = decide(webhook, &req, cfg);
+    let decision = builtin(webhook, &req, cfg);
     serde_json::to_vec(&review::encode(&req.uid, &decision)).unwrap()
 }
 
 /// The same with the Rego policies (they run at /validate).
 fn full_with(webhook: Webhook, body: &[u8], cfg: &Config, policies: &PolicySet) -> Vec<u8> {
     let req = review::parse(body).expect("valid review");
-    let decision = judge(webhook, &req, cfg, policies);
+    let decision = admit(webhook, &req, cfg, policies);
     serde_json::to_vec(&review::encode(&req.uid, &decision)).unwrap()
 }
 
@@ -57,7 +57,7 @@ fn shipped() -> PolicySet {
 fn mutated_review(cfg: &Config) -> Vec<u8> {
     let mut review: serde_json::Value = serde_json::from_slice(ARTICLE_POD).unwrap();
     let req = review::parse(ARTICLE_POD).unwrap();
-    let d = decide(Webhook::Mutate, &req, cfg);
+    let d = builtin(Webhook::Mutate, &req, cfg);
     let mut pod = review["request"]["object"].clone();
     json_patch::patch(&mut pod, &d.patch.unwrap().0).unwrap();
     review["request"]["object"] = pod;

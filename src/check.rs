@@ -1,20 +1,21 @@
-//! `sandgate check`: offline judgement of manifests with the webhook's own decision code.
+//! `sandgate check`: offline judgement of manifests through the admission pipeline.
 //! Each object is turned into the AdmissionRequest a `kubectl create` would send
-//! (operation CREATE) and judged exactly as the webhook would judge it.
+//! (operation CREATE) and judged as the apiserver and sandgate's webhooks would judge
+//! it; the command line renders the [`Report`].
 
 use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 use serde_json::{Value, json};
 
 use crate::admission::review::{GroupVersionKind, GroupVersionResource};
-use crate::admission::{self, AdmissionRequest, Decision, Operation, Violation, Webhook};
-use crate::cli::{CheckArgs, OutputFormat};
+use crate::admission::{self, AdmissionRequest, Operation, Rule, Violation, Webhook};
 use crate::config::Config;
-use crate::labels;
+use crate::contract::{self, label};
 use crate::policy::PolicySet;
+use crate::resources::{self, Kind};
 
 /// One parsed document and where it came from.
 #[derive(Debug, Clone)]
@@ -95,18 +96,11 @@ pub struct Scope {
     pub enforced_namespaces: BTreeSet<String>,
 }
 
-/// Runs the command; returns the exit code.
-pub fn run(args: &CheckArgs) -> u8 {
-    let cfg = match args.config.load() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-    };
+/// Judges every manifest under `paths`; a path that cannot be read is an error finding.
+pub fn check_paths(paths: &[PathBuf], cfg: &Config, scope: &Scope, policies: &PolicySet) -> Report {
     let mut report = Report::default();
     let mut docs = Vec::new();
-    for path in &args.paths {
+    for path in paths {
         match load(path) {
             Ok(mut d) => docs.append(&mut d),
             Err(e) => report.push(Finding {
@@ -121,39 +115,10 @@ pub fn run(args: &CheckArgs) -> u8 {
             }),
         }
     }
-    let scope = Scope {
-        all: args.all,
-        enforced_namespaces: args.enforce_namespace.iter().cloned().collect(),
-    };
-    let policies = match args.policy.dir() {
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
-        Ok(None) => PolicySet::empty(),
-        Ok(Some(dir)) => match PolicySet::load_dir(&dir, args.policy.deadline()) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("error: policies in {}: {e}", dir.display());
-                return 2;
-            }
-        },
-    };
-    let judged = judge_all(&docs, &cfg, &scope, &policies);
-    for f in judged.results {
+    for f in check_documents(&docs, cfg, scope, policies).results {
         report.push(f);
     }
-    match args.output {
-        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("error: cannot encode the report: {e}");
-                return 2;
-            }
-        },
-        OutputFormat::Text => print!("{}", render_text(&report)),
-    }
-    report.exit_code()
+    report
 }
 
 /// Reads a file, a directory (recursively) or '-' (stdin) into documents.
@@ -207,7 +172,7 @@ fn load_file(path: &Path) -> Result<Vec<Document>, String> {
 pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, String> {
     let mut out = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize_from(de)
+        let value = serde_yaml::Value::deserialize(de)
             .map_err(|e| format!("{source}: document {}: not valid YAML: {e}", i + 1))?;
         if value.is_null() {
             continue; // empty document between separators
@@ -241,56 +206,47 @@ pub fn parse_documents(source: &str, text: &str) -> Result<Vec<Document>, String
     Ok(out)
 }
 
-trait FromDeserializer: Sized {
-    fn deserialize_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
-}
-
-impl FromDeserializer for serde_yaml::Value {
-    fn deserialize_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde::Deserialize::deserialize(d)
-    }
-}
-
 /// Judges every document; Namespace objects labelled enforce widen the scope.
-pub fn judge_all(docs: &[Document], cfg: &Config, scope: &Scope, policies: &PolicySet) -> Report {
+pub fn check_documents(
+    docs: &[Document],
+    cfg: &Config,
+    scope: &Scope,
+    policies: &PolicySet,
+) -> Report {
     let mut scope = scope.clone();
     for d in docs {
-        if d.object.get("kind").and_then(Value::as_str) == Some("Namespace")
-            && d.object
-                .pointer(&format!(
-                    "/metadata/labels/{}",
-                    labels::ENFORCE.replace('/', "~1")
-                ))
+        let api_version = d
+            .object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kind = d.object.get("kind").and_then(Value::as_str).unwrap_or("");
+        if Kind::of_manifest(api_version, kind) == Some(Kind::Namespace)
+            && let Some(meta) = d.object.get("metadata")
+            && let Some(name) = meta.get("name").and_then(Value::as_str)
+            && meta
+                .get("labels")
+                .and_then(|l| l.get(label::ENFORCE))
                 .and_then(Value::as_str)
-                == Some("true")
-            && let Some(name) = d.object.pointer("/metadata/name").and_then(Value::as_str)
+                == Some(label::ENFORCE_ON)
         {
             scope.enforced_namespaces.insert(name.to_string());
         }
     }
     let mut report = Report::default();
     for d in docs {
-        report.push(judge(d, cfg, &scope, policies));
+        report.push(check_document(d, cfg, &scope, policies));
     }
     report
 }
 
-/// Where a workload keeps its pod template.
-fn pod_template_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Deployment"
-        | "ReplicaSet"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "Job"
-        | "ReplicationController" => Some("/spec/template"),
-        "CronJob" => Some("/spec/jobTemplate/spec/template"),
-        _ => None,
-    }
-}
-
 /// Judges one object.
-pub fn judge(doc: &Document, cfg: &Config, scope: &Scope, policies: &PolicySet) -> Finding {
+pub fn check_document(
+    doc: &Document,
+    cfg: &Config,
+    scope: &Scope,
+    policies: &PolicySet,
+) -> Finding {
     let obj = &doc.object;
     let kind = obj
         .get("kind")
@@ -323,39 +279,49 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope, policies: &PolicySet) 
             || obj
                 .pointer(labels_ptr)
                 .and_then(Value::as_object)
-                .is_some_and(|l| {
-                    l.contains_key(labels::SANDBOX) || l.contains_key(labels::TEMPLATE)
-                })
+                .is_some_and(|l| l.contains_key(label::SANDBOX) || l.contains_key(label::TEMPLATE))
     };
 
-    let (webhook, group, resource, object, prefix) = match kind.as_str() {
-        "" => {
+    // (the webhook the object first meets, its group and resource, the object judged,
+    // the prefix of its fields in the manifest)
+    // Pods and workloads are recognised by kind alone, whatever API version wrote them.
+    let known = Kind::of_manifest(api_version, &kind).or_else(|| {
+        Kind::of_kind(&kind).filter(|k| *k == Kind::Pod || k.pod_template_pointer().is_some())
+    });
+    let (webhook, group, resource, object, prefix) = match known {
+        _ if kind.is_empty() => {
             finding.verdict = Verdict::Error;
             finding.note = Some("document has no kind".into());
             return finding;
         }
-        "SandboxTemplate" if api_version.starts_with(crate::crd::GROUP) => (
+        Some(Kind::SandboxTemplate) => (
             Webhook::Validate,
-            crate::crd::GROUP,
-            "sandboxtemplates",
+            Kind::SandboxTemplate.group().to_string(),
+            Kind::SandboxTemplate.resource().into(),
             obj.clone(),
             String::new(),
         ),
-        "Pod" => {
+        Some(Kind::Pod) => {
             if !in_scope("/metadata/labels") {
                 finding.note = Some(not_sandbox_note());
                 return finding;
             }
-            (Webhook::Mutate, "", "pods", obj.clone(), String::new())
+            (
+                Webhook::Mutate,
+                String::new(),
+                Kind::Pod.resource().into(),
+                obj.clone(),
+                String::new(),
+            )
         }
-        k => match pod_template_pointer(k) {
+        _ => match known.and_then(Kind::pod_template_pointer) {
             Some(ptr) => {
                 if !in_scope(&format!("{ptr}/metadata/labels")) {
                     finding.note = Some(not_sandbox_note());
                     return finding;
                 }
                 let template = obj.pointer(ptr).cloned().unwrap_or(Value::Null);
-                let mut pod = json!({"apiVersion": "v1", "kind": "Pod"});
+                let mut pod = json!({"apiVersion": "v1", "kind": Kind::Pod.kind()});
                 pod["metadata"] = template
                     .get("metadata")
                     .cloned()
@@ -363,60 +329,68 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope, policies: &PolicySet) 
                 pod["metadata"]["namespace"] = json!(namespace);
                 pod["spec"] = template.get("spec").cloned().unwrap_or(Value::Null);
                 let prefix = ptr.trim_start_matches('/').replace('/', ".");
-                (Webhook::Mutate, "", "pods", pod, prefix)
+                (
+                    Webhook::Mutate,
+                    String::new(),
+                    Kind::Pod.resource().into(),
+                    pod,
+                    prefix,
+                )
             }
-            None if policies.judges(&kind.to_ascii_lowercase()) => {
-                let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-                (Webhook::Validate, group, "", obj.clone(), String::new())
-            }
+            None if policies.judges(&kind.to_ascii_lowercase()) => (
+                Webhook::Validate,
+                resources::api_group(api_version).to_string(),
+                resources::guess_resource(&kind),
+                obj.clone(),
+                String::new(),
+            ),
             None => {
                 finding.note = Some("not judged by sandgate".into());
                 return finding;
             }
         },
     };
-    let plural = format!("{}s", kind.to_ascii_lowercase());
-    let resource = if resource.is_empty() {
-        plural.as_str()
+    // Workloads are judged as the pods they make.
+    let judged_kind = if resource == Kind::Pod.resource() {
+        Kind::Pod.kind().to_string()
     } else {
-        resource
+        kind.clone()
     };
 
     let req = AdmissionRequest {
         uid: "offline".into(),
         kind: GroupVersionKind {
-            group: group.into(),
+            group: group.clone(),
             version: "v1".into(),
-            kind: if resource == "pods" {
-                "Pod".into()
-            } else {
-                kind.clone()
-            },
+            kind: judged_kind,
         },
         resource: GroupVersionResource {
-            group: group.into(),
+            group,
             version: "v1".into(),
-            resource: resource.into(),
+            resource: resource.into_owned(),
         },
         sub_resource: None,
         name: Some(name),
         namespace: Some(namespace),
         operation: Operation::Create,
-        user_info: json!({"username": "sandgate-check"}),
+        user_info: json!({"username": contract::CHECK_USER}),
         object: Some(object),
         old_object: None,
         dry_run: Some(true),
         options: None,
     };
     finding.namespace = req.namespace.clone();
-    let decision = judge_request(webhook, req.clone(), cfg, policies);
+    let excluded = cfg
+        .exclude_namespaces
+        .contains(req.namespace.as_deref().unwrap_or(""));
+    let decision = match webhook {
+        Webhook::Mutate => admission::admit_as_apiserver(req, cfg, policies),
+        Webhook::Validate => admission::admit(webhook, &req, cfg, policies),
+    };
     finding.warnings = decision.warnings.clone();
     if decision.allowed {
         finding.verdict = Verdict::Pass;
-        if cfg
-            .exclude_namespaces
-            .contains(req.namespace.as_deref().unwrap_or(""))
-        {
+        if excluded {
             finding.verdict = Verdict::Skip;
             finding.note = Some("namespace is excluded from sandgate".into());
         }
@@ -426,7 +400,7 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope, policies: &PolicySet) 
             .violations
             .into_iter()
             .map(|mut v| {
-                if !prefix.is_empty() && v.rule != admission::POLICY_RULE {
+                if !prefix.is_empty() && v.rule != Rule::Policy {
                     v.field = format!("{prefix}.{}", v.field);
                 }
                 v
@@ -436,79 +410,10 @@ pub fn judge(doc: &Document, cfg: &Config, scope: &Scope, policies: &PolicySet) 
     finding
 }
 
-/// What the apiserver would conclude: `/mutate` (for pods), then `/validate` with the
-/// policies on the object as it would be stored.
-fn judge_request(
-    webhook: Webhook,
-    mut req: AdmissionRequest,
-    cfg: &Config,
-    policies: &PolicySet,
-) -> Decision {
-    let first = admission::decide(webhook, &req, cfg);
-    if !first.allowed || webhook == Webhook::Validate {
-        return if first.allowed {
-            admission::judge(Webhook::Validate, &req, cfg, policies)
-        } else {
-            first
-        };
-    }
-    if let (Some(patch), Some(object)) = (first.patch.as_ref(), req.object.as_mut())
-        && let Err(e) = json_patch::patch(object, &patch.0)
-    {
-        return Decision::deny(
-            first.subject,
-            vec![Violation::new(
-                "internal",
-                "object",
-                format!("sandgate's own patch does not apply: {e}"),
-            )],
-        );
-    }
-    let mut second = admission::judge(Webhook::Validate, &req, cfg, policies);
-    let mut warnings = first.warnings;
-    warnings.append(&mut second.warnings);
-    second.warnings = warnings;
-    second
-}
-
 fn not_sandbox_note() -> String {
     format!(
         "not a sandbox pod (no {} or {} label, namespace not enforced; use --all or --enforce-namespace)",
-        labels::SANDBOX,
-        labels::TEMPLATE
+        label::SANDBOX,
+        label::TEMPLATE
     )
-}
-
-/// The human-readable report.
-pub fn render_text(report: &Report) -> String {
-    let mut out = String::new();
-    for f in &report.results {
-        let tag = match f.verdict {
-            Verdict::Pass => "PASS ",
-            Verdict::Deny => "DENY ",
-            Verdict::Skip => "SKIP ",
-            Verdict::Error => "ERROR",
-        };
-        let object = match (&f.namespace, f.kind.is_empty()) {
-            (_, true) => String::new(),
-            (Some(ns), false) => format!("{} {ns}/{}", f.kind, f.name),
-            (None, false) => format!("{} {}", f.kind, f.name),
-        };
-        out.push_str(&format!("{tag} {object}  ({})\n", f.source));
-        for v in &f.violations {
-            out.push_str(&format!("      [{}] {}: {}\n", v.rule, v.field, v.message));
-        }
-        for w in &f.warnings {
-            out.push_str(&format!("      warning: {w}\n"));
-        }
-        if let Some(note) = &f.note {
-            out.push_str(&format!("      {note}\n"));
-        }
-    }
-    let s = &report.summary;
-    out.push_str(&format!(
-        "{} objects: {} passed, {} denied, {} skipped, {} errors\n",
-        s.objects, s.passed, s.denied, s.skipped, s.errors
-    ));
-    out
 }

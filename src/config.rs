@@ -8,10 +8,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::{self, kubernetes};
 use crate::quantity::{self, Milli};
 
 /// The identity sandgate runs as in-cluster (deploy/serviceaccount.yaml).
-pub const SANDGATE_SERVICE_ACCOUNT: &str = "system:serviceaccount:sandgate-system:sandgate";
+pub const SANDGATE_SERVICE_ACCOUNT: &str = contract::SERVICE_ACCOUNT;
 
 /// Resources sandgate fills in and caps on every sandbox container.
 pub const MANAGED_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
@@ -145,7 +146,7 @@ impl Config {
         let runtime_class_name = flags
             .runtime_class_name
             .or(file.runtime_class_name)
-            .unwrap_or_else(|| "gvisor".to_string());
+            .unwrap_or_else(|| contract::DEFAULT_RUNTIME_CLASS.to_string());
         if !is_dns1123_subdomain(&runtime_class_name) {
             return Err(ConfigError::Invalid(format!(
                 "runtimeClassName {runtime_class_name:?} is not a valid RuntimeClass name (lower-case DNS subdomain)"
@@ -233,7 +234,11 @@ impl Config {
 
         let mut exclude_namespaces: BTreeSet<String> = file
             .exclude_namespaces
-            .unwrap_or_else(|| vec!["kube-system".into(), "sandgate-system".into()])
+            .unwrap_or_else(|| {
+                contract::DEFAULT_EXCLUDED_NAMESPACES
+                    .map(String::from)
+                    .to_vec()
+            })
             .into_iter()
             .collect();
         exclude_namespaces.extend(flags.exclude_namespaces);
@@ -259,12 +264,14 @@ impl Config {
         let network_policy_writers: BTreeSet<String> = file
             .network_policy_writers
             .unwrap_or_else(|| {
-                vec![
-                    SANDGATE_SERVICE_ACCOUNT.to_string(),
-                    "system:masters".to_string(),
-                    "system:serviceaccount:kube-system:generic-garbage-collector".to_string(),
-                    "system:serviceaccount:kube-system:namespace-controller".to_string(),
+                [
+                    SANDGATE_SERVICE_ACCOUNT,
+                    kubernetes::MASTERS_GROUP,
+                    kubernetes::GARBAGE_COLLECTOR,
+                    kubernetes::NAMESPACE_CONTROLLER,
                 ]
+                .map(String::from)
+                .to_vec()
             })
             .into_iter()
             .collect();

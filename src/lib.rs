@@ -1,24 +1,33 @@
 //! sandgate: the policy plane for AI-agent sandboxes on Kubernetes.
 //!
-//! The crate is laid out so that decisions are pure and I/O sits at the edges:
-//! - [`admission`]: AdmissionRequest in, decision out (mutation, validation, scope);
-//! - [`crd`]: the `sandbox.gke.io/v1` custom resources;
+//! Decisions are pure and I/O sits at the edges:
+//! - [`contract`]: every name sandgate writes or recognises, and its defaults;
+//! - [`admission`]: AdmissionRequest in, decision out; [`admission::pipeline`] is the one
+//!   sequence of built-in rules, policies and effects;
+//! - [`policy`]: the Rego engine (regorus), its hot-reloading store and `policy test`;
+//! - [`crd`] and [`resources`]: the `sandbox.gke.io/v1` types and the kinds sandgate knows;
 //! - [`config`]: operator settings, validated once at start;
-//! - [`server`]: the HTTPS webhook (axum + rustls), metrics, certificate reload;
-//! - [`check`]: offline judgement of manifests, sharing the webhook's decision code;
-//! - [`netpol`]: the seam through which admission asks for the default-deny policy.
+//! - [`reconcile`]: warm pools and claims (pure plans, thin controllers, leader election);
+//! - [`server`]: the HTTPS webhook (axum + rustls), probes, certificate reload;
+//! - [`app`]: the process wired from its settings, shared by `main` and the e2e tests;
+//! - [`check`]: offline judgement of manifests through the same pipeline;
+//! - [`cli`]: the command line and its renderers; [`metrics`]: the one registry;
+//! - [`netpol`]: the default-deny NetworkPolicy and the seam that ensures it.
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod crd;
-pub mod labels;
+pub mod metrics;
 pub mod netpol;
 pub mod policy;
 pub mod quantity;
 pub mod reconcile;
+pub mod resources;
 pub mod server;
 pub mod watch;
 

@@ -1,12 +1,10 @@
-//! The seam through which admission makes sure a namespace's default-deny NetworkPolicy
-//! exists before a sandbox pod is admitted (DESIGN.md §3, §4). Without a cluster (dev
-//! mode, tests, `check`) the no-op implementation is used; the reconciler work supplies
-//! the implementation that talks to the apiserver.
-
-use std::future::Future;
-use std::pin::Pin;
+//! The namespace default-deny NetworkPolicy (DESIGN.md §4), and the seam through which
+//! admission and the reconciler make sure it exists before a sandbox pod does (§3).
+//! Without a cluster (dev mode, in-process tests) the no-op implementation is used.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -16,8 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::contract::{self, kubernetes, label};
+
 /// Name of the per-namespace default-deny policy.
-pub const DEFAULT_DENY_NAME: &str = "sandgate-default-deny";
+pub const DEFAULT_DENY_NAME: &str = contract::DEFAULT_DENY_POLICY;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot ensure NetworkPolicy {name} in namespace {namespace}: {reason}")]
@@ -131,17 +131,14 @@ pub fn default_deny(namespace: &str) -> NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(DEFAULT_DENY_NAME.to_string()),
             namespace: Some(namespace.to_string()),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "sandgate".to_string(),
-            )])),
+            labels: Some(contract::managed_labels()),
             ..ObjectMeta::default()
         },
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: None,
                 match_expressions: Some(vec![LabelSelectorRequirement {
-                    key: crate::labels::SANDBOX.to_string(),
+                    key: label::SANDBOX.to_string(),
                     operator: "Exists".to_string(),
                     values: None,
                 }]),
@@ -151,10 +148,13 @@ pub fn default_deny(namespace: &str) -> NetworkPolicy {
             egress: Some(vec![NetworkPolicyEgressRule {
                 to: Some(vec![NetworkPolicyPeer {
                     namespace_selector: Some(selector(
-                        "kubernetes.io/metadata.name",
-                        "kube-system",
+                        kubernetes::NAMESPACE_NAME_LABEL,
+                        kubernetes::DNS_NAMESPACE,
                     )),
-                    pod_selector: Some(selector("k8s-app", "kube-dns")),
+                    pod_selector: Some(selector(
+                        kubernetes::DNS_POD_LABEL.0,
+                        kubernetes::DNS_POD_LABEL.1,
+                    )),
                     ip_block: None,
                 }]),
                 ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use sandgate::admission::{Webhook, judge};
+use sandgate::admission::{Webhook, admit};
 use sandgate::config::Config;
 use sandgate::policy::store::PolicyStore;
 use sandgate::policy::{PolicyError, PolicySet, testing};
@@ -144,7 +144,7 @@ fn a_failing_policy_denies_through_the_decision() {
         None,
         None,
     ));
-    let d = judge(Webhook::Validate, &req, &Config::default(), &s);
+    let d = admit(Webhook::Validate, &req, &Config::default(), &s);
     assert!(!d.allowed, "an erroring policy fails closed");
     assert_eq!(d.violations[0].field, "pod.conflict");
     assert!(
@@ -174,9 +174,9 @@ fn one_failing_policy_among_several_is_named_and_the_others_still_judge() {
     assert_eq!(out.denials[0].policy, "pod.labels");
     assert_eq!(out.warnings.len(), 1, "{out:?}");
     let evaluated: Vec<_> = out
-        .timings
+        .runs
         .iter()
-        .map(|(p, d, _)| (p.as_str(), *d))
+        .map(|r| (r.policy.as_str(), r.denied))
         .collect();
     assert_eq!(
         evaluated,
@@ -217,7 +217,7 @@ fn policies_run_at_validate_on_the_final_object_only() {
         None,
     ));
     let cfg = Config::default();
-    let d = judge(Webhook::Validate, &req, &cfg, &s);
+    let d = admit(Webhook::Validate, &req, &cfg, &s);
     assert!(!d.allowed);
     assert!(
         d.message()
@@ -229,14 +229,14 @@ fn policies_run_at_validate_on_the_final_object_only() {
         d.warnings,
         vec!["policy pod.labels: no owner annotation".to_string()]
     );
-    let m = judge(Webhook::Mutate, &req, &cfg, &s);
+    let m = admit(Webhook::Mutate, &req, &cfg, &s);
     assert!(m.allowed, "/mutate runs the built-in rules only");
 
     // Excluded namespaces are never judged, by rules or policies.
     let mut p = common::compliant_pod();
     p["metadata"]["namespace"] = json!("kube-system");
     let req = common::request(&common::pod_review("CREATE", p, None, None));
-    assert!(judge(Webhook::Validate, &req, &cfg, &s).allowed);
+    assert!(admit(Webhook::Validate, &req, &cfg, &s).allowed);
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn policy_test_reports_failures() {
     )
     .unwrap();
     let results = testing::run(dir.path()).unwrap();
-    let by_name = |n: &str| results.iter().find(|r| r.name == n).unwrap().status.clone();
+    let by_name = |n: &str| results.iter().find(|r| r.name == n).unwrap().status;
     assert_eq!(by_name("test_denies"), testing::Status::Pass);
     assert_eq!(by_name("test_wrong"), testing::Status::Fail);
 }
@@ -348,7 +348,7 @@ fn the_article_template_passes_the_shipped_policies_and_bad_ones_do_not() {
     let s = PolicySet::load_dir(&shipped(), Duration::from_millis(100)).unwrap();
     let cfg = Config::default();
     let req = common::request(&common::template_review(common::article_template()));
-    let d = judge(Webhook::Validate, &req, &cfg, &s);
+    let d = admit(Webhook::Validate, &req, &cfg, &s);
     assert!(d.allowed, "{}", d.message());
     assert!(
         d.warnings.iter().any(|w| w.contains("DNS (port 53)")),
@@ -386,7 +386,7 @@ fn the_article_template_passes_the_shipped_policies_and_bad_ones_do_not() {
     for (ptr, value, policy) in cases {
         let mut t = common::article_template();
         common::set(&mut t, ptr, value);
-        let d = judge(
+        let d = admit(
             Webhook::Validate,
             &common::request(&common::template_review(t)),
             &cfg,

@@ -4,12 +4,12 @@
 mod common;
 
 use common::{compliant_pod, pod, pod_review, request, set, template_review};
-use sandgate::admission::{Decision, Webhook, decide};
+use sandgate::admission::{Decision, Rule, Webhook, builtin};
 use sandgate::config::Config;
 use serde_json::{Value, json};
 
-fn judge(webhook: Webhook, review: &Value) -> Decision {
-    decide(webhook, &request(review), &Config::default())
+fn decide(webhook: Webhook, review: &Value) -> Decision {
+    builtin(webhook, &request(review), &Config::default())
 }
 
 fn create(p: Value) -> Value {
@@ -26,487 +26,114 @@ fn patched(object: &Value, d: &Decision) -> Value {
 }
 
 fn rules(d: &Decision) -> Vec<&'static str> {
-    d.violations.iter().map(|v| v.rule).collect()
+    d.violations.iter().map(|v| v.rule.as_str()).collect()
 }
 
-type Edit = fn(&mut Value);
+/// One bypass and its allowed twin: the edit that must be denied (a value set at a
+/// pointer), the rule that must name it, and the edit that must pass (at the same
+/// pointer unless another is given).
+struct Case {
+    name: &'static str,
+    pointer: &'static str,
+    bad: Value,
+    rule: Rule,
+    twin_pointer: &'static str,
+    twin: Value,
+}
 
-/// (name, must-deny edit, expected rule, allowed twin edit)
-const CREATE_CASES: &[(&str, Edit, &str, Edit)] = &[
-    (
-        "privileged container",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/privileged",
-                json!(true),
-            )
-        },
-        "privileged",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/privileged",
-                json!(false),
-            )
-        },
-    ),
-    (
-        "privileged sidecar (init container, restartPolicy Always)",
-        |p| {
-            set(
-                p,
-                "/spec/initContainers",
-                json!([{"name": "side", "image": "busybox", "restartPolicy": "Always", "securityContext": {"privileged": true}}]),
-            )
-        },
-        "privileged",
-        |p| {
-            set(
-                p,
-                "/spec/initContainers",
-                json!([{"name": "side", "image": "busybox", "restartPolicy": "Always"}]),
-            )
-        },
-    ),
-    (
-        "host network",
-        |p| set(p, "/spec/hostNetwork", json!(true)),
-        "host-namespaces",
-        |p| set(p, "/spec/hostNetwork", json!(false)),
-    ),
-    (
-        "host PID",
-        |p| set(p, "/spec/hostPID", json!(true)),
-        "host-namespaces",
-        |p| set(p, "/spec/hostPID", json!(false)),
-    ),
-    (
-        "host IPC",
-        |p| set(p, "/spec/hostIPC", json!(true)),
-        "host-namespaces",
-        |p| set(p, "/spec/hostIPC", json!(false)),
-    ),
-    (
-        "hostPath volume",
-        |p| {
-            set(
-                p,
-                "/spec/volumes",
-                json!([{"name": "root", "hostPath": {"path": "/"}}]),
-            )
-        },
-        "host-path",
-        |p| {
-            set(
-                p,
-                "/spec/volumes",
-                json!([{"name": "root", "emptyDir": {}}]),
-            )
-        },
-    ),
-    (
-        "hostPort",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/ports",
-                json!([{"containerPort": 8080, "hostPort": 8080}]),
-            )
-        },
-        "host-port",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/ports",
-                json!([{"containerPort": 8080}]),
-            )
-        },
-    ),
-    (
-        "added capability SYS_ADMIN",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/capabilities/add",
-                json!(["SYS_ADMIN"]),
-            )
-        },
-        "capabilities",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/capabilities/add",
-                json!(["NET_BIND_SERVICE"]),
-            )
-        },
-    ),
-    (
-        "added capability spelled CAP_NET_RAW",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/capabilities/add",
-                json!(["CAP_NET_RAW"]),
-            )
-        },
-        "capabilities",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/capabilities/add",
-                json!([]),
-            )
-        },
-    ),
-    (
-        "added capability in lower case",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/capabilities/add",
-                json!(["sys_ptrace"]),
-            )
-        },
-        "capabilities",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/capabilities/drop",
-                json!(["ALL"]),
-            )
-        },
-    ),
-    (
-        "unsafe sysctl",
-        |p| {
-            set(
-                p,
-                "/spec/securityContext/sysctls",
-                json!([{"name": "kernel.msgmax", "value": "65536"}]),
-            )
-        },
-        "sysctls",
-        |p| {
-            set(
-                p,
-                "/spec/securityContext/sysctls",
-                json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}]),
-            )
-        },
-    ),
-    (
-        "procMount Unmasked",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/procMount",
-                json!("Unmasked"),
-            )
-        },
-        "proc-mount",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/procMount",
-                json!("Default"),
-            )
-        },
-    ),
-    (
-        "pod seccomp Unconfined",
-        |p| {
-            set(
-                p,
-                "/spec/securityContext/seccompProfile",
-                json!({"type": "Unconfined"}),
-            )
-        },
-        "seccomp",
-        |p| {
-            set(
-                p,
-                "/spec/securityContext/seccompProfile",
-                json!({"type": "RuntimeDefault"}),
-            )
-        },
-    ),
-    (
-        "container seccomp Unconfined",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/seccompProfile",
-                json!({"type": "Unconfined"}),
-            )
-        },
-        "seccomp",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/seccompProfile",
-                json!({"type": "Localhost", "localhostProfile": "sandbox.json"}),
-            )
-        },
-    ),
-    (
-        "AppArmor Unconfined",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/appArmorProfile",
-                json!({"type": "Unconfined"}),
-            )
-        },
-        "apparmor",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/appArmorProfile",
-                json!({"type": "RuntimeDefault"}),
-            )
-        },
-    ),
-    (
-        "AppArmor unconfined by annotation",
-        |p| {
-            set(
-                p,
-                "/metadata/annotations",
-                json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "unconfined"}),
-            )
-        },
-        "apparmor",
-        |p| {
-            set(
-                p,
-                "/metadata/annotations",
-                json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "runtime/default"}),
-            )
-        },
-    ),
-    (
-        "SELinux spc_t",
-        |p| {
-            set(
-                p,
-                "/spec/securityContext/seLinuxOptions",
-                json!({"type": "spc_t"}),
-            )
-        },
-        "selinux",
-        |p| {
-            set(
-                p,
-                "/spec/securityContext/seLinuxOptions",
-                json!({"type": "container_t"}),
-            )
-        },
-    ),
-    (
-        "Windows host process",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/windowsOptions",
-                json!({"hostProcess": true}),
-            )
-        },
-        "host-process",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/windowsOptions",
-                json!({"hostProcess": false}),
-            )
-        },
-    ),
-    (
-        "probe httpGet.host to the metadata server",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/livenessProbe",
-                json!({"httpGet": {"host": "169.254.169.254", "path": "/", "port": 80}}),
-            )
-        },
-        "probe-host",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/livenessProbe",
-                json!({"httpGet": {"path": "/", "port": 80}}),
-            )
-        },
-    ),
-    (
-        "readiness tcpSocket.host",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/readinessProbe",
-                json!({"tcpSocket": {"host": "10.0.0.1", "port": 22}}),
-            )
-        },
-        "probe-host",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/readinessProbe",
-                json!({"tcpSocket": {"port": 22}}),
-            )
-        },
-    ),
-    (
-        "lifecycle postStart httpGet.host",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/lifecycle",
-                json!({"postStart": {"httpGet": {"host": "attacker.com", "port": 80}}}),
-            )
-        },
-        "probe-host",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/lifecycle",
-                json!({"postStart": {"exec": {"command": ["true"]}}}),
-            )
-        },
-    ),
-    (
-        "runtime class runc",
-        |p| set(p, "/spec/runtimeClassName", json!("runc")),
-        "runtime-class",
-        |p| set(p, "/spec/runtimeClassName", json!("gvisor")),
-    ),
-    (
-        "limit above the cap",
-        |p| set(p, "/spec/containers/0/resources/limits/cpu", json!("64")),
-        "resource-caps",
-        |p| set(p, "/spec/containers/0/resources/limits/cpu", json!("2")),
-    ),
-    (
-        "memory limit above the cap in another unit",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/resources/limits/memory",
-                json!("9000M"),
-            )
-        },
-        "resource-caps",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/resources/limits/memory",
-                json!("8Gi"),
-            )
-        },
-    ),
-    (
-        "request above the cap becomes a limit above the cap",
-        |p| set(p, "/spec/containers/0/resources/requests/cpu", json!("8")),
-        "resource-caps",
-        |p| set(p, "/spec/containers/0/resources/requests/cpu", json!("2")),
-    ),
-    (
-        "nodeName set by the creator",
-        |p| set(p, "/spec/nodeName", json!("node-1")),
-        "node-name",
-        |p| {
-            set(
-                p,
-                "/spec/nodeSelector",
-                json!({"sandbox.gke.io/runtime": "gvisor"}),
-            )
-        },
-    ),
-    (
-        "service-account token automount",
-        |p| set(p, "/spec/automountServiceAccountToken", json!(true)),
-        "service-account-token",
-        |p| set(p, "/spec/automountServiceAccountToken", json!(false)),
-    ),
-    (
-        "projected service-account token",
-        |p| {
-            set(
-                p,
-                "/spec/volumes",
-                json!([{"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]),
-            )
-        },
-        "service-account-token",
-        |p| {
-            set(
-                p,
-                "/spec/volumes",
-                json!([{"name": "tok", "projected": {"sources": [{"configMap": {"name": "settings"}}]}}]),
-            )
-        },
-    ),
-    (
-        "privilege escalation allowed",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/allowPrivilegeEscalation",
-                json!(true),
-            )
-        },
-        "privilege-escalation",
-        |p| {
-            set(
-                p,
-                "/spec/containers/0/securityContext/allowPrivilegeEscalation",
-                json!(false),
-            )
-        },
-    ),
-    (
-        "second container privileged",
-        |p| {
-            set(
-                p,
-                "/spec/containers/1",
-                json!({"name": "helper", "image": "busybox", "securityContext": {"privileged": true}}),
-            )
-        },
-        "privileged",
-        |p| {
-            set(
-                p,
-                "/spec/containers/1",
-                json!({"name": "helper", "image": "busybox"}),
-            )
-        },
-    ),
-];
+/// The twin edits the same field.
+const SAME: &str = "";
+
+fn case(
+    name: &'static str,
+    pointer: &'static str,
+    bad: Value,
+    rule: Rule,
+    twin_pointer: &'static str,
+    twin: Value,
+) -> Case {
+    let twin_pointer = if twin_pointer.is_empty() {
+        pointer
+    } else {
+        twin_pointer
+    };
+    Case {
+        name,
+        pointer,
+        bad,
+        rule,
+        twin_pointer,
+        twin,
+    }
+}
+
+#[rustfmt::skip]
+fn create_cases() -> Vec<Case> {
+    vec![
+        case("privileged container", "/spec/containers/0/securityContext/privileged", json!(true), Rule::Privileged, SAME, json!(false)),
+        case("privileged sidecar (init container, restartPolicy Always)", "/spec/initContainers", json!([{"name": "side", "image": "busybox", "restartPolicy": "Always", "securityContext": {"privileged": true}}]), Rule::Privileged, SAME, json!([{"name": "side", "image": "busybox", "restartPolicy": "Always"}])),
+        case("host network", "/spec/hostNetwork", json!(true), Rule::HostNamespaces, SAME, json!(false)),
+        case("host PID", "/spec/hostPID", json!(true), Rule::HostNamespaces, SAME, json!(false)),
+        case("host IPC", "/spec/hostIPC", json!(true), Rule::HostNamespaces, SAME, json!(false)),
+        case("hostPath volume", "/spec/volumes", json!([{"name": "root", "hostPath": {"path": "/"}}]), Rule::HostPath, SAME, json!([{"name": "root", "emptyDir": {}}])),
+        case("hostPort", "/spec/containers/0/ports", json!([{"containerPort": 8080, "hostPort": 8080}]), Rule::HostPort, SAME, json!([{"containerPort": 8080}])),
+        case("added capability SYS_ADMIN", "/spec/containers/0/securityContext/capabilities/add", json!(["SYS_ADMIN"]), Rule::Capabilities, SAME, json!(["NET_BIND_SERVICE"])),
+        case("added capability spelled CAP_NET_RAW", "/spec/containers/0/securityContext/capabilities/add", json!(["CAP_NET_RAW"]), Rule::Capabilities, SAME, json!([])),
+        case("added capability in lower case", "/spec/containers/0/securityContext/capabilities/add", json!(["sys_ptrace"]), Rule::Capabilities, "/spec/containers/0/securityContext/capabilities/drop", json!(["ALL"])),
+        case("unsafe sysctl", "/spec/securityContext/sysctls", json!([{"name": "kernel.msgmax", "value": "65536"}]), Rule::Sysctls, SAME, json!([{"name": "net.ipv4.tcp_syncookies", "value": "1"}])),
+        case("procMount Unmasked", "/spec/containers/0/securityContext/procMount", json!("Unmasked"), Rule::ProcMount, SAME, json!("Default")),
+        case("pod seccomp Unconfined", "/spec/securityContext/seccompProfile", json!({"type": "Unconfined"}), Rule::Seccomp, SAME, json!({"type": "RuntimeDefault"})),
+        case("container seccomp Unconfined", "/spec/containers/0/securityContext/seccompProfile", json!({"type": "Unconfined"}), Rule::Seccomp, SAME, json!({"type": "Localhost", "localhostProfile": "sandbox.json"})),
+        case("AppArmor Unconfined", "/spec/containers/0/securityContext/appArmorProfile", json!({"type": "Unconfined"}), Rule::Apparmor, SAME, json!({"type": "RuntimeDefault"})),
+        case("AppArmor unconfined by annotation", "/metadata/annotations", json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "unconfined"}), Rule::Apparmor, SAME, json!({"container.apparmor.security.beta.kubernetes.io/sandbox": "runtime/default"})),
+        case("SELinux spc_t", "/spec/securityContext/seLinuxOptions", json!({"type": "spc_t"}), Rule::Selinux, SAME, json!({"type": "container_t"})),
+        case("Windows host process", "/spec/containers/0/securityContext/windowsOptions", json!({"hostProcess": true}), Rule::HostProcess, SAME, json!({"hostProcess": false})),
+        case("probe httpGet.host to the metadata server", "/spec/containers/0/livenessProbe", json!({"httpGet": {"host": "169.254.169.254", "path": "/", "port": 80}}), Rule::ProbeHost, SAME, json!({"httpGet": {"path": "/", "port": 80}})),
+        case("readiness tcpSocket.host", "/spec/containers/0/readinessProbe", json!({"tcpSocket": {"host": "10.0.0.1", "port": 22}}), Rule::ProbeHost, SAME, json!({"tcpSocket": {"port": 22}})),
+        case("lifecycle postStart httpGet.host", "/spec/containers/0/lifecycle", json!({"postStart": {"httpGet": {"host": "attacker.com", "port": 80}}}), Rule::ProbeHost, SAME, json!({"postStart": {"exec": {"command": ["true"]}}})),
+        case("runtime class runc", "/spec/runtimeClassName", json!("runc"), Rule::RuntimeClass, SAME, json!("gvisor")),
+        case("limit above the cap", "/spec/containers/0/resources/limits/cpu", json!("64"), Rule::ResourceCaps, SAME, json!("2")),
+        case("memory limit above the cap in another unit", "/spec/containers/0/resources/limits/memory", json!("9000M"), Rule::ResourceCaps, SAME, json!("8Gi")),
+        case("request above the cap becomes a limit above the cap", "/spec/containers/0/resources/requests/cpu", json!("8"), Rule::ResourceCaps, SAME, json!("2")),
+        case("nodeName set by the creator", "/spec/nodeName", json!("node-1"), Rule::NodeName, "/spec/nodeSelector", json!({"sandbox.gke.io/runtime": "gvisor"})),
+        case("service-account token automount", "/spec/automountServiceAccountToken", json!(true), Rule::ServiceAccountToken, SAME, json!(false)),
+        case("projected service-account token", "/spec/volumes", json!([{"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]), Rule::ServiceAccountToken, SAME, json!([{"name": "tok", "projected": {"sources": [{"configMap": {"name": "settings"}}]}}])),
+        case("privilege escalation allowed", "/spec/containers/0/securityContext/allowPrivilegeEscalation", json!(true), Rule::PrivilegeEscalation, SAME, json!(false)),
+        case("second container privileged", "/spec/containers/1", json!({"name": "helper", "image": "busybox", "securityContext": {"privileged": true}}), Rule::Privileged, SAME, json!({"name": "helper", "image": "busybox"})),
+    ]
+}
 
 #[test]
 fn every_bypass_is_denied_and_its_twin_allowed() {
     // Cases that only exist because of what mutation computes.
     const MUTATION_ONLY: &[&str] = &["request above the cap becomes a limit above the cap"];
-    for (name, deny_edit, rule, allow_edit) in CREATE_CASES {
+    for Case {
+        name,
+        pointer,
+        bad,
+        rule,
+        twin_pointer,
+        twin,
+    } in create_cases()
+    {
+        let rule = rule.as_str();
         // /mutate sees the pod as written; /validate sees a stored, otherwise compliant
         // pod, so the named rule is the one that fires.
         let mut as_written = pod();
-        deny_edit(&mut as_written);
+        set(&mut as_written, pointer, bad.clone());
         let mut as_stored = compliant_pod();
-        deny_edit(&mut as_stored);
+        set(&mut as_stored, pointer, bad);
         for (webhook, bad) in [
             (Webhook::Mutate, as_written),
             (Webhook::Validate, as_stored),
         ] {
-            if webhook == Webhook::Validate && MUTATION_ONLY.contains(name) {
+            if webhook == Webhook::Validate && MUTATION_ONLY.contains(&name) {
                 continue;
             }
-            let d = judge(webhook, &create(bad.clone()));
+            let d = decide(webhook, &create(bad.clone()));
             assert!(!d.allowed, "{name}: {webhook:?} must deny");
             assert!(
-                rules(&d).contains(rule),
+                rules(&d).contains(&rule),
                 "{name}: {webhook:?} must name rule {rule}, got {:?}",
                 rules(&d)
             );
@@ -515,8 +142,8 @@ fn every_bypass_is_denied_and_its_twin_allowed() {
         }
 
         let mut good = pod();
-        allow_edit(&mut good);
-        let d = judge(Webhook::Mutate, &create(good.clone()));
+        set(&mut good, twin_pointer, twin);
+        let d = decide(Webhook::Mutate, &create(good.clone()));
         assert!(
             d.allowed,
             "{name}: twin must be allowed, got {}",
@@ -524,7 +151,7 @@ fn every_bypass_is_denied_and_its_twin_allowed() {
         );
         // What the webhook admits after mutation must pass validation as stored.
         let stored = patched(&good, &d);
-        let v = judge(Webhook::Validate, &create(stored));
+        let v = decide(Webhook::Validate, &create(stored));
         assert!(
             v.allowed,
             "{name}: twin after mutation must validate, got {}",
@@ -536,7 +163,7 @@ fn every_bypass_is_denied_and_its_twin_allowed() {
 #[test]
 fn mutation_supplies_runtime_limits_security_context_and_labels() {
     let original = pod();
-    let d = judge(Webhook::Mutate, &create(original.clone()));
+    let d = decide(Webhook::Mutate, &create(original.clone()));
     assert!(d.allowed, "{}", d.message());
     let p = patched(&original, &d);
     assert_eq!(p["spec"]["runtimeClassName"], "gvisor");
@@ -573,7 +200,7 @@ fn mutation_supplies_runtime_limits_security_context_and_labels() {
         .as_object_mut()
         .unwrap()
         .remove("labels");
-    let d = judge(Webhook::Mutate, &create(unlabelled.clone()));
+    let d = decide(Webhook::Mutate, &create(unlabelled.clone()));
     assert_eq!(
         patched(&unlabelled, &d)["metadata"]["labels"]["sandbox.gke.io/sandbox"],
         "true"
@@ -584,10 +211,10 @@ fn mutation_supplies_runtime_limits_security_context_and_labels() {
 fn mutation_is_idempotent_and_a_compliant_pod_gets_no_patch() {
     let once = {
         let p = pod();
-        let d = judge(Webhook::Mutate, &create(p.clone()));
+        let d = decide(Webhook::Mutate, &create(p.clone()));
         patched(&p, &d)
     };
-    let again = judge(Webhook::Mutate, &create(once));
+    let again = decide(Webhook::Mutate, &create(once));
     assert!(again.allowed);
     assert!(
         again.patch.is_none(),
@@ -595,7 +222,7 @@ fn mutation_is_idempotent_and_a_compliant_pod_gets_no_patch() {
         again.patch
     );
 
-    let d = judge(Webhook::Mutate, &create(compliant_pod()));
+    let d = decide(Webhook::Mutate, &create(compliant_pod()));
     assert!(d.allowed && d.patch.is_none(), "{:?}", d.patch);
 }
 
@@ -612,7 +239,7 @@ fn mutation_never_overrides_a_creator_choice() {
         "/spec/containers/0/securityContext/capabilities/drop",
         json!(["NET_RAW"]),
     );
-    let d = judge(Webhook::Mutate, &create(p.clone()));
+    let d = decide(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed, "{}", d.message());
     let out = patched(&p, &d);
     assert_eq!(
@@ -644,7 +271,7 @@ fn defaults_respect_request_and_limit_order() {
         "/spec/containers/0/resources/requests/memory",
         json!("2Gi"),
     );
-    let d = judge(Webhook::Mutate, &create(p.clone()));
+    let d = decide(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed, "{}", d.message());
     let r = &patched(&p, &d)["spec"]["containers"][0]["resources"];
     assert_eq!(
@@ -661,7 +288,7 @@ fn defaults_respect_request_and_limit_order() {
 fn validation_alone_refuses_what_mutation_would_have_supplied() {
     // Another mutating webhook running after sandgate could strip fields: /validate
     // judges the stored object on its own.
-    let d = judge(Webhook::Validate, &create(pod()));
+    let d = decide(Webhook::Validate, &create(pod()));
     assert!(!d.allowed);
     let r = rules(&d);
     for rule in ["runtime-class", "resource-limits", "service-account-token"] {
@@ -682,7 +309,7 @@ fn both_reasons_are_named_for_a_privileged_hostpath_pod() {
         "/spec/volumes",
         json!([{"name": "host", "hostPath": {"path": "/var/run"}}]),
     );
-    let d = judge(Webhook::Mutate, &create(p));
+    let d = decide(Webhook::Mutate, &create(p));
     let msg = d.message();
     assert!(
         msg.contains("spec.containers[0].securityContext.privileged"),
@@ -697,7 +324,7 @@ fn both_reasons_are_named_for_a_privileged_hostpath_pod() {
 
 fn stored_pod() -> Value {
     let p = pod();
-    let d = judge(Webhook::Mutate, &create(p.clone()));
+    let d = decide(Webhook::Mutate, &create(p.clone()));
     patched(&p, &d)
 }
 
@@ -713,7 +340,7 @@ fn label_removal_or_change_on_update_is_denied() {
     changed["metadata"]["labels"]["sandbox.gke.io/sandbox"] = json!("other");
     for (name, new) in [("removed", removed), ("changed", changed)] {
         for webhook in [Webhook::Mutate, Webhook::Validate] {
-            let d = judge(
+            let d = decide(
                 webhook,
                 &pod_review("UPDATE", new.clone(), Some(old.clone()), None),
             );
@@ -724,7 +351,7 @@ fn label_removal_or_change_on_update_is_denied() {
     // Twin: adding an unrelated label is fine, and UPDATE is never mutated.
     let mut relabelled = old.clone();
     relabelled["metadata"]["labels"]["team"] = json!("a");
-    let d = judge(
+    let d = decide(
         Webhook::Mutate,
         &pod_review("UPDATE", relabelled, Some(old), None),
     );
@@ -736,7 +363,7 @@ fn resize_may_lower_limits_but_never_raise_them() {
     let old = stored_pod();
     let mut raised = old.clone();
     raised["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("2");
-    let d = judge(
+    let d = decide(
         Webhook::Validate,
         &pod_review("UPDATE", raised, Some(old.clone()), Some("resize")),
     );
@@ -745,7 +372,7 @@ fn resize_may_lower_limits_but_never_raise_them() {
 
     let mut lowered = old.clone();
     lowered["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("750m");
-    let d = judge(
+    let d = decide(
         Webhook::Validate,
         &pod_review("UPDATE", lowered, Some(old), Some("resize")),
     );
@@ -762,7 +389,7 @@ fn ephemeral_containers_are_hardened_or_denied() {
         "securityContext": {"privileged": true}
     }]);
     for webhook in [Webhook::Mutate, Webhook::Validate] {
-        let d = judge(
+        let d = decide(
             webhook,
             &pod_review(
                 "UPDATE",
@@ -772,17 +399,13 @@ fn ephemeral_containers_are_hardened_or_denied() {
             ),
         );
         assert!(!d.allowed, "{webhook:?}");
-        assert!(
-            d.violations
-                .iter()
-                .any(|v| v.rule == "privileged"
-                    && v.field.starts_with("spec.ephemeralContainers[0]"))
-        );
+        assert!(d.violations.iter().any(|v| v.rule.as_str() == "privileged"
+            && v.field.starts_with("spec.ephemeralContainers[0]")));
     }
     // With added capabilities too.
     let mut caps = old.clone();
     caps["spec"]["ephemeralContainers"] = json!([{"name": "d", "image": "busybox", "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}}]);
-    let d = judge(
+    let d = decide(
         Webhook::Mutate,
         &pod_review(
             "UPDATE",
@@ -797,7 +420,7 @@ fn ephemeral_containers_are_hardened_or_denied() {
     let mut plain = old.clone();
     plain["spec"]["ephemeralContainers"] =
         json!([{"name": "debugger", "image": "busybox", "targetContainerName": "sandbox"}]);
-    let d = judge(
+    let d = decide(
         Webhook::Mutate,
         &pod_review(
             "UPDATE",
@@ -824,7 +447,7 @@ fn ephemeral_containers_are_hardened_or_denied() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "d2", "image": "busybox"}));
-    let d = judge(
+    let d = decide(
         Webhook::Mutate,
         &pod_review(
             "UPDATE",
@@ -859,11 +482,11 @@ fn mirror_pods_are_judged_but_never_mutated() {
         "/spec/containers/0/securityContext/capabilities/drop",
         json!([]),
     );
-    let d = judge(Webhook::Mutate, &create(p.clone()));
+    let d = decide(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed && d.patch.is_none(), "no patch on a mirror pod");
     set(&mut p, "/spec/hostNetwork", json!(true));
     assert!(
-        !judge(Webhook::Mutate, &create(p)).allowed,
+        !decide(Webhook::Mutate, &create(p)).allowed,
         "a mirror pod is still validated"
     );
 }
@@ -877,12 +500,12 @@ fn out_of_scope_requests_pass_untouched() {
         "/spec/containers/0/securityContext/privileged",
         json!(true),
     );
-    let d = judge(Webhook::Mutate, &create(p.clone()));
+    let d = decide(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed && d.patch.is_none(), "excluded namespace");
 
     let del = pod_review("DELETE", Value::Null, Some(pod()), None);
     assert!(
-        judge(Webhook::Validate, &del).allowed,
+        decide(Webhook::Validate, &del).allowed,
         "DELETE is not judged"
     );
 
@@ -890,7 +513,7 @@ fn out_of_scope_requests_pass_untouched() {
     other["request"]["resource"] =
         json!({"group": "apps", "version": "v1", "resource": "deployments"});
     assert!(
-        judge(Webhook::Validate, &other).allowed,
+        decide(Webhook::Validate, &other).allowed,
         "resources sandgate does not govern"
     );
 }
@@ -899,20 +522,20 @@ fn out_of_scope_requests_pass_untouched() {
 fn an_unreadable_pod_is_denied() {
     let mut p = pod();
     p["spec"] = json!("not a spec");
-    let d = judge(Webhook::Mutate, &create(p));
+    let d = decide(Webhook::Mutate, &create(p));
     assert!(!d.allowed);
     assert_eq!(rules(&d), vec!["malformed-object"]);
 
     let missing = pod_review("CREATE", Value::Null, None, None);
-    assert!(!judge(Webhook::Validate, &missing).allowed);
+    assert!(!decide(Webhook::Validate, &missing).allowed);
     let update_without_old = pod_review("UPDATE", pod(), None, None);
-    assert!(!judge(Webhook::Validate, &update_without_old).allowed);
+    assert!(!decide(Webhook::Validate, &update_without_old).allowed);
 }
 
 #[test]
 fn templates_are_judged_as_the_pods_they_produce() {
     let article = common::article_template();
-    let d = judge(Webhook::Validate, &template_review(article.clone()));
+    let d = decide(Webhook::Validate, &template_review(article.clone()));
     assert!(
         d.allowed,
         "the article's template must pass: {}",
@@ -925,7 +548,7 @@ fn templates_are_judged_as_the_pods_they_produce() {
         .as_object_mut()
         .unwrap()
         .remove("resources");
-    assert!(judge(Webhook::Validate, &template_review(bare)).allowed);
+    assert!(decide(Webhook::Validate, &template_review(bare)).allowed);
 
     let cases: &[(&str, &str, Value, &str)] = &[
         (
@@ -980,7 +603,7 @@ fn templates_are_judged_as_the_pods_they_produce() {
     for (rule, ptr, value, field) in cases {
         let mut t = article.clone();
         set(&mut t, ptr, value.clone());
-        let d = judge(Webhook::Validate, &template_review(t));
+        let d = decide(Webhook::Validate, &template_review(t));
         assert!(!d.allowed, "{rule} must deny the template");
         assert_eq!(
             d.violations.len(),
@@ -988,13 +611,13 @@ fn templates_are_judged_as_the_pods_they_produce() {
             "{rule}: exactly one reason, got {:?}",
             d.violations
         );
-        assert_eq!(d.violations[0].rule, *rule);
+        assert_eq!(d.violations[0].rule.as_str(), *rule);
         assert_eq!(d.violations[0].field, *field);
     }
 
     let mut broken = article;
     broken["spec"]["template"] = json!(["not", "a", "template"]);
-    let d = judge(Webhook::Validate, &template_review(broken));
+    let d = decide(Webhook::Validate, &template_review(broken));
     assert_eq!(rules(&d), vec!["malformed-object"]);
 }
 
@@ -1010,7 +633,7 @@ fn configured_runtime_class_and_caps_are_honoured() {
     )
     .unwrap();
     let p = pod();
-    let d = decide(Webhook::Mutate, &request(&create(p.clone())), &cfg);
+    let d = builtin(Webhook::Mutate, &request(&create(p.clone())), &cfg);
     assert_eq!(patched(&p, &d)["spec"]["runtimeClassName"], "kata");
     let mut big = pod();
     set(
@@ -1018,12 +641,12 @@ fn configured_runtime_class_and_caps_are_honoured() {
         "/spec/containers/0/resources/limits/cpu",
         json!("2"),
     );
-    let d = decide(Webhook::Mutate, &request(&create(big)), &cfg);
+    let d = builtin(Webhook::Mutate, &request(&create(big)), &cfg);
     assert_eq!(rules(&d), vec!["resource-caps"]);
     let mut gv = pod();
     set(&mut gv, "/spec/runtimeClassName", json!("gvisor"));
     assert_eq!(
-        rules(&decide(Webhook::Mutate, &request(&create(gv)), &cfg)),
+        rules(&builtin(Webhook::Mutate, &request(&create(gv)), &cfg)),
         vec!["runtime-class"]
     );
 }
@@ -1047,26 +670,26 @@ fn only_sandgate_may_create_template_pods() {
             "/metadata/labels/sandbox.gke.io~1template",
             json!("wide-egress"),
         );
-        let d = judge(webhook, &create(p));
+        let d = decide(webhook, &create(p));
         assert_eq!(rules(&d), vec!["template-label"], "{webhook:?}");
     }
     // The same pod from sandgate's reconciler, or a configured group, is fine.
     let mut review = create(p.clone());
     review["request"]["userInfo"] = json!({"username": sandgate::config::SANDGATE_SERVICE_ACCOUNT});
-    assert!(judge(Webhook::Mutate, &review).allowed);
+    assert!(decide(Webhook::Mutate, &review).allowed);
     let file: sandgate::config::ConfigFile =
         serde_yaml::from_str("templateLabelCreators: [sandbox-operators]").unwrap();
     let cfg = Config::build(file, Default::default()).unwrap();
     let mut review = create(p);
     review["request"]["userInfo"] =
         json!({"username": "bob", "groups": ["system:authenticated", "sandbox-operators"]});
-    assert!(decide(Webhook::Mutate, &request(&review), &cfg).allowed);
+    assert!(builtin(Webhook::Mutate, &request(&review), &cfg).allowed);
 
     // Nor can the label be added later.
     let old = stored_pod();
     let mut relabelled = old.clone();
     relabelled["metadata"]["labels"]["sandbox.gke.io/template"] = json!("wide-egress");
-    let d = judge(
+    let d = decide(
         Webhook::Validate,
         &pod_review("UPDATE", relabelled, Some(old), None),
     );
@@ -1099,7 +722,7 @@ fn the_token_the_apiserver_injected_is_taken_back_out() {
             {"name": "kube-api-access-x7k2p", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": true}
         ]),
     );
-    let d = judge(Webhook::Mutate, &create(p.clone()));
+    let d = decide(Webhook::Mutate, &create(p.clone()));
     assert!(d.allowed, "{}", d.message());
     let out = patched(&p, &d);
     assert_eq!(
@@ -1111,7 +734,7 @@ fn the_token_the_apiserver_injected_is_taken_back_out() {
         json!([{"name": "data", "mountPath": "/data"}])
     );
     assert_eq!(out["spec"]["automountServiceAccountToken"], false);
-    assert!(judge(Webhook::Validate, &create(out)).allowed);
+    assert!(decide(Webhook::Validate, &create(out)).allowed);
 
     // A token volume the creator asked for by name is not silently dropped: denied.
     let mut own = pod();
@@ -1121,7 +744,7 @@ fn the_token_the_apiserver_injected_is_taken_back_out() {
         json!([{"name": "my-token", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]),
     );
     assert_eq!(
-        rules(&judge(Webhook::Mutate, &create(own))),
+        rules(&decide(Webhook::Mutate, &create(own))),
         vec!["service-account-token"]
     );
     // Nor is an injected-looking one when the pod explicitly asked for automount.
@@ -1131,7 +754,7 @@ fn the_token_the_apiserver_injected_is_taken_back_out() {
         "/spec/automountServiceAccountToken",
         json!(true),
     );
-    assert!(!judge(Webhook::Mutate, &create(explicit)).allowed);
+    assert!(!decide(Webhook::Mutate, &create(explicit)).allowed);
 }
 
 fn netpol_review(op: &str, object: Value, old: Value, user: Value) -> Value {
@@ -1148,7 +771,7 @@ fn netpol_review(op: &str, object: Value, old: Value, user: Value) -> Value {
 fn only_sandgate_touches_its_network_policies() {
     let ours = serde_json::to_value(sandgate::netpol::default_deny("agents")).unwrap();
     let alice = json!({"username": "alice", "groups": ["system:authenticated"]});
-    let d = judge(
+    let d = decide(
         Webhook::Validate,
         &netpol_review("DELETE", Value::Null, ours.clone(), alice.clone()),
     );
@@ -1160,7 +783,7 @@ fn only_sandgate_touches_its_network_policies() {
     let mut unlabelled = ours.clone();
     unlabelled["metadata"]["labels"] = json!({});
     unlabelled["spec"]["egress"] = json!([{}]);
-    let d = judge(
+    let d = decide(
         Webhook::Validate,
         &netpol_review("UPDATE", unlabelled, ours.clone(), alice.clone()),
     );
@@ -1172,7 +795,7 @@ fn only_sandgate_touches_its_network_policies() {
         json!({"username": "system:serviceaccount:kube-system:generic-garbage-collector"}),
     ] {
         assert!(
-            judge(
+            decide(
                 Webhook::Validate,
                 &netpol_review("DELETE", Value::Null, ours.clone(), who.clone())
             )
@@ -1183,7 +806,7 @@ fn only_sandgate_touches_its_network_policies() {
     let theirs = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "team-policy", "namespace": "agents"}, "spec": {"podSelector": {}}});
     assert!(
-        judge(
+        decide(
             Webhook::Validate,
             &netpol_review("DELETE", Value::Null, theirs, alice)
         )

@@ -399,7 +399,7 @@ pub mod bodies {
     pub fn mutated(review: &Value) -> Value {
         let bytes = serde_json::to_vec(review).expect("serialisable");
         let req = sandgate::admission::review::parse(&bytes).expect("valid review");
-        let d = sandgate::admission::decide(
+        let d = sandgate::admission::builtin(
             sandgate::admission::Webhook::Mutate,
             &req,
             &sandgate::config::Config::default(),

@@ -13,15 +13,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::containers::ContainerLike;
 use crate::config::Config;
-use crate::labels;
+use crate::contract::{kubernetes, label};
 use crate::quantity;
 
 /// Everything sandgate fills in on a new sandbox pod.
 pub fn pod(pod: &mut Pod, cfg: &Config) {
     let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
     labels
-        .entry(labels::SANDBOX.to_string())
-        .or_insert_with(|| labels::SANDBOX_DEFAULT_VALUE.to_string());
+        .entry(label::SANDBOX.to_string())
+        .or_insert_with(|| label::SANDBOX_DEFAULT_VALUE.to_string());
 
     let spec = pod.spec.get_or_insert_with(PodSpec::default);
     spec_defaults(spec, cfg);
@@ -85,9 +85,6 @@ pub fn new_ephemeral_containers(pod: &mut Pod, old: Option<&Pod>) {
     }
 }
 
-/// Prefix of the token volume the ServiceAccount admission plugin injects.
-const INJECTED_TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
-
 /// Removes the service-account token volume the apiserver injected (a projected
 /// `kube-api-access-*` volume with a serviceAccountToken source) and its mounts.
 /// Volumes the creator wrote are left for validation to judge.
@@ -97,7 +94,7 @@ fn strip_injected_token(spec: &mut PodSpec) {
         .iter()
         .flatten()
         .filter(|v| {
-            v.name.starts_with(INJECTED_TOKEN_VOLUME_PREFIX)
+            v.name.starts_with(kubernetes::INJECTED_TOKEN_VOLUME_PREFIX)
                 && v.projected.as_ref().is_some_and(|p| {
                     p.sources
                         .iter()

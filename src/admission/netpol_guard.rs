@@ -4,28 +4,28 @@
 
 use serde_json::Value;
 
-use super::{AdmissionRequest, Decision, Operation, Violation, requester_in, subject};
+use super::{AdmissionRequest, Decision, Operation, Rule, Violation, requester_in, subject};
 use crate::config::Config;
-use crate::netpol::DEFAULT_DENY_NAME;
+use crate::contract::{self, label};
 
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-
-/// Whether a NetworkPolicy object is one of sandgate's.
+/// Whether a NetworkPolicy object is one of sandgate's: by the name sandgate gives it or
+/// the label it sets (the same contract functions that name and label them).
 fn is_sandgates(object: Option<&Value>) -> bool {
-    let Some(o) = object else { return false };
-    let name = o
-        .pointer("/metadata/name")
+    let Some(meta) = object.and_then(|o| o.get("metadata")) else {
+        return false;
+    };
+    // Read from the raw object: a malformed field elsewhere must not hide the label.
+    let name = meta.get("name").and_then(Value::as_str).unwrap_or("");
+    let managed = meta
+        .get("labels")
+        .and_then(|l| l.get(label::MANAGED_BY))
         .and_then(Value::as_str)
-        .unwrap_or("");
-    let managed = o
-        .pointer("/metadata/labels")
-        .and_then(|l| l.get(MANAGED_BY))
-        .and_then(Value::as_str)
-        == Some("sandgate");
-    managed || name == DEFAULT_DENY_NAME || name.starts_with("sandgate-template-")
+        == Some(label::MANAGED_BY_SANDGATE);
+    managed || contract::is_sandgate_policy_name(name)
 }
 
-pub fn review(req: &AdmissionRequest, cfg: &Config) -> Decision {
+/// The built-in decision on a NetworkPolicy request.
+pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
     if !matches!(
         req.operation,
         Operation::Create | Operation::Update | Operation::Delete
@@ -38,11 +38,7 @@ pub fn review(req: &AdmissionRequest, cfg: &Config) -> Decision {
     if requester_in(req, &cfg.network_policy_writers) {
         return Decision::allow();
     }
-    let user = req
-        .user_info
-        .get("username")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let user = req.username();
     let verb = match req.operation {
         Operation::Create => "create",
         Operation::Update => "change",
@@ -51,7 +47,7 @@ pub fn review(req: &AdmissionRequest, cfg: &Config) -> Decision {
     Decision::deny(
         subject("networkpolicy", req),
         vec![Violation::new(
-            "managed-network-policy",
+            Rule::ManagedNetworkPolicy,
             "metadata.name",
             format!(
                 "is managed by sandgate; {user:?} may not {verb} it (it keeps sandbox pods from reaching the network)"

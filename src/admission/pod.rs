@@ -5,11 +5,14 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use super::validate::{self, Change};
-use super::{AdmissionRequest, Decision, Effect, Operation, Violation, Webhook, mutate, subject};
+use super::{
+    AdmissionRequest, Decision, Effect, Operation, Rule, Violation, Webhook, mutate, subject,
+};
 use crate::config::Config;
-use crate::labels;
+use crate::contract::{annotation, label};
 
-pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
+/// The built-in decision on a pod request.
+pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
     let sub = req.sub_resource();
     if !matches!(req.operation, Operation::Create | Operation::Update)
         || !matches!(sub, "" | "ephemeralcontainers" | "resize")
@@ -19,12 +22,13 @@ pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
     let who = subject("pod", req);
     // Anything that cannot be read is denied: these pods reached the webhook because
     // they are in sandbox scope, and an unjudged sandbox pod must never be admitted.
-    let before = match parse_pod(req.object.as_ref(), "object") {
+    let before = match parse_object::<Pod>(req.object.as_ref(), "object", "Pod") {
         Ok(p) => p,
         Err(v) => return Decision::deny(who, vec![v]),
     };
     let old = match req.operation {
-        Operation::Update => match parse_pod(req.old_object.as_ref(), "oldObject") {
+        Operation::Update => match parse_object::<Pod>(req.old_object.as_ref(), "oldObject", "Pod")
+        {
             Ok(p) => Some(p),
             Err(v) => return Decision::deny(who, vec![v]),
         },
@@ -57,8 +61,7 @@ pub fn review(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         return Decision::deny(who, violations);
     }
 
-    let mut decision = Decision::allow();
-    decision.subject = who;
+    let mut decision = Decision::allow_subject(who);
     if after != before {
         match diff(&before, &after) {
             Ok(patch) => decision.patch = Some(patch),
@@ -85,20 +88,15 @@ fn template_label_rule(pod: &Pod, req: &AdmissionRequest, cfg: &Config, out: &mu
         .metadata
         .labels
         .as_ref()
-        .and_then(|l| l.get(labels::TEMPLATE))
+        .and_then(|l| l.get(label::TEMPLATE))
     else {
         return;
     };
-    let user = req
-        .user_info
-        .get("username")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let trusted = super::requester_in(req, &cfg.template_label_creators);
-    if !trusted {
+    if !super::requester_in(req, &cfg.template_label_creators) {
+        let user = req.username();
         out.push(Violation::new(
-            "template-label",
-            format!("metadata.labels[{}]", labels::TEMPLATE),
+            Rule::TemplateLabel,
+            format!("metadata.labels[{}]", label::TEMPLATE),
             format!(
                 "claims template {template:?}, but {user:?} may not create template pods; claim a sandbox with a SandboxClaim instead"
             ),
@@ -106,27 +104,23 @@ fn template_label_rule(pod: &Pod, req: &AdmissionRequest, cfg: &Config, out: &mu
     }
 }
 
-fn parse_pod(object: Option<&Value>, field: &str) -> Result<Pod, Violation> {
-    parse_pod_like(object, field, "Pod")
-}
-
 /// Reads the request's object as `T`; deserialising from the borrowed Value avoids
 /// copying it. A failure is a violation: what cannot be read cannot be admitted.
-pub(crate) fn parse_pod_like<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_object<T: serde::de::DeserializeOwned>(
     object: Option<&Value>,
     field: &str,
     kind: &str,
 ) -> Result<T, Violation> {
     let object = object.ok_or_else(|| {
         Violation::new(
-            "malformed-object",
+            Rule::MalformedObject,
             field,
             format!("is missing; the {kind} cannot be judged"),
         )
     })?;
     T::deserialize(object).map_err(|e| {
         Violation::new(
-            "malformed-object",
+            Rule::MalformedObject,
             field,
             format!("is not a valid {kind} ({e}); it cannot be judged"),
         )
@@ -137,7 +131,7 @@ fn is_mirror(pod: &Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(labels::MIRROR_POD))
+        .is_some_and(|a| a.contains_key(annotation::MIRROR_POD))
 }
 
 /// The JSON Patch from `before` to `after`. Both sides go through the same typed
@@ -148,8 +142,7 @@ pub(crate) fn diff<T: serde::Serialize>(
 ) -> Result<json_patch::Patch, Violation> {
     let to_value = |v: &T| {
         serde_json::to_value(v).map_err(|e| {
-            Violation::new(
-                "internal",
+            Violation::internal(
                 "object",
                 format!("cannot serialise the mutated object: {e}"),
             )

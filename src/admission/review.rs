@@ -106,6 +106,24 @@ impl AdmissionRequest {
     pub fn sub_resource(&self) -> &str {
         self.sub_resource.as_deref().unwrap_or("")
     }
+
+    /// The requester's user name ("" when the request names none).
+    pub fn username(&self) -> &str {
+        self.user_info
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// The requester's groups.
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.user_info
+            .get("groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+    }
 }
 
 /// Parses an HTTP body into the request it carries.

@@ -5,38 +5,38 @@
 
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
-use super::pod::parse_pod_like;
-use super::{AdmissionRequest, Decision, Operation, Violation, Webhook, mutate, subject, validate};
+use super::pod::parse_object;
+use super::{AdmissionRequest, Decision, Operation, Rule, Violation, mutate, subject, validate};
 use crate::config::Config;
+use crate::contract::label;
 use crate::crd::SandboxTemplate;
-use crate::labels;
 
-pub fn review(_webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
+/// The built-in decision on a SandboxTemplate request (the same at both webhooks:
+/// templates are never mutated).
+pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
     if !matches!(req.operation, Operation::Create | Operation::Update) || req.sub_resource() != "" {
         return Decision::allow();
     }
     let who = subject("sandboxtemplate", req);
     let template: SandboxTemplate =
-        match parse_pod_like(req.object.as_ref(), "object", "SandboxTemplate") {
+        match parse_object(req.object.as_ref(), "object", "SandboxTemplate") {
             Ok(t) => t,
             Err(v) => return Decision::deny(who, vec![v]),
         };
-    let violations = judge(&template, cfg);
+    let violations = violations(&template, cfg);
     if violations.is_empty() {
-        let mut d = Decision::allow();
-        d.subject = who;
-        d
+        Decision::allow_subject(who)
     } else {
         Decision::deny(who, violations)
     }
 }
 
 /// Every built-in rule that the template's pods would break.
-pub fn judge(template: &SandboxTemplate, cfg: &Config) -> Vec<Violation> {
+pub fn violations(template: &SandboxTemplate, cfg: &Config) -> Vec<Violation> {
     let mut out = Vec::new();
     if template.spec.runtime_class_name != cfg.runtime_class_name {
         out.push(Violation::new(
-            "runtime-class",
+            Rule::RuntimeClass,
             "spec.runtimeClassName",
             format!(
                 "is {:?}; sandbox templates must use {:?}",
@@ -59,14 +59,14 @@ pub fn judge(template: &SandboxTemplate, cfg: &Config) -> Vec<Violation> {
         out.extend(
             pod_rules
                 .into_iter()
-                .filter(|v| own_rc || v.rule != "runtime-class"),
+                .filter(|v| own_rc || v.rule != Rule::RuntimeClass),
         );
     }
     if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
         && !node.is_empty()
     {
         out.push(Violation::new(
-            "node-name",
+            Rule::NodeName,
             "spec.template.spec.nodeName",
             format!("is set to {node:?}; sandbox pods are placed by the scheduler"),
         ));
@@ -85,7 +85,7 @@ pub fn pod_for(template: &SandboxTemplate, cfg: &Config) -> Pod {
     let mut metadata = pt.metadata.clone().unwrap_or_default();
     let labels = metadata.labels.get_or_insert_with(Default::default);
     if let Some(name) = template.metadata.name.as_deref() {
-        labels.insert(labels::TEMPLATE.to_string(), name.to_string());
+        labels.insert(label::TEMPLATE.to_string(), name.to_string());
     }
     metadata.namespace = template.metadata.namespace.clone();
     let mut pod = Pod {

@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::{
     WindowsSecurityContextOptions,
 };
 
-use super::Violation;
 use super::containers::{self, ContainerLike, ListKind};
+use super::{Rule, Violation};
 use crate::config::Config;
-use crate::labels;
+use crate::contract::{LABEL_PREFIX, annotation, label};
 use crate::quantity;
 
 /// The only capability the Pod Security "restricted" profile lets a container add.
@@ -40,8 +40,6 @@ const ALLOWED_SELINUX_TYPES: [&str; 4] = [
     "container_engine_t",
 ];
 
-const APPARMOR_ANNOTATION_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
-
 /// What kind of write is being judged.
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {
@@ -57,7 +55,7 @@ pub fn pod(pod: &Pod, cfg: &Config, change: Change<'_>) -> Vec<Violation> {
     match pod.spec.as_ref() {
         Some(spec) => spec_rules(spec, "spec", cfg, &mut out),
         None => out.push(Violation::new(
-            "malformed-object",
+            Rule::MalformedObject,
             "spec",
             "a pod must have a spec",
         )),
@@ -69,7 +67,7 @@ pub fn pod(pod: &Pod, cfg: &Config, change: Change<'_>) -> Vec<Violation> {
                 && !node.is_empty()
             {
                 out.push(Violation::new(
-                        "node-name",
+                        Rule::NodeName,
                         "spec.nodeName",
                         format!("is set to {node:?}; sandbox pods are placed by the scheduler, not by their creator"),
                     ));
@@ -91,7 +89,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
     match spec.runtime_class_name.as_deref() {
         Some(rc) if rc == cfg.runtime_class_name => {}
         Some(rc) => out.push(Violation::new(
-            "runtime-class",
+            Rule::RuntimeClass,
             format!("{prefix}.runtimeClassName"),
             format!(
                 "is {rc:?}; sandbox pods must run under {:?}",
@@ -99,7 +97,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
             ),
         )),
         None => out.push(Violation::new(
-            "runtime-class",
+            Rule::RuntimeClass,
             format!("{prefix}.runtimeClassName"),
             format!(
                 "is unset; sandbox pods must run under {:?}",
@@ -114,7 +112,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
     ] {
         if on == Some(true) {
             out.push(Violation::new(
-                "host-namespaces",
+                Rule::HostNamespaces,
                 format!("{prefix}.{field}"),
                 "is true; sandbox pods may not share the node's namespaces",
             ));
@@ -127,7 +125,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
             "unset"
         };
         out.push(Violation::new(
-            "service-account-token",
+            Rule::ServiceAccountToken,
             format!("{prefix}.automountServiceAccountToken"),
             format!(
                 "is {state}; sandbox pods must not get a service-account token (set it to false)"
@@ -137,7 +135,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         if v.host_path.is_some() {
             out.push(Violation::new(
-                "host-path",
+                Rule::HostPath,
                 format!("{prefix}.volumes[{i}].hostPath"),
                 format!(
                     "volume {:?} mounts a path of the node; hostPath volumes are not allowed",
@@ -153,7 +151,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
             .filter(|(_, s)| s.service_account_token.is_some());
         for (j, _) in token_sources {
             out.push(Violation::new(
-                "service-account-token",
+                Rule::ServiceAccountToken,
                 format!("{prefix}.volumes[{i}].projected.sources[{j}].serviceAccountToken"),
                 format!(
                     "volume {:?} projects a service-account token; sandbox pods must not hold one",
@@ -167,7 +165,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
         for (i, s) in psc.sysctls.iter().flatten().enumerate() {
             if !SAFE_SYSCTLS.contains(&s.name.as_str()) {
                 out.push(Violation::new(
-                    "sysctls",
+                    Rule::Sysctls,
                     format!("{p}.sysctls[{i}]"),
                     format!("sysctl {:?} is not in the safe set", s.name),
                 ));
@@ -201,14 +199,14 @@ fn container_rules(
         let s = format!("{p}.securityContext");
         if sc.privileged == Some(true) {
             out.push(Violation::new(
-                "privileged",
+                Rule::Privileged,
                 format!("{s}.privileged"),
                 format!("container {name:?} is privileged; privileged containers are not allowed"),
             ));
         }
         if sc.allow_privilege_escalation == Some(true) {
             out.push(Violation::new(
-                "privilege-escalation",
+                Rule::PrivilegeEscalation,
                 format!("{s}.allowPrivilegeEscalation"),
                 format!("is true in container {name:?}; privilege escalation is not allowed"),
             ));
@@ -221,7 +219,7 @@ fn container_rules(
         {
             if !ALLOWED_ADDED_CAPABILITIES.contains(&cap.as_str()) {
                 out.push(Violation::new(
-                    "capabilities",
+                    Rule::Capabilities,
                     format!("{s}.capabilities.add[{i}]"),
                     format!("container {name:?} adds {cap:?}; only NET_BIND_SERVICE may be added"),
                 ));
@@ -231,7 +229,7 @@ fn container_rules(
             && pm != "Default"
         {
             out.push(Violation::new(
-                "proc-mount",
+                Rule::ProcMount,
                 format!("{s}.procMount"),
                 format!("is {pm:?} in container {name:?}; only Default is allowed"),
             ));
@@ -244,7 +242,7 @@ fn container_rules(
     for (i, port) in c.ports().iter().enumerate() {
         if let Some(hp) = port.host_port.filter(|hp| *hp != 0) {
             out.push(Violation::new(
-                "host-port",
+                Rule::HostPort,
                 format!("{p}.ports[{i}].hostPort"),
                 format!("container {name:?} binds node port {hp}; hostPort is not allowed"),
             ));
@@ -277,14 +275,14 @@ fn limit_rules(c: &dyn ContainerLike, p: &str, cfg: &Config, out: &mut Vec<Viola
         let field = format!("{p}.resources.limits.{}", r.name);
         match limits.and_then(|l| l.get(r.name)) {
             None => out.push(Violation::new(
-                "resource-limits",
+                Rule::ResourceLimits,
                 field,
                 format!("container {:?} has no {} limit", c.name(), r.name),
             )),
             Some(q) => match quantity::parse(&q.0) {
-                Err(e) => out.push(Violation::new("resource-limits", field, e.to_string())),
+                Err(e) => out.push(Violation::new(Rule::ResourceLimits, field, e.to_string())),
                 Ok(v) if v > r.max_limit_milli => out.push(Violation::new(
-                    "resource-caps",
+                    Rule::ResourceCaps,
                     field,
                     format!(
                         "container {:?} asks for {} {}, above the maximum {}",
@@ -303,7 +301,7 @@ fn limit_rules(c: &dyn ContainerLike, p: &str, cfg: &Config, out: &mut Vec<Viola
 fn seccomp_rule(profile: Option<&SeccompProfile>, p: &str, out: &mut Vec<Violation>) {
     if profile.is_some_and(|s| s.type_ == "Unconfined") {
         out.push(Violation::new(
-            "seccomp",
+            Rule::Seccomp,
             format!("{p}.seccompProfile.type"),
             "is Unconfined; a seccomp profile is required",
         ));
@@ -313,7 +311,7 @@ fn seccomp_rule(profile: Option<&SeccompProfile>, p: &str, out: &mut Vec<Violati
 fn apparmor_rule(profile: Option<&AppArmorProfile>, p: &str, out: &mut Vec<Violation>) {
     if profile.is_some_and(|a| a.type_ == "Unconfined") {
         out.push(Violation::new(
-            "apparmor",
+            Rule::Apparmor,
             format!("{p}.appArmorProfile.type"),
             "is Unconfined; AppArmor may not be disabled",
         ));
@@ -326,7 +324,7 @@ fn selinux_rule(opts: Option<&SELinuxOptions>, p: &str, out: &mut Vec<Violation>
         && !ALLOWED_SELINUX_TYPES.contains(&t)
     {
         out.push(Violation::new(
-            "selinux",
+            Rule::Selinux,
             format!("{p}.seLinuxOptions.type"),
             format!("SELinux type {t:?} is not allowed"),
         ));
@@ -334,7 +332,7 @@ fn selinux_rule(opts: Option<&SELinuxOptions>, p: &str, out: &mut Vec<Violation>
     for (field, v) in [("user", o.user.as_deref()), ("role", o.role.as_deref())] {
         if v.is_some_and(|v| !v.is_empty()) {
             out.push(Violation::new(
-                "selinux",
+                Rule::Selinux,
                 format!("{p}.seLinuxOptions.{field}"),
                 format!("setting the SELinux {field} is not allowed"),
             ));
@@ -349,7 +347,7 @@ fn host_process_rule(
 ) {
     if opts.is_some_and(|w| w.host_process == Some(true)) {
         out.push(Violation::new(
-            "host-process",
+            Rule::HostProcess,
             format!("{p}.windowsOptions.hostProcess"),
             "is true; host processes are not allowed",
         ));
@@ -374,7 +372,7 @@ fn host_fields(http: Option<&str>, tcp: Option<&str>, p: &str, out: &mut Vec<Vio
     for (field, host) in [("httpGet.host", http), ("tcpSocket.host", tcp)] {
         if let Some(h) = host.filter(|h| !h.is_empty()) {
             out.push(Violation::new(
-                "probe-host",
+                Rule::ProbeHost,
                 format!("{p}.{field}"),
                 format!("is {h:?}; probes and lifecycle hooks may only target the pod itself"),
             ));
@@ -384,9 +382,9 @@ fn host_fields(http: Option<&str>, tcp: Option<&str>, p: &str, out: &mut Vec<Vio
 
 fn annotation_rules(pod: &Pod, out: &mut Vec<Violation>) {
     for (k, v) in pod.metadata.annotations.iter().flatten() {
-        if k.starts_with(APPARMOR_ANNOTATION_PREFIX) && v == "unconfined" {
+        if k.starts_with(annotation::APPARMOR_PREFIX) && v == "unconfined" {
             out.push(Violation::new(
-                "apparmor",
+                Rule::Apparmor,
                 format!("metadata.annotations[{k}]"),
                 "is unconfined; AppArmor may not be disabled",
             ));
@@ -401,10 +399,10 @@ fn label_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
     let empty = BTreeMap::new();
     let old_labels = old.metadata.labels.as_ref().unwrap_or(&empty);
     let new_labels = new.metadata.labels.as_ref().unwrap_or(&empty);
-    for key in [labels::SANDBOX, labels::TEMPLATE] {
+    for key in [label::SANDBOX, label::TEMPLATE] {
         if !old_labels.contains_key(key) && new_labels.contains_key(key) {
             out.push(Violation::new(
-                "sandbox-labels",
+                Rule::SandboxLabels,
                 format!("metadata.labels[{key}]"),
                 "was added; sandbox labels are fixed when the pod is created",
             ));
@@ -412,16 +410,16 @@ fn label_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
     }
     for (k, v) in old_labels
         .iter()
-        .filter(|(k, _)| k.starts_with(labels::PREFIX))
+        .filter(|(k, _)| k.starts_with(LABEL_PREFIX))
     {
         match new_labels.get(k) {
             None => out.push(Violation::new(
-                "sandbox-labels",
+                Rule::SandboxLabels,
                 format!("metadata.labels[{k}]"),
                 "was removed; sandbox labels cannot be removed",
             )),
             Some(nv) if nv != v => out.push(Violation::new(
-                "sandbox-labels",
+                Rule::SandboxLabels,
                 format!("metadata.labels[{k}]"),
                 format!("was changed from {v:?} to {nv:?}; sandbox labels cannot be changed"),
             )),
@@ -455,7 +453,7 @@ fn resize_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
             };
             if raised {
                 out.push(Violation::new(
-                    "resize-limits",
+                    Rule::ResizeLimits,
                     format!("spec.{}[{i}].resources.limits.{res}", list.field()),
                     format!(
                         "container {:?} raises its {res} limit from {} to {} through pods/resize; limits may only be lowered",

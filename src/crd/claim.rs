@@ -60,10 +60,11 @@ pub struct SandboxClaimSpec {
     /// passes as `template_name`.
     #[schemars(length(min = 1))]
     pub template_name: String,
-    /// Lifetime of the claim in seconds from its creation; when it runs out the claim and
-    /// its sandbox are deleted. Absent: until the claim is deleted.
+    /// Lifetime of the claim in seconds from its creation, at most a year (31536000);
+    /// when it runs out the claim and its sandbox are deleted. Absent: until the claim is
+    /// deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = crate::contract::MAX_CLAIM_TTL_SECONDS))]
     pub ttl_seconds: Option<i64>,
 }
 
@@ -77,13 +78,45 @@ pub enum LaunchType {
     Cold,
 }
 
+impl LaunchType {
+    /// The name in the claim's status and on the Sandbox's launch annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchType::Warm => "warm",
+            LaunchType::Cold => "cold",
+        }
+    }
+
+    /// Reads the launch annotation; anything but `cold` was taken from the pool.
+    pub fn from_annotation(value: Option<&str>) -> Self {
+        if value == Some(LaunchType::Cold.as_str()) {
+            LaunchType::Cold
+        } else {
+            LaunchType::Warm
+        }
+    }
+}
+
+/// Lifecycle of a claim.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClaimPhase {
+    /// Waiting for its template, or for its sandbox to become ready.
+    Pending,
+    /// Its sandbox is ready and its own.
+    Bound,
+    /// Its lifetime ran out (it is being deleted).
+    Expired,
+    /// Its sandbox failed.
+    Failed,
+}
+
 /// Observed state of a claim.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxClaimStatus {
     /// Pending, Bound, Expired or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<ClaimPhase>,
     /// Name of the bound Sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<String>,

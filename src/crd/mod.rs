@@ -5,7 +5,7 @@ mod claim;
 mod sandbox;
 mod template;
 
-pub use claim::{LaunchType, SandboxClaim, SandboxClaimSpec, SandboxClaimStatus};
+pub use claim::{ClaimPhase, LaunchType, SandboxClaim, SandboxClaimSpec, SandboxClaimStatus};
 pub use sandbox::{Sandbox, SandboxPhase, SandboxSpec, SandboxStatus};
 pub use template::{
     PoolConfig, SandboxNetworkPolicy, SandboxTemplate, SandboxTemplateSpec, SandboxTemplateStatus,
@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 
 /// The API group of every sandgate resource.
-pub const GROUP: &str = "sandbox.gke.io";
+pub const GROUP: &str = crate::contract::GROUP;
 
 /// The three CRDs, in the order `kubectl get crds` lists them.
 pub fn all() -> Vec<CustomResourceDefinition> {
@@ -95,5 +95,5 @@ pub fn to_yaml(crds: &[CustomResourceDefinition]) -> Result<String, serde_yaml::
 
 /// Default runtime class of a SandboxTemplate (also the CRD schema default).
 pub fn default_runtime_class() -> String {
-    "gvisor".to_string()
+    crate::contract::DEFAULT_RUNTIME_CLASS.to_string()
 }

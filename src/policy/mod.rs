@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::Value as Json;
 
+use crate::contract;
+
 /// Default deadline of one policy evaluation.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
+pub const DEFAULT_DEADLINE: Duration = crate::contract::DEFAULT_POLICY_DEADLINE;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
@@ -60,15 +62,23 @@ pub struct Message {
     pub details: Option<Json>,
 }
 
+/// How one policy ran on one request, for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRun {
+    pub policy: String,
+    /// It denied, failed or ran out of time.
+    pub denied: bool,
+    pub took: Duration,
+}
+
 /// Everything the policies of a kind said about one request.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
+pub struct Verdict {
     pub denials: Vec<Message>,
     pub warnings: Vec<Message>,
     /// Policies that failed or ran out of time (fail closed: they deny).
     pub errors: Vec<Message>,
-    /// Per policy: (name, denied?, duration), for metrics.
-    pub timings: Vec<(String, bool, Duration)>,
+    pub runs: Vec<PolicyRun>,
 }
 
 /// A loaded, prepared, immutable set of policies.
@@ -247,8 +257,13 @@ impl PolicySet {
                 .map_err(|e| PolicyError::Compile(e.to_string()))?;
             let parts: Vec<&str> = package.split('.').collect();
             match parts.as_slice() {
-                ["data", "sandgate", "lib", ..] => continue,
-                ["data", "sandgate", kind, name] => {
+                ["data", root, lib, ..]
+                    if *root == contract::POLICY_PACKAGE_ROOT
+                        && *lib == contract::POLICY_LIBRARY_PACKAGE =>
+                {
+                    continue;
+                }
+                ["data", root, kind, name] if *root == contract::POLICY_PACKAGE_ROOT => {
                     let has = |rule: &str| {
                         engine
                             .has_declared_rule_rooted_at(file, rule)
@@ -312,7 +327,7 @@ impl PolicySet {
     }
 
     /// Runs every policy of `kind` with `input.review = review`.
-    pub fn evaluate(&self, kind: &str, review: &Json) -> Outcome {
+    pub fn evaluate(&self, kind: &str, review: &Json) -> Verdict {
         let start = Instant::now();
         let out = self.evaluate_uncosted(kind, review);
         if let Some(recent) = self.cost.get(kind) {
@@ -321,8 +336,8 @@ impl PolicySet {
         out
     }
 
-    fn evaluate_uncosted(&self, kind: &str, review: &Json) -> Outcome {
-        let mut out = Outcome::default();
+    fn evaluate_uncosted(&self, kind: &str, review: &Json) -> Verdict {
+        let mut out = Verdict::default();
         let Some(indices) = self.by_kind.get(kind) else {
             return out;
         };
@@ -370,17 +385,13 @@ impl PolicySet {
                     }
                     Err(e) => {
                         denied = true;
-                        let text = e.to_string();
-                        let msg = if text.contains("time limit")
-                            || text.contains("timed out")
-                            || text.contains("exceeded")
-                        {
+                        let msg = if is_time_limit(&e) {
                             format!(
                                 "policy evaluation exceeded its {:?} deadline",
                                 self.deadline
                             )
                         } else {
-                            format!("policy evaluation failed: {text}")
+                            format!("policy evaluation failed: {e}")
                         };
                         out.errors.push(Message {
                             policy: p.name.clone(),
@@ -391,10 +402,25 @@ impl PolicySet {
                     }
                 }
             }
-            out.timings.push((p.name.clone(), denied, start.elapsed()));
+            out.runs.push(PolicyRun {
+                policy: p.name.clone(),
+                denied,
+                took: start.elapsed(),
+            });
         }
         out
     }
+}
+
+/// Whether an evaluation error is regorus' execution timer firing (its typed
+/// `LimitError`, wherever in the error's chain it sits).
+fn is_time_limit(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<regorus::LimitError>(),
+            Some(regorus::LimitError::TimeLimitExceeded { .. })
+        )
+    })
 }
 
 fn new_engine(deadline: Duration) -> regorus::Engine {

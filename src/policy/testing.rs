@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{PolicyError, list, read_data};
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
@@ -28,7 +28,7 @@ pub struct TestResult {
 }
 
 fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_micros() as u64)
+    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Names of the test rules a module defines: `test_...` at the start of a line.
@@ -106,65 +106,28 @@ pub fn run(dir: &Path) -> Result<Vec<TestResult>, PolicyError> {
     Ok(results)
 }
 
-/// `sandgate policy test`: prints the results, returns the exit code.
-pub fn run_cli(args: &crate::cli::PolicyTestArgs) -> u8 {
-    let results = match run(&args.dir) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: policies in {}: {e}", args.dir.display());
-            return 2;
-        }
-    };
-    let passed = results.iter().filter(|r| r.status == Status::Pass).count();
-    let failed = results.iter().filter(|r| r.status == Status::Fail).count();
-    let errors = results.iter().filter(|r| r.status == Status::Error).count();
-    match args.output {
-        crate::cli::OutputFormat::Json => {
-            let report = serde_json::json!({
-                "results": results,
-                "summary": {"passed": passed, "failed": failed, "errors": errors},
-            });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-        }
-        crate::cli::OutputFormat::Text => {
-            let mut file = "";
-            for r in &results {
-                if r.status == Status::Pass && !args.verbose {
-                    continue;
-                }
-                if r.file != file {
-                    println!("{}:", r.file);
-                    file = &r.file;
-                }
-                let tag = match r.status {
-                    Status::Pass => "PASS",
-                    Status::Fail => "FAIL",
-                    Status::Error => "ERROR",
-                };
-                println!(
-                    "  {tag}  data.{}.{} ({}µs)",
-                    r.package,
-                    r.name,
-                    r.duration.as_micros()
-                );
-                if let Some(e) = &r.error {
-                    println!("        {e}");
-                }
-            }
-            println!("{}", "-".repeat(60));
-            println!("{passed} passed, {} failed", failed + errors);
+/// Counts of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+}
+
+impl Summary {
+    pub fn of(results: &[TestResult]) -> Self {
+        let count = |s: Status| results.iter().filter(|r| r.status == s).count();
+        Self {
+            passed: count(Status::Pass),
+            failed: count(Status::Fail),
+            errors: count(Status::Error),
         }
     }
-    if results.is_empty() {
-        eprintln!(
-            "warning: no test_* rules found under {}",
-            args.dir.display()
-        );
+
+    /// 0 all passed, 1 any failure or error (as `opa test`).
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.failed + self.errors > 0)
     }
-    if failed + errors > 0 { 1 } else { 0 }
 }
 
 #[cfg(test)]

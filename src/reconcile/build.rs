@@ -9,17 +9,8 @@ use kube::Resource;
 
 use crate::admission::template::pod_for;
 use crate::config::Config;
-use crate::crd::{Sandbox, SandboxClaim, SandboxSpec, SandboxTemplate};
-use crate::labels;
-
-/// Label on a Sandbox bound to a claim (value: the claim's name).
-pub const CLAIM_LABEL: &str = "sandbox.gke.io/claim";
-/// Annotation recording how a sandbox was launched for its claim.
-pub const LAUNCH_ANNOTATION: &str = "sandbox.gke.io/launch";
-/// Name of a template's own NetworkPolicy.
-pub fn template_policy_name(template: &str) -> String {
-    format!("sandgate-template-{template}")
-}
+use crate::contract::{self, annotation, label};
+use crate::crd::{LaunchType, Sandbox, SandboxClaim, SandboxSpec, SandboxTemplate};
 
 /// The controller owner reference pointing at `owner`.
 pub fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<OwnerReference> {
@@ -42,7 +33,7 @@ pub fn pool_sandbox(template: &SandboxTemplate) -> Option<Sandbox> {
             generate_name: Some(format!("{name}-")),
             namespace: template.metadata.namespace.clone(),
             labels: Some(BTreeMap::from([(
-                labels::TEMPLATE.to_string(),
+                label::TEMPLATE.to_string(),
                 name.clone(),
             )])),
             owner_references: Some(vec![owner_ref(template)?]),
@@ -65,11 +56,30 @@ pub fn cold_sandbox(template: &SandboxTemplate, claim: &SandboxClaim) -> Option<
     sb.metadata
         .labels
         .get_or_insert_with(BTreeMap::new)
-        .insert(CLAIM_LABEL.to_string(), claim_name);
+        .insert(label::CLAIM.to_string(), claim_name);
     sb.metadata.annotations = Some(BTreeMap::from([(
-        LAUNCH_ANNOTATION.to_string(),
-        "cold".to_string(),
+        annotation::LAUNCH.to_string(),
+        LaunchType::Cold.as_str().to_string(),
     )]));
+    Some(sb)
+}
+
+/// A warm pool member handed to `claim`: labelled and annotated as the claim's, its
+/// controller reference moved from the template to the claim.
+pub fn warm_sandbox(member: &Sandbox, claim: &SandboxClaim) -> Option<Sandbox> {
+    let mut sb = member.clone();
+    sb.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(label::CLAIM.to_string(), claim.metadata.name.clone()?);
+    sb.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            annotation::LAUNCH.to_string(),
+            LaunchType::Warm.as_str().to_string(),
+        );
+    sb.metadata.owner_references = Some(vec![owner_ref(claim)?]);
     Some(sb)
 }
 
@@ -82,7 +92,7 @@ pub fn sandbox_pod(template: &SandboxTemplate, sandbox: &Sandbox, cfg: &Config) 
     pod.metadata.generate_name = None;
     pod.metadata.namespace = sandbox.metadata.namespace.clone();
     let l = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
-    l.insert(labels::SANDBOX.to_string(), name);
+    l.insert(label::SANDBOX.to_string(), name);
     pod.metadata.owner_references = Some(vec![owner_ref(sandbox)?]);
     Some(pod)
 }
@@ -93,18 +103,15 @@ pub fn template_policy(template: &SandboxTemplate) -> Option<NetworkPolicy> {
     let np = template.spec.network_policy.clone().unwrap_or_default();
     Some(NetworkPolicy {
         metadata: ObjectMeta {
-            name: Some(template_policy_name(&name)),
+            name: Some(contract::template_policy_name(&name)),
             namespace: template.metadata.namespace.clone(),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "sandgate".to_string(),
-            )])),
+            labels: Some(contract::managed_labels()),
             owner_references: Some(vec![owner_ref(template)?]),
             ..ObjectMeta::default()
         },
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(labels::TEMPLATE.to_string(), name)])),
+                match_labels: Some(BTreeMap::from([(label::TEMPLATE.to_string(), name)])),
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
@@ -144,28 +151,54 @@ mod tests {
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
         assert_eq!(spec.automount_service_account_token, Some(false));
         let l = pod.metadata.labels.as_ref().unwrap();
-        assert_eq!(l[labels::TEMPLATE], "t");
-        assert_eq!(l[labels::SANDBOX], "t-abcde");
+        assert_eq!(l[label::TEMPLATE], "t");
+        assert_eq!(l[label::SANDBOX], "t-abcde");
         assert_eq!(
             pod.metadata.owner_references.as_ref().unwrap()[0].kind,
             "Sandbox"
         );
-        // What the reconciler creates passes the webhook's own rules.
-        let v = crate::admission::validate::pod(
-            &pod,
-            &Config::default(),
-            crate::admission::validate::Change::Create,
-        );
-        assert!(v.is_empty(), "{v:?}");
+        // What the reconciler creates passes the webhook's own pipeline, as the
+        // reconciler's identity creating it.
+        let review = serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u", "operation": "CREATE", "namespace": "ns", "name": "t-abcde",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "userInfo": {"username": contract::SERVICE_ACCOUNT},
+                "object": serde_json::to_value(&pod).unwrap()
+            }
+        });
+        let req = crate::admission::review::parse(&serde_json::to_vec(&review).unwrap()).unwrap();
+        for webhook in [
+            crate::admission::Webhook::Mutate,
+            crate::admission::Webhook::Validate,
+        ] {
+            let d = crate::admission::admit(
+                webhook,
+                &req,
+                &Config::default(),
+                &crate::policy::PolicySet::empty(),
+            );
+            assert!(d.allowed, "{}", d.message());
+            assert!(d.patch.is_none(), "nothing left to mutate: {:?}", d.patch);
+        }
     }
 
     #[test]
     fn the_template_policy_selects_the_template_pods() {
         let np = template_policy(&template()).unwrap();
-        assert_eq!(np.metadata.name.as_deref(), Some("sandgate-template-t"));
+        assert_eq!(
+            np.metadata.name.as_deref(),
+            Some(contract::template_policy_name("t").as_str())
+        );
+        assert!(contract::is_sandgate_policy_name(
+            np.metadata.name.as_deref().unwrap()
+        ));
+        assert!(contract::is_managed(np.metadata.labels.as_ref()));
         let spec = np.spec.unwrap();
         assert_eq!(
-            spec.pod_selector.unwrap().match_labels.unwrap()[labels::TEMPLATE],
+            spec.pod_selector.unwrap().match_labels.unwrap()[label::TEMPLATE],
             "t"
         );
         assert_eq!(spec.egress.unwrap().len(), 1);

@@ -28,10 +28,6 @@ impl Elector {
         }
     }
 
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     /// One round: acquire or renew. `Ok(true)` when this replica holds the lease.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();

@@ -1,43 +1,50 @@
 //! The warm-pool reconciler (kube-runtime): SandboxTemplates keep `poolConfig.size`
-//! unclaimed Sandboxes ready, each owning one pod built by the webhook's own mutation
-//! code; SandboxClaims bind a ready Sandbox with an optimistic-concurrency write, or get
-//! a cold one at once when the pool is empty.
+//! unclaimed Sandboxes ready, each owning one pod built by the admission pipeline's own
+//! mutation; SandboxClaims bind a ready Sandbox with an optimistic-concurrency write, or
+//! get a cold one at once when the pool is empty.
 //!
 //! Ownership carries the lifecycle: a pool Sandbox is owned by its template; binding
 //! moves the controller reference to the claim, so deleting the claim lets the garbage
 //! collector remove the Sandbox and its pod, and the template refills.
+//!
+//! Layout: pure planning in `plan` (pools), `bind` (claims) and `build` (objects);
+//! the controllers `template`, `sandbox` and `claim` execute plans; `caches`, `memory`
+//! and `context` are what a reconcile reads; `lease` elects the one replica that acts.
 
+pub mod bind;
 pub mod build;
+mod caches;
 mod claim;
+mod context;
 pub mod lease;
+mod memory;
+mod metrics;
 pub mod plan;
 mod sandbox;
+pub mod status;
 mod template;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+
+pub use caches::Caches;
+pub use context::Context;
+pub use metrics::Metrics;
 
 use crate::config::Config;
-use crate::crd::{Sandbox, SandboxClaim, SandboxTemplate};
-use crate::labels;
-use crate::netpol::KubeDefaultDeny;
+use crate::contract::{self, label};
+use crate::crd::{ClaimPhase, Sandbox, SandboxClaim, SandboxTemplate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,6 +54,14 @@ pub enum Error {
     NetworkPolicy(#[from] crate::netpol::NetpolError),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl Error {
+    /// The namespace is being deleted: nothing more can be created there, and retrying
+    /// would only spin until it is gone.
+    fn namespace_terminating(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 403 && s.message.contains("is being terminated"))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,188 +78,10 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            ready_grace: Duration::from_secs(180),
+            ready_grace: contract::DEFAULT_READY_GRACE,
             instance: None,
         }
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PoolLabels {
-    pub namespace: String,
-    pub template: String,
-    pub state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LaunchLabels {
-    pub launch: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ControllerLabels {
-    pub controller: &'static str,
-}
-
-/// Reconciler metrics, registered into the process registry.
-#[derive(Clone)]
-pub struct Metrics {
-    pub pool: Family<PoolLabels, Gauge>,
-    pub bind_latency: Family<LaunchLabels, Histogram>,
-    pub errors: Family<ControllerLabels, Counter>,
-    pub leader: Gauge,
-}
-
-impl Metrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let pool = Family::<PoolLabels, Gauge>::default();
-        registry.register(
-            "pool_sandboxes",
-            "Sandboxes per template by state (ready, pending, claimed)",
-            pool.clone(),
-        );
-        let bind_latency = Family::<LaunchLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.001, 2.0, 16))
-        });
-        registry.register(
-            "claim_bind_seconds",
-            "Claim created (or first seen) to sandbox usable, by launch type",
-            bind_latency.clone(),
-        );
-        let errors = Family::<ControllerLabels, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Reconcile failures by controller",
-            errors.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 when this replica holds the reconciler lease",
-            leader.clone(),
-        );
-        Self {
-            pool,
-            bind_latency,
-            errors,
-            leader,
-        }
-    }
-}
-
-/// Everything a reconcile reads: caches of every watched kind, and the memory that
-/// keeps a stale cache from causing duplicates.
-pub struct Ctx {
-    pub client: Client,
-    pub cfg: Config,
-    pub opts: Options,
-    pub templates: Store<SandboxTemplate>,
-    pub sandboxes: Store<Sandbox>,
-    pub pods: Store<Pod>,
-    pub claims: Store<SandboxClaim>,
-    pub default_deny: KubeDefaultDeny,
-    pub recorder: Recorder,
-    pub metrics: Metrics,
-    /// Pool creations made but not yet seen in the cache, per "ns/template".
-    pub in_flight: Mutex<HashMap<String, Vec<(String, Instant)>>>,
-    /// Sandboxes bound moments ago ("ns/name"), skipped while the cache catches up.
-    pub taken: Mutex<HashMap<String, Instant>>,
-    /// When each claim (by uid) was first seen, for millisecond startup times.
-    pub first_seen: Mutex<HashMap<String, Instant>>,
-    /// Turns true once every cache has its initial list.
-    ready: tokio::sync::watch::Receiver<bool>,
-    /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Ctx {
-    async fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        let ev = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "cannot publish event");
-        }
-    }
-
-    /// Waits until every cache holds its initial list. (A Store's own readiness future
-    /// wakes only its latest waiter, so reconciles wait on this broadcast instead.)
-    async fn caches_ready(&self) {
-        let mut rx = self.ready.clone();
-        let _ = rx.wait_for(|ready| *ready).await;
-    }
-
-    fn pod_of(&self, sb: &Sandbox) -> Option<Arc<Pod>> {
-        let ns = sb.namespace()?;
-        self.pods.get(&ObjectRef::new(&sb.name_any()).within(&ns))
-    }
-}
-
-/// A condition with the current time as its transition time.
-pub fn condition(type_: &str, status: bool, reason: &str, message: String) -> Condition {
-    Condition {
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-        message,
-        observed_generation: None,
-        reason: reason.to_string(),
-        status: if status { "True" } else { "False" }.to_string(),
-        type_: type_.to_string(),
-    }
-}
-
-/// Keeps the transition time of a condition whose status did not change.
-pub fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition> {
-    new.into_iter()
-        .map(|mut c| {
-            if let Some(o) = old
-                .iter()
-                .find(|o| o.type_ == c.type_ && o.status == c.status)
-            {
-                c.last_transition_time = o.last_transition_time.clone();
-            }
-            c
-        })
-        .collect()
-}
-
-/// Pod readiness as the kubelet (or kwok) reports it.
-pub fn pod_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The scheduler reported it cannot place the pod.
-pub fn pod_unschedulable(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.type_ == "PodScheduled"
-                    && c.status == "False"
-                    && c.reason.as_deref() == Some("Unschedulable")
-            })
-        })
-}
-
-/// The namespace is being deleted: nothing more can be created there, and retrying
-/// would only spin until it is gone.
-fn namespace_terminating(err: &Error) -> bool {
-    matches!(err, Error::Kube(kube::Error::Api(s)) if s.code == 403 && s.message.contains("is being terminated"))
 }
 
 /// Retry delay after `failures` consecutive failures of one object: 250 ms doubling up
@@ -264,22 +101,20 @@ fn failure_key<K: Resource<DynamicType = ()>>(controller: &str, obj: &K) -> Stri
 
 fn error_policy<K: Resource<DynamicType = ()>>(
     controller: &'static str,
-) -> impl Fn(Arc<K>, &Error, Arc<Ctx>) -> Action {
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |obj, err, ctx| {
-        if namespace_terminating(err) {
+        if err.namespace_terminating() {
             return Action::await_change();
         }
         ctx.metrics
             .errors
-            .get_or_create(&ControllerLabels { controller })
+            .get_or_create(&metrics::ControllerLabels { controller })
             .inc();
-        let failures = {
-            let mut f = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-            let n = f.entry(failure_key(controller, obj.as_ref())).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        };
-        let delay = backoff(failures - 1);
+        let failures = ctx
+            .memory
+            .failures
+            .fail(failure_key(controller, obj.as_ref()));
+        let delay = backoff(failures.saturating_sub(1));
         tracing::warn!(controller, error = %err, retry_in = ?delay, "reconcile failed; retrying");
         Action::requeue(delay)
     }
@@ -289,80 +124,20 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 async fn tracked<K, F, Fut>(
     controller: &'static str,
     obj: Arc<K>,
-    ctx: Arc<Ctx>,
+    ctx: Arc<Context>,
     f: F,
 ) -> Result<Action>
 where
     K: Resource<DynamicType = ()>,
-    F: FnOnce(Arc<K>, Arc<Ctx>) -> Fut,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<Action>>,
 {
     let key = failure_key(controller, obj.as_ref());
     let result = f(obj, ctx.clone()).await;
     if result.is_ok() {
-        ctx.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
+        ctx.memory.failures.succeed(&key);
     }
     result
-}
-
-/// Counts caches that have their initial list; tells the reconciles when all have.
-#[derive(Clone)]
-struct Readiness {
-    left: Arc<std::sync::atomic::AtomicUsize>,
-    tx: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Readiness {
-    fn new(caches: usize, tx: tokio::sync::watch::Sender<bool>) -> Self {
-        Self {
-            left: Arc::new(std::sync::atomic::AtomicUsize::new(caches)),
-            tx: Arc::new(tx),
-        }
-    }
-
-    fn one_ready(&self) {
-        use std::sync::atomic::Ordering;
-        if self.left.fetch_sub(1, Ordering::SeqCst) == 1 {
-            tracing::debug!("reconciler caches ready");
-            let _ = self.tx.send(true);
-        }
-    }
-}
-
-/// A reflector (store + stream of touched objects) that reports its first complete list.
-fn reflect<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-    readiness: Readiness,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let mut reported = false;
-    let stream = watcher(api, wc)
-        .default_backoff()
-        .reflect(writer)
-        .inspect(move |ev| {
-            if !reported && matches!(ev, Ok(watcher::Event::InitDone)) {
-                reported = true;
-                readiness.one_ready();
-            }
-        })
-        .touched_objects();
-    (store, stream)
 }
 
 /// A clonable "stop now" signal for the controllers.
@@ -385,56 +160,35 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
     let sandboxes_api: Api<Sandbox> = Api::all(client.clone());
     let claims_api: Api<SandboxClaim> = Api::all(client.clone());
     let pods_api: Api<Pod> = Api::all(client.clone());
-    let pod_wc = watcher::Config::default().labels(labels::TEMPLATE);
+    let pod_wc = watcher::Config::default().labels(label::TEMPLATE);
 
     // Each cache is filled by a reflector of ours, so readiness can be observed on the
     // stream. (A Store's own readiness future wakes only one waiter, and each
     // Controller already waits on its store.)
-    let (ready_tx, ready) = tokio::sync::watch::channel(false);
-    let readiness = Readiness::new(4, ready_tx);
-    let (templates, template_stream) =
-        reflect(templates_api.clone(), wc.clone(), readiness.clone());
-    let (sandboxes, sandbox_stream) = reflect(sandboxes_api.clone(), wc.clone(), readiness.clone());
-    let (claims, claim_stream) = reflect(claims_api.clone(), wc.clone(), readiness.clone());
-    let (pods, pod_stream) = reflect(pods_api.clone(), pod_wc.clone(), readiness);
+    let (sync, synced) = caches::CacheSync::new();
+    let (templates, template_stream) = caches::reflect(templates_api.clone(), wc.clone(), &sync);
+    let (sandboxes, sandbox_stream) = caches::reflect(sandboxes_api.clone(), wc.clone(), &sync);
+    let (claims, claim_stream) = caches::reflect(claims_api.clone(), wc.clone(), &sync);
+    let (pods, pod_stream) = caches::reflect(pods_api, pod_wc, &sync);
 
     let template_ctl = Controller::for_stream(template_stream, templates.clone());
     let sandbox_ctl = Controller::for_stream(sandbox_stream, sandboxes.clone());
     let claim_ctl = Controller::for_stream(claim_stream, claims.clone());
 
-    let reporter = Reporter {
-        controller: "sandgate".into(),
-        instance: opts.instance.clone(),
-    };
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        cfg,
-        opts,
-        templates,
-        sandboxes,
-        pods,
-        claims,
-        default_deny: KubeDefaultDeny::new(client.clone()),
-        recorder: Recorder::new(client.clone(), reporter),
-        metrics,
-        in_flight: Mutex::new(HashMap::new()),
-        taken: Mutex::new(HashMap::new()),
-        first_seen: Mutex::new(HashMap::new()),
-        ready,
-        failures: Mutex::new(HashMap::new()),
-    });
+    let caches = Caches::new(templates, sandboxes, pods, claims, synced);
+    let ctx = Arc::new(Context::new(client.clone(), cfg, opts, caches, metrics));
 
     // Templates: triggered by their pool members (by label, so a member moving to a
     // claim still refills its template) and their NetworkPolicy.
     let templates = template_ctl
         .watches(sandboxes_api.clone(), wc.clone(), |sb: Sandbox| {
             let ns = sb.namespace()?;
-            let t = sb.labels().get(labels::TEMPLATE)?.clone();
+            let t = sb.labels().get(label::TEMPLATE)?.clone();
             Some(ObjectRef::new(&t).within(&ns))
         })
         .owns(
             Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=sandgate"),
+            watcher::Config::default().labels(&contract::managed_selector()),
         )
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -456,11 +210,11 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
         )
         .for_each(|_| std::future::ready(()));
 
-    let claims_store = ctx.claims.clone();
+    let claims_store = ctx.caches.claims.clone();
     let claims = claim_ctl
         .watches(sandboxes_api, wc.clone(), |sb: Sandbox| {
             let ns = sb.namespace()?;
-            let c = sb.labels().get(build::CLAIM_LABEL)?.clone();
+            let c = sb.labels().get(label::CLAIM)?.clone();
             Some(ObjectRef::new(&c).within(&ns))
         })
         .watches(templates_api, wc, move |t: SandboxTemplate| {
@@ -474,7 +228,7 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
                 .filter(|c| {
                     c.namespace().as_deref() == Some(ns.as_str()) && c.spec.template_name == name
                 })
-                .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound"))
+                .filter(|c| c.status.as_ref().and_then(|s| s.phase) != Some(ClaimPhase::Bound))
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -580,18 +334,4 @@ pub async fn run_elected(
         elector.release().await;
     }
     outcome
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_minute() {
-        assert_eq!(backoff(0), Duration::from_millis(250));
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(4), Duration::from_secs(4));
-        assert_eq!(backoff(8), Duration::from_secs(60));
-        assert_eq!(backoff(100), Duration::from_secs(60));
-    }
 }

@@ -1,7 +1,14 @@
 //! Pure pool planning: given a template's size and generation and its unclaimed
-//! members, what to create and what to delete. The reconciler only executes plans.
+//! members, what to create and what to delete, and the status that reports the pool.
+//! The template controller only executes plans.
 
 use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use super::status::{condition, merge_conditions};
+use crate::contract::label;
+use crate::crd::SandboxTemplateStatus;
 
 /// One unclaimed pool member as the reconciler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +77,83 @@ pub fn plan(
         }
     }
     out
+}
+
+/// A template's pool as its status and events report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolReport {
+    pub status: SandboxTemplateStatus,
+    pub ready: usize,
+    pub pending: usize,
+    /// Members whose pod the scheduler cannot place.
+    pub unschedulable: Vec<String>,
+    /// The Unschedulable condition is new: tell the user.
+    pub announce_unschedulable: bool,
+}
+
+/// The status of a pool of `size` with these unclaimed `members` and `claimed` bound
+/// sandboxes, keeping the transition times of unchanged conditions from `old`.
+pub fn report(
+    size: usize,
+    generation: Option<i64>,
+    members: &[Member],
+    claimed: usize,
+    old: &SandboxTemplateStatus,
+) -> PoolReport {
+    let ready = members.iter().filter(|m| m.ready).count();
+    let unschedulable: Vec<String> = members
+        .iter()
+        .filter(|m| m.unschedulable)
+        .map(|m| m.name.clone())
+        .collect();
+    let pending = members.len() - ready;
+    let mut conditions: Vec<Condition> = vec![condition(
+        "PoolReady",
+        ready >= size,
+        if ready >= size {
+            "PoolFull"
+        } else {
+            "PoolFilling"
+        },
+        format!("{ready} of {size} warm sandboxes ready"),
+    )];
+    if !unschedulable.is_empty() {
+        conditions.push(condition(
+            "Unschedulable",
+            true,
+            "PodsUnschedulable",
+            format!(
+                "{} pool pod(s) cannot be scheduled: {}",
+                unschedulable.len(),
+                unschedulable.join(", ")
+            ),
+        ));
+    }
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let announce_unschedulable =
+        !unschedulable.is_empty() && !old.conditions.iter().any(|c| c.type_ == "Unschedulable");
+    PoolReport {
+        status: SandboxTemplateStatus {
+            observed_generation: generation,
+            ready: count(ready),
+            pending: count(pending),
+            claimed: count(claimed),
+            conditions: merge_conditions(&old.conditions, conditions),
+        },
+        ready,
+        pending,
+        unschedulable,
+        announce_unschedulable,
+    }
+}
+
+/// The event text for pool pods that cannot be scheduled.
+pub fn unschedulable_note(names: &[String], runtime_class: &str) -> String {
+    format!(
+        "pool pods cannot be scheduled ({}); check nodes labelled {}={runtime_class}",
+        names.join(", "),
+        label::RUNTIME_NODE
+    )
 }
 
 #[cfg(test)]

@@ -1,19 +1,25 @@
-//! Sandbox reconcile: make sure its pod exists, mirror the pod into the status, and
+//! Sandbox controller: make sure its pod exists, mirror the pod into the status, and
 //! retire a pool member whose pod ended.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
-use super::{Ctx, Error, Result, build, pod_ready, pod_unschedulable};
+use super::context::Context;
+use super::status::{pod_ended, pod_ip, pod_ready, pod_unschedulable};
+use super::{Error, Result, build};
+use crate::contract::label;
 use crate::crd::{Sandbox, SandboxPhase, SandboxStatus};
 
-pub async fn reconcile(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action> {
-    ctx.caches_ready().await;
+/// Events drive this controller; the periodic pass only heals a missed one.
+const RESYNC: Duration = Duration::from_secs(60);
+
+pub async fn reconcile(sb: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.caches.synced().await;
     if sb.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -21,14 +27,12 @@ pub async fn reconcile(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action> {
         .namespace()
         .ok_or_else(|| Error::Invalid("sandbox without namespace".into()))?;
     let name = sb.name_any();
-    let claim = sb.labels().get(build::CLAIM_LABEL).cloned();
+    let claimed = sb.labels().contains_key(label::CLAIM);
 
-    let pod = match ctx.pod_of(&sb) {
+    let pod = match ctx.caches.pod_of(&sb) {
         Some(p) => Some(p),
         None => {
-            let template = ctx
-                .templates
-                .get(&ObjectRef::new(&sb.spec.template_name).within(&ns));
+            let template = ctx.caches.template(&ns, &sb.spec.template_name);
             match template.and_then(|t| build::sandbox_pod(&t, &sb, &ctx.cfg)) {
                 Some(pod) => {
                     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -46,19 +50,28 @@ pub async fn reconcile(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     };
 
-    let ended = pod
-        .as_deref()
-        .and_then(|p| p.status.as_ref())
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Failed" || p == "Succeeded");
-    if ended && claim.is_none() {
+    if pod.as_deref().is_some_and(pod_ended) && !claimed {
         let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
         api.delete(&name, &DeleteParams::background()).await?;
         return Ok(Action::await_change());
     }
 
-    let ready = pod.as_deref().is_some_and(pod_ready);
-    let phase = if ended || pod.as_deref().is_some_and(pod_unschedulable) {
+    let old = sb.status.clone().unwrap_or_default();
+    let status = status(&sb, pod.as_deref(), &old);
+    if status != old {
+        let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({"status": status});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The Sandbox's status from its pod.
+fn status(sb: &Sandbox, pod: Option<&Pod>, old: &SandboxStatus) -> SandboxStatus {
+    let claim = sb.labels().get(label::CLAIM).cloned();
+    let ready = pod.is_some_and(pod_ready);
+    let phase = if pod.is_some_and(|p| pod_ended(p) || pod_unschedulable(p)) {
         SandboxPhase::Failed
     } else if claim.is_some() && ready {
         SandboxPhase::Claimed
@@ -67,23 +80,11 @@ pub async fn reconcile(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action> {
     } else {
         SandboxPhase::Pending
     };
-    let old = sb.status.clone().unwrap_or_default();
-    let status = SandboxStatus {
+    SandboxStatus {
         phase: Some(phase),
-        pod_name: pod.as_ref().map(|p| p.name_any()),
-        pod_ip: pod
-            .as_deref()
-            .and_then(|p| p.status.as_ref())
-            .and_then(|s| s.pod_ip.clone()),
+        pod_name: pod.map(|p| p.name_any()),
+        pod_ip: pod_ip(pod),
         claim,
         conditions: old.conditions.clone(),
-    };
-    if status != old {
-        let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({"status": status});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
     }
-    // Events drive this; the periodic pass only heals a missed one.
-    Ok(Action::requeue(std::time::Duration::from_secs(60)))
 }

@@ -1,7 +1,8 @@
-//! Template reconcile: NetworkPolicies first, then the pool, then the status.
+//! Template controller: the NetworkPolicies first, then the pool (executing the pure
+//! plan), then the status.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -9,21 +10,21 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
+use super::context::Context;
 use super::plan::{self, Member};
-use super::{
-    Ctx, Error, PoolLabels, Result, build, condition, merge_conditions, pod_ready,
-    pod_unschedulable,
-};
-use crate::crd::{Sandbox, SandboxTemplate, SandboxTemplateStatus};
-use crate::labels;
+use super::status::{pod_ready, pod_unschedulable};
+use super::{Error, Result, build};
+use crate::contract::{self, label};
+use crate::crd::{Sandbox, SandboxTemplate};
+use crate::netpol::DefaultDeny as _;
 
-/// Creations not seen in the cache after this long are forgotten (they failed).
-const IN_FLIGHT_TTL: Duration = Duration::from_secs(30);
+/// How many pool creations are in flight at once.
+const CONCURRENT_CREATES: usize = 16;
+/// The periodic pass that heals a missed event.
+const RESYNC: Duration = Duration::from_secs(30);
 
-pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Ctx>) -> Result<Action> {
-    tracing::debug!(template = %t.name_any(), "template: waiting for caches");
-    ctx.caches_ready().await;
-    tracing::debug!(template = %t.name_any(), "template: caches ready");
+pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.caches.synced().await;
     if t.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -33,61 +34,43 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Ctx>) -> Result<Action>
     let name = t.name_any();
 
     // 1. Both NetworkPolicies exist before any pod of the template.
-    crate::netpol::DefaultDeny::ensure(&ctx.default_deny, &ns).await?;
+    ctx.default_deny.ensure(&ns).await?;
     if let Some(np) = build::template_policy(&t) {
         let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch(
-            &build::template_policy_name(&name),
-            &PatchParams::apply("sandgate").force(),
+            &contract::template_policy_name(&name),
+            &PatchParams::apply(contract::FIELD_MANAGER).force(),
             &Patch::Apply(&np),
         )
         .await?;
     }
 
-    tracing::debug!(template = %name, "template: policies in place");
     // 2. The pool.
-    let all: Vec<Arc<Sandbox>> = ctx
-        .sandboxes
-        .state()
-        .into_iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(ns.as_str())
-                && s.labels().get(labels::TEMPLATE) == Some(&name)
-        })
-        .collect();
+    let all = ctx.caches.members(&ns, &name);
     let claimed = all
         .iter()
-        .filter(|s| s.labels().contains_key(build::CLAIM_LABEL))
+        .filter(|s| s.labels().contains_key(label::CLAIM))
         .count();
     let unclaimed: Vec<&Arc<Sandbox>> = all
         .iter()
-        .filter(|s| {
-            !s.labels().contains_key(build::CLAIM_LABEL) && s.meta().deletion_timestamp.is_none()
-        })
+        .filter(|s| !s.labels().contains_key(label::CLAIM) && s.meta().deletion_timestamp.is_none())
         .collect();
     let key = format!("{ns}/{name}");
-    let in_flight = {
-        let mut map = ctx.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let list = map.entry(key.clone()).or_default();
-        list.retain(|(n, at)| {
-            at.elapsed() < IN_FLIGHT_TTL && !all.iter().any(|s| &s.name_any() == n)
-        });
-        list.len()
-    };
+    let in_flight = ctx
+        .memory
+        .in_flight
+        .pending(&key, |n| all.iter().any(|s| s.name_any() == n));
     let now = k8s_openapi::jiff::Timestamp::now();
     let members: Vec<Member> = unclaimed
         .iter()
         .map(|s| {
-            let pod = ctx.pod_of(s);
+            let pod = ctx.caches.pod_of(s);
             let age = s
                 .meta()
                 .creation_timestamp
                 .as_ref()
-                .map(|t| {
-                    Duration::from_secs(
-                        now.as_second().saturating_sub(t.0.as_second()).max(0) as u64
-                    )
-                })
+                .and_then(|t| u64::try_from(now.as_second().saturating_sub(t.0.as_second())).ok())
+                .map(Duration::from_secs)
                 .unwrap_or_default();
             Member {
                 name: s.name_any(),
@@ -102,7 +85,7 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Ctx>) -> Result<Action>
         .spec
         .pool_config
         .as_ref()
-        .map_or(0, |p| p.size.max(0) as usize);
+        .map_or(0, |p| usize::try_from(p.size).unwrap_or(0));
     let plan = plan::plan(
         size,
         t.metadata.generation,
@@ -110,8 +93,8 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Ctx>) -> Result<Action>
         in_flight,
         ctx.opts.ready_grace,
     );
-
     tracing::debug!(template = %name, ?plan, members = members.len(), in_flight, "template: plan");
+
     let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
     for victim in &plan.delete {
         match api.delete(victim, &DeleteParams::background()).await {
@@ -139,16 +122,11 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Ctx>) -> Result<Action>
         let params = PostParams::default();
         let mut creations = futures::stream::iter(0..plan.create)
             .map(|_| api.create(&params, &sb))
-            .buffer_unordered(16);
+            .buffer_unordered(CONCURRENT_CREATES);
         let mut first_error = None;
         while let Some(result) = creations.next().await {
             match result {
-                Ok(created) => {
-                    let mut map = ctx.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                    map.entry(key.clone())
-                        .or_default()
-                        .push((created.name_any(), Instant::now()));
-                }
+                Ok(created) => ctx.memory.in_flight.created(&key, created.name_any()),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -160,63 +138,32 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Ctx>) -> Result<Action>
     }
 
     // 3. Status.
-    let ready = members.iter().filter(|m| m.ready).count();
-    let unschedulable: Vec<&str> = members
-        .iter()
-        .filter(|m| m.unschedulable)
-        .map(|m| m.name.as_str())
-        .collect();
-    let pending = members.len() - ready;
-    for (state, n) in [("ready", ready), ("pending", pending), ("claimed", claimed)] {
-        ctx.metrics
-            .pool
-            .get_or_create(&PoolLabels {
-                namespace: ns.clone(),
-                template: name.clone(),
-                state,
-            })
-            .set(n as i64);
-    }
-    let mut conditions = vec![condition(
-        "PoolReady",
-        ready >= size,
-        if ready >= size {
-            "PoolFull"
-        } else {
-            "PoolFilling"
-        },
-        format!("{ready} of {size} warm sandboxes ready"),
-    )];
-    if !unschedulable.is_empty() {
-        conditions.push(condition(
-            "Unschedulable",
-            true,
-            "PodsUnschedulable",
-            format!(
-                "{} pool pod(s) cannot be scheduled: {}",
-                unschedulable.len(),
-                unschedulable.join(", ")
-            ),
-        ));
-    }
     let old = t.status.clone().unwrap_or_default();
-    let status = SandboxTemplateStatus {
-        observed_generation: t.metadata.generation,
-        ready: ready as i32,
-        pending: pending as i32,
-        claimed: claimed as i32,
-        conditions: merge_conditions(&old.conditions, conditions),
-    };
-    if status != old {
-        if !unschedulable.is_empty() && !old.conditions.iter().any(|c| c.type_ == "Unschedulable") {
-            ctx.event(t.as_ref(), EventType::Warning, "Unschedulable",
-                format!("pool pods cannot be scheduled ({}); check nodes labelled sandbox.gke.io/runtime=gvisor", unschedulable.join(", "))).await;
+    let report = plan::report(size, t.metadata.generation, &members, claimed, &old);
+    ctx.metrics.set_pool(
+        &ns,
+        &name,
+        [
+            ("ready", report.ready),
+            ("pending", report.pending),
+            ("claimed", claimed),
+        ],
+    );
+    if report.status != old {
+        if report.announce_unschedulable {
+            ctx.event(
+                t.as_ref(),
+                EventType::Warning,
+                "Unschedulable",
+                plan::unschedulable_note(&report.unschedulable, &ctx.cfg.runtime_class_name),
+            )
+            .await;
         }
         let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({"status": status});
+        let patch = serde_json::json!({"status": report.status});
         templates
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
-    Ok(Action::requeue(Duration::from_secs(30)))
+    Ok(Action::requeue(RESYNC))
 }

@@ -1,9 +1,10 @@
-//! Request handlers. The admission handler reads the body within a size and time
-//! bound, parses the AdmissionReview, asks the pure decision code, performs the
-//! decision's side effects (never on dry-run) and answers in admission.k8s.io/v1.
+//! The admission handler: I/O around the decision pipeline. It reads the body within a
+//! size and time bound, parses the AdmissionReview, runs [`admission::admit`] (inline
+//! when cheap, else on the blocking pool), performs the side effects the decision asks
+//! for, and answers in admission.k8s.io/v1.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,10 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
-use super::metrics::{PolicyLabels, RequestLabels, WebhookLabels};
+use super::metrics::{RequestLabels, WebhookLabels};
 use super::{AppState, MAX_BODY_BYTES};
-use crate::admission::{self, AdmissionRequest, Decision, Effect, Violation, Webhook, review};
-use crate::policy::PolicySet;
+use crate::admission::{self, AdmissionRequest, Decision, Effect, Webhook, pipeline, review};
 
 fn plain(status: StatusCode, text: String) -> Response {
     (
@@ -28,7 +28,7 @@ fn plain(status: StatusCode, text: String) -> Response {
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Result<bytes::Bytes, Response> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -105,20 +105,9 @@ pub async fn admit(
         }
     };
 
-    let mut decision = admission::decide(webhook, &req, &state.config);
-    let kind = admission::policy_kind(&req);
-    if admission::policies_apply(webhook, &req, &state.config, &decision) {
-        let set = state.policies.get();
-        if set.judges(&kind) {
-            evaluate_policies(&state, set, &req, &kind, bytes.len(), &mut decision).await;
-        }
-    }
-    if decision.allowed
-        && !req.is_dry_run()
-        && let Err(v) = perform_effects(&state, &decision.effects).await
-    {
-        decision = Decision::deny(std::mem::take(&mut decision.subject), vec![v]);
-    }
+    let (req, decision) = decide(&state, webhook, req, bytes.len()).await;
+    state.metrics.record_policy_runs(&decision.policy_runs);
+    let decision = perform_effects(&state, decision).await;
 
     let label = decision.label();
     record(req.kind.kind.clone(), req.operation.as_str(), label);
@@ -136,115 +125,65 @@ pub async fn admit(
     axum::Json(review::encode(&req.uid, &decision)).into_response()
 }
 
-/// Evaluations expected to take less than this run on the I/O thread that received
-/// the request: handing them to the blocking pool cost more than evaluating them
-/// (pod /validate at 64 connections: 15.5k/s through the pool, 25k/s inline).
-const INLINE_COST: std::time::Duration = std::time::Duration::from_micros(500);
-/// Requests larger than this always go to the blocking pool: evaluation time grows
-/// with the object, and a large one must not stall the I/O threads.
+/// Pipelines expected to take less than this run on the I/O thread that received the
+/// request: handing them to the blocking pool cost more than running them (pod
+/// /validate at 64 connections: 15.5k/s through the pool, 25k/s inline).
+const INLINE_COST: Duration = Duration::from_micros(500);
+/// Requests larger than this go to the blocking pool when policies judge them:
+/// evaluation time grows with the object, and a large one must not stall the I/O
+/// threads.
 const INLINE_BYTES: usize = 64 * 1024;
 
-/// Runs the policies of `kind` and folds their verdict into the decision. Cheap
-/// evaluations of small requests run inline; the others on a blocking thread, at most
-/// one per core at a time. Anything that goes wrong denies.
-async fn evaluate_policies(
+/// Runs the pipeline where it is cheapest: inline when no policy runs or the kind's
+/// policies are cheap and the request small; otherwise on a blocking thread, at most one
+/// per core at a time. A crash denies.
+async fn decide(
     state: &AppState,
-    set: Arc<PolicySet>,
-    req: &AdmissionRequest,
-    kind: &str,
+    webhook: Webhook,
+    req: AdmissionRequest,
     body_len: usize,
-    decision: &mut Decision,
-) {
-    let who = admission::subject(kind, req);
-    let fail = |decision: &mut Decision, why: String| {
-        *decision = Decision::deny(
-            who.clone(),
-            vec![Violation::new("internal", "policies", why)],
-        );
+) -> (AdmissionRequest, Decision) {
+    let set = state.policies.get();
+    let heavy = pipeline::policy_kind(webhook, &req, &state.config, &set)
+        .is_some_and(|kind| body_len > INLINE_BYTES || set.typical_cost(&kind) > INLINE_COST);
+    if !heavy {
+        // Caught like a panic on the blocking pool: a crash denies with a reason rather
+        // than dropping the connection.
+        let run =
+            std::panic::AssertUnwindSafe(|| admission::admit(webhook, &req, &state.config, &set));
+        let decision = std::panic::catch_unwind(run)
+            .unwrap_or_else(|_| pipeline::failed(&req, "policy evaluation crashed"));
+        return (req, decision);
+    }
+    let Ok(_permit) = state.eval_permits.acquire().await else {
+        let decision = pipeline::failed(&req, "policy evaluation is shutting down");
+        return (req, decision);
     };
-    let review = match serde_json::to_value(req) {
-        Ok(v) => v,
-        Err(e) => return fail(decision, format!("cannot build the policy input: {e}")),
-    };
-    let outcome = if body_len <= INLINE_BYTES && set.typical_cost(kind) <= INLINE_COST {
-        // Caught like a panic on the blocking pool: a crash denies with a reason
-        // rather than dropping the connection.
-        let run = std::panic::AssertUnwindSafe(|| set.evaluate(kind, &review));
-        match std::panic::catch_unwind(run) {
-            Ok(o) => o,
-            Err(_) => return fail(decision, "policy evaluation crashed".into()),
-        }
-    } else {
-        let Ok(_permit) = state.eval_permits.acquire().await else {
-            return fail(decision, "policy evaluation is shutting down".into());
+    let config = state.config.clone();
+    let shared = Arc::new(req);
+    let for_pool = shared.clone();
+    let result =
+        tokio::task::spawn_blocking(move || admission::admit(webhook, &for_pool, &config, &set))
+            .await;
+    let req = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
+    let decision = result
+        .unwrap_or_else(|e| pipeline::failed(&req, format!("policy evaluation crashed: {e}")));
+    (req, decision)
+}
+
+/// Performs the decision's side effects (the pipeline leaves them only on admitted
+/// requests that are not dry runs); any failure denies the request (fail closed).
+async fn perform_effects(state: &AppState, decision: Decision) -> Decision {
+    for effect in &decision.effects {
+        let result = match effect {
+            Effect::EnsureDefaultDeny { namespace } => state.default_deny.ensure(namespace).await,
         };
-        let kind_owned = kind.to_string();
-        match tokio::task::spawn_blocking(move || set.evaluate(&kind_owned, &review)).await {
-            Ok(o) => o,
-            Err(e) => return fail(decision, format!("policy evaluation crashed: {e}")),
-        }
-    };
-    for (policy, denied, took) in &outcome.timings {
-        let labels = PolicyLabels {
-            policy: policy.clone(),
-        };
-        state
-            .metrics
-            .policy_evaluations
-            .get_or_create(&labels)
-            .inc();
-        state
-            .metrics
-            .policy_duration
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
-        if *denied {
-            state.metrics.policy_denials.get_or_create(&labels).inc();
+        if let Err(e) = result {
+            state.metrics.side_effect_errors.inc();
+            tracing::error!(error = %e, "side effect failed; denying");
+            let violation = effect.failed(&e);
+            return decision.fail(violation);
         }
     }
-    admission::merge_policies(decision, outcome, &who);
-}
-
-/// Side effects the decision asked for; any failure denies the pod (fail closed).
-async fn perform_effects(state: &AppState, effects: &[Effect]) -> Result<(), Violation> {
-    for effect in effects {
-        match effect {
-            Effect::EnsureDefaultDeny { namespace } => {
-                if let Err(e) = state.default_deny.ensure(namespace).await {
-                    state.metrics.side_effect_errors.inc();
-                    tracing::error!(error = %e, "default-deny NetworkPolicy not ensured; denying");
-                    return Err(Violation::new(
-                        "network-policy",
-                        "metadata.namespace",
-                        format!(
-                            "the namespace's default-deny NetworkPolicy could not be ensured ({e}); retry later"
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-pub async fn healthz() -> &'static str {
-    "ok"
-}
-
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.readiness.check() {
-        Ok(()) => plain(StatusCode::OK, "ok".into()),
-        Err(reasons) => plain(StatusCode::SERVICE_UNAVAILABLE, reasons.join("\n")),
-    }
-}
-
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    decision
 }

@@ -1,13 +1,14 @@
-//! Prometheus metrics: admission requests by webhook, kind, operation and decision, a
-//! latency histogram, certificate reloads, and build info.
+//! The webhook's metrics: admission requests by webhook, kind, operation and decision, a
+//! latency histogram, certificate reloads, the default-deny side effect, and policies.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::Registry;
+
+use crate::metrics::Registry;
+use crate::policy::PolicyRun;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -32,8 +33,8 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
-pub struct Metrics {
-    registry: Registry,
+#[derive(Clone)]
+pub struct WebhookMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub cert_reloads: Family<ResultLabels, Counter>,
@@ -44,19 +45,11 @@ pub struct Metrics {
     pub policy_evaluations: Family<PolicyLabels, Counter>,
     pub policy_denials: Family<PolicyLabels, Counter>,
     pub policy_duration: Family<PolicyLabels, Histogram>,
-    /// The warm-pool reconciler's metrics (zero unless it runs in this process).
-    pub reconcile: crate::reconcile::Metrics,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sandgate");
+impl WebhookMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let registry = registry.component();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "admission_requests",
@@ -122,14 +115,7 @@ impl Metrics {
             "Time to evaluate one policy",
             policy_duration.clone(),
         );
-        let reconcile = crate::reconcile::Metrics::register(&mut registry);
-        registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![("version", crate::VERSION)]),
-        );
         Self {
-            registry,
             requests,
             duration,
             cert_reloads,
@@ -140,15 +126,22 @@ impl Metrics {
             policy_evaluations,
             policy_denials,
             policy_duration,
-            reconcile,
         }
     }
 
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+    /// Records how each policy ran on one request.
+    pub fn record_policy_runs(&self, runs: &[PolicyRun]) {
+        for run in runs {
+            let labels = PolicyLabels {
+                policy: run.policy.clone(),
+            };
+            self.policy_evaluations.get_or_create(&labels).inc();
+            self.policy_duration
+                .get_or_create(&labels)
+                .observe(run.took.as_secs_f64());
+            if run.denied {
+                self.policy_denials.get_or_create(&labels).inc();
+            }
+        }
     }
 }

@@ -1,30 +1,32 @@
 //! The HTTPS webhook: axum + rustls. `router` is public so tests drive it in process;
-//! `run` binds the TLS listener (and an optional plain probe listener), reloads the
-//! serving certificate when it changes and shuts down gracefully on SIGTERM.
+//! `start` binds the TLS listener (and an optional plain probe listener), reloads the
+//! serving certificate and the policies when they change, and drains gracefully on
+//! shutdown. [`crate::app::App`] wires it to the rest of the process.
 
 pub mod devcerts;
 mod handlers;
 pub mod metrics;
+pub mod probes;
 pub mod tls;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
 use axum_server::{Control, Handle};
 
 use crate::admission::Webhook;
 use crate::config::Config;
+use crate::metrics::Registry;
 use crate::netpol::DefaultDeny;
 use crate::policy::PolicySet;
 use crate::policy::store::PolicyStore;
 use crate::watch::Watch;
-use metrics::{Metrics, ResultLabels};
+use metrics::{ResultLabels, WebhookMetrics};
+pub use probes::{Probes, Readiness};
 use tls::CertPaths;
 
 /// Largest AdmissionReview body accepted; the apiserver's own request limit is 3 MiB.
@@ -32,55 +34,12 @@ pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// Default for [`AppState::body_timeout`].
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What readiness depends on, with the problems that currently hold it down.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    serving: AtomicBool,
-    problems: Mutex<BTreeMap<&'static str, String>>,
-}
-
-impl Readiness {
-    pub fn set_serving(&self, on: bool) {
-        self.serving.store(on, Ordering::SeqCst);
-    }
-
-    /// Records (Some) or clears (None) a problem of a component.
-    pub fn set_problem(&self, component: &'static str, problem: Option<String>) {
-        let mut p = self.problems.lock().unwrap_or_else(|e| e.into_inner());
-        match problem {
-            Some(text) => {
-                p.insert(component, text);
-            }
-            None => {
-                p.remove(component);
-            }
-        }
-    }
-
-    /// `Ok` when ready, else the reasons.
-    pub fn check(&self) -> Result<(), Vec<String>> {
-        let mut reasons: Vec<String> = self
-            .problems
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        if !self.serving.load(Ordering::SeqCst) {
-            reasons.insert(0, "server: not serving (starting or shutting down)".into());
-        }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons)
-        }
-    }
-}
-
 /// Everything a request handler needs.
 pub struct AppState {
     pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: WebhookMetrics,
+    /// The process's registry (the webhook's metrics and whatever else registered).
+    pub registry: Arc<Registry>,
     pub default_deny: Arc<dyn DefaultDeny>,
     pub readiness: Arc<Readiness>,
     /// A client that has not sent its whole body by then gets 408.
@@ -92,31 +51,63 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Built-in rules only (no policies).
+    /// Built-in rules only (no policies), with a registry of its own.
     pub fn new(config: Config, default_deny: Arc<dyn DefaultDeny>) -> Arc<Self> {
         Self::with_policies(config, default_deny, PolicyStore::fixed(PolicySet::empty()))
     }
 
+    /// With policies, and a registry of its own.
     pub fn with_policies(
         config: Config,
         default_deny: Arc<dyn DefaultDeny>,
         policies: PolicyStore,
     ) -> Arc<Self> {
+        let mut registry = Registry::new();
+        let metrics = WebhookMetrics::register(&mut registry);
+        Self::from_parts(
+            config,
+            default_deny,
+            Arc::new(policies),
+            metrics,
+            Arc::new(registry),
+            Arc::new(Readiness::default()),
+        )
+    }
+
+    /// From parts the process shares with other components.
+    pub fn from_parts(
+        config: Config,
+        default_deny: Arc<dyn DefaultDeny>,
+        policies: Arc<PolicyStore>,
+        metrics: WebhookMetrics,
+        registry: Arc<Registry>,
+        readiness: Arc<Readiness>,
+    ) -> Arc<Self> {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Self {
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            registry,
             default_deny,
-            readiness: Arc::new(Readiness::default()),
+            readiness,
             body_timeout: BODY_READ_TIMEOUT,
-            policies: Arc::new(policies),
+            policies,
             eval_permits: Arc::new(tokio::sync::Semaphore::new(workers)),
         })
     }
+
+    /// What the probe routes read.
+    pub fn probes(&self) -> Probes {
+        Probes {
+            readiness: self.readiness.clone(),
+            registry: self.registry.clone(),
+        }
+    }
 }
 
-/// The webhook's routes.
+/// The webhook's routes, with the probes beside them.
 pub fn router(state: Arc<AppState>) -> Router {
+    let probes = probes::router(state.probes());
     Router::new()
         .route(
             "/mutate",
@@ -126,16 +117,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/validate",
             post(|s, h, b| handlers::admit(s, Webhook::Validate, h, b)),
         )
-        .merge(probe_router())
         .with_state(state)
-}
-
-/// Health, readiness and metrics only: what the plain probe port serves.
-fn probe_router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
+        .merge(probes)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,16 +181,6 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
     let (server_config, info) = tls::load(&opts.certs, tls::now())?;
     state.metrics.cert_expiry.set(info.not_after);
     let rustls = RustlsConfig::from_config(server_config);
-    tokio::spawn(reload_certificates(
-        opts.certs.clone(),
-        rustls.clone(),
-        state.clone(),
-        opts.cert_poll,
-    ));
-
-    if state.policies.dir().is_some() {
-        tokio::spawn(reload_policies(state.clone(), opts.policy_poll));
-    }
     state
         .metrics
         .policies_loaded
@@ -215,7 +188,7 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
 
     let control = Control::new();
     let handle = Handle::<SocketAddr>::with_control(control.clone());
-    let mut server = axum_server::bind_rustls(opts.addr, rustls)
+    let mut server = axum_server::bind_rustls(opts.addr, rustls.clone())
         .handle(handle.clone())
         .first_request_timeout(Duration::from_secs(10));
     server
@@ -234,7 +207,7 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
         None => None,
         Some(pa) => {
             let ph = Handle::<SocketAddr>::with_control(control.clone());
-            let app = probe_router().with_state(state.clone());
+            let app = probes::router(state.probes());
             let server = axum_server::bind(pa).handle(ph.clone());
             let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
             probe_addr = Some(ph.listening().await.ok_or_else(|| ServeError::Bind {
@@ -244,8 +217,25 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
             Some(task)
         }
     };
+    // The reloaders live as long as this server, so a restarted one has its own.
+    let mut reloaders = vec![tokio::spawn(reload_certificates(
+        opts.certs.clone(),
+        rustls,
+        state.clone(),
+        opts.cert_poll,
+    ))];
+    if state.policies.dir().is_some() {
+        reloaders.push(tokio::spawn(reload_policies(
+            state.clone(),
+            opts.policy_poll,
+        )));
+    }
     let done = tokio::spawn(async move {
-        let r = main.await.map_err(std::io::Error::other)?;
+        let r = main.await.map_err(std::io::Error::other);
+        for reloader in &reloaders {
+            reloader.abort();
+        }
+        let r = r?;
         if let Some(t) = probe_task {
             t.await.map_err(std::io::Error::other)??;
         }
@@ -261,55 +251,9 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
     })
 }
 
-/// Serves /healthz, /readyz and /metrics over plain HTTP until `stop` turns true (for
-/// `sandgate reconcile`, which has no webhook).
-pub async fn serve_probes(
-    addr: SocketAddr,
-    state: Arc<AppState>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<SocketAddr, ServeError> {
-    let handle = Handle::<SocketAddr>::new();
-    let server = axum_server::bind(addr).handle(handle.clone());
-    let app = probe_router().with_state(state);
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    let bound = handle.listening().await.ok_or_else(|| ServeError::Bind {
-        addr,
-        source: std::io::Error::other("the probe listener failed to bind"),
-    })?;
-    tokio::spawn(async move {
-        let _ = stop.wait_for(|s| *s).await;
-        handle.graceful_shutdown(Some(Duration::from_secs(2)));
-    });
-    Ok(bound)
-}
-
 /// Waits for SIGTERM or SIGINT.
 pub async fn signal() {
     shutdown_signal().await
-}
-
-/// Runs until SIGTERM or SIGINT, then drains gracefully.
-pub async fn run(opts: ServeOptions, state: Arc<AppState>) -> Result<(), ServeError> {
-    let grace = opts.shutdown_grace;
-    let running = start(opts, state).await?;
-    tracing::info!(addr = %running.addr, probe_addr = ?running.probe_addr, "sandgate webhook serving");
-    let control = running.control.clone();
-    let readiness = running.state.readiness.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!(
-            grace_seconds = grace.as_secs(),
-            "shutting down: draining connections"
-        );
-        readiness.set_serving(false);
-        control.graceful_shutdown(Some(grace));
-    });
-    running.wait().await.map_err(|source| ServeError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
-    tracing::info!("sandgate stopped");
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -11,14 +11,13 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use sandgate::app::{self, App, PolicySource, Settings};
 use sandgate::config::Config;
-use sandgate::netpol::KubeDefaultDeny;
-use sandgate::policy::store::PolicyStore;
-use sandgate::server::{self, AppState, Running, ServeOptions, devcerts};
+use sandgate::server::{ServeOptions, devcerts};
 use serde_json::{Value, json};
 
 pub struct Cluster {
@@ -33,12 +32,12 @@ pub struct Cluster {
     pub gate: RwLock<()>,
 }
 
+/// sandgate's webhook, in process, started through the same `App` as `main`.
 struct Webhook {
     runtime: tokio::runtime::Runtime,
-    running: Option<Running>,
+    app: App,
+    running: Option<app::Running>,
     addr: SocketAddr,
-    opts: ServeOptions,
-    state: Arc<AppState>,
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -581,39 +580,44 @@ fn start_webhook(dir: &Path, kubeconfig: &Path) -> Result<Webhook, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // A fixed port, so a restarted webhook comes back where the apiserver calls it.
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let settings = Settings {
+        config: Config::default(),
+        policies: PolicySource::Dir {
+            dir: root().join("policies"),
+            deadline: Duration::from_millis(100),
+        },
+        webhook: Some(ServeOptions {
+            addr,
+            probe_addr: None,
+            certs: certs.serving,
+            shutdown_grace: Duration::from_secs(2),
+            cert_poll: Duration::from_secs(60),
+            policy_poll: Duration::from_secs(60),
+        }),
+        probe_addr: None,
+        reconciler: None,
+    };
     let kubeconfig = kubeconfig.to_path_buf();
-    let state = runtime.block_on(async move {
+    let (app, running) = runtime.block_on(async move {
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
         let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .map_err(|e| e.to_string())?;
         let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-        let policies = PolicyStore::load(&root().join("policies"), Duration::from_millis(100))
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(AppState::with_policies(
-            Config::default(),
-            Arc::new(KubeDefaultDeny::new(client)),
-            policies,
-        ))
+        let app = App::new(settings, Some(client)).map_err(|e| e.to_string())?;
+        let running = app
+            .start()
+            .await
+            .map_err(|e| format!("sandgate webhook: {e}"))?;
+        Ok::<_, String>((app, running))
     })?;
-    let opts = ServeOptions {
-        addr: ([127, 0, 0, 1], 0).into(),
-        probe_addr: None,
-        certs: certs.serving,
-        shutdown_grace: Duration::from_secs(2),
-        cert_poll: Duration::from_secs(60),
-        policy_poll: Duration::from_secs(60),
-    };
-    let running = runtime
-        .block_on(server::start(opts.clone(), state.clone()))
-        .map_err(|e| format!("sandgate webhook: {e}"))?;
-    let addr = running.addr;
     Ok(Webhook {
         runtime,
+        app,
         running: Some(running),
         addr,
-        opts: ServeOptions { addr, ..opts },
-        state,
     })
 }
 
@@ -762,9 +766,8 @@ impl Cluster {
     /// Admission requests the webhook has answered so far.
     pub fn webhook_requests(&self) -> u64 {
         let w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
-        w.state
-            .metrics
-            .encode()
+        w.app
+            .metrics_text()
             .lines()
             .filter(|l| l.starts_with("sandgate_admission_requests_total{"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -776,7 +779,7 @@ impl Cluster {
         let mut w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = w.running.take() {
             w.runtime
-                .block_on(running.shutdown(Duration::from_secs(1)))
+                .block_on(running.shutdown())
                 .expect("webhook stops");
         }
     }
@@ -785,10 +788,9 @@ impl Cluster {
     pub fn restart_webhook(&self) {
         let mut w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
         if w.running.is_none() {
-            let (opts, state) = (w.opts.clone(), w.state.clone());
             let running = w
                 .runtime
-                .block_on(server::start(opts, state))
+                .block_on(w.app.start())
                 .expect("webhook restarts on its address");
             w.running = Some(running);
         }

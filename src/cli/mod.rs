@@ -1,11 +1,20 @@
-//! The command line (DESIGN.md §6).
+//! The command line (DESIGN.md §6): the clap types here, what each command does in
+//! [`commands`] (turning arguments into settings, calling the library, choosing the
+//! exit code), and how results are printed in [`render`]. clap stays in this layer.
+
+mod commands;
+pub mod render;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::app::PolicySource;
 use crate::config::{self, Config, ConfigError, Overrides};
+use crate::contract;
+
+pub use commands::run;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,7 +123,7 @@ pub struct PolicyArgs {
     #[arg(long, conflicts_with = "policies")]
     pub no_policies: bool,
     /// Deadline of one policy evaluation, in milliseconds; a policy that runs longer denies.
-    #[arg(long, value_name = "MS", default_value_t = 100)]
+    #[arg(long, value_name = "MS", default_value_t = contract::DEFAULT_POLICY_DEADLINE.as_millis() as u64)]
     pub policy_deadline_ms: u64,
 }
 
@@ -137,6 +146,17 @@ impl PolicyArgs {
 
     pub fn deadline(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.policy_deadline_ms.max(1))
+    }
+
+    /// The policies to serve.
+    pub fn source(&self) -> Result<PolicySource, String> {
+        Ok(match self.dir()? {
+            None => PolicySource::None,
+            Some(dir) => PolicySource::Dir {
+                dir,
+                deadline: self.deadline(),
+            },
+        })
     }
 }
 
@@ -172,11 +192,11 @@ pub struct ReconcileOpts {
         long,
         value_name = "NS",
         env = "POD_NAMESPACE",
-        default_value = "sandgate-system"
+        default_value = contract::NAMESPACE
     )]
     pub lease_namespace: String,
     /// Name of the leader-election Lease.
-    #[arg(long, value_name = "NAME", default_value = "sandgate-reconciler")]
+    #[arg(long, value_name = "NAME", default_value = contract::LEASE_NAME)]
     pub lease_name: String,
     /// Seconds without renewal after which another replica takes the lease over.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
@@ -185,7 +205,7 @@ pub struct ReconcileOpts {
     #[arg(long, value_name = "ID", env = "POD_NAME")]
     pub identity: Option<String>,
     /// Seconds a scheduled pool pod may take to become Ready before it is replaced.
-    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    #[arg(long, value_name = "SECONDS", default_value_t = contract::DEFAULT_READY_GRACE.as_secs())]
     pub ready_grace: u64,
 }
 

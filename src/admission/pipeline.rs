@@ -1,0 +1,133 @@
+//! The decision pipeline: built-in rules, then (on the final object) the Rego policies
+//! of the request's kind, then the side effects the answer depends on. This is the only
+//! place that sequences them; callers do I/O around it (the server reads the body and
+//! performs the effects, `check` reads files, the reconciler writes what it built).
+
+use super::{
+    AdmissionRequest, Decision, Operation, Rule, Violation, Webhook, in_scope, netpol_guard, pod,
+    subject, template,
+};
+use crate::config::Config;
+use crate::policy::{self, PolicySet};
+use crate::resources::Kind;
+
+/// The whole decision on one request, as one webhook answers it.
+pub fn admit(
+    webhook: Webhook,
+    req: &AdmissionRequest,
+    cfg: &Config,
+    policies: &PolicySet,
+) -> Decision {
+    let mut d = builtin(webhook, req, cfg);
+    if let Some(kind) = policy_kind(webhook, req, cfg, policies)
+        && d.allowed
+    {
+        match serde_json::to_value(req) {
+            Ok(review) => merge_policies(&mut d, policies.evaluate(&kind, &review), req, &kind),
+            Err(e) => {
+                d = Decision::deny(
+                    subject(&kind, req),
+                    vec![Violation::internal(
+                        "request",
+                        format!("cannot build the policy input: {e}"),
+                    )],
+                );
+            }
+        }
+    }
+    if !d.allowed || req.is_dry_run() {
+        d.effects.clear();
+    }
+    d
+}
+
+/// What the apiserver concludes from both webhooks: `/mutate`, its patch applied, then
+/// `/validate` on the object as it would be stored (`check`, and audits, judge a
+/// manifest this way). Warnings of both are kept.
+pub fn admit_as_apiserver(
+    mut req: AdmissionRequest,
+    cfg: &Config,
+    policies: &PolicySet,
+) -> Decision {
+    let first = admit(Webhook::Mutate, &req, cfg, policies);
+    if !first.allowed {
+        return first;
+    }
+    if let (Some(patch), Some(object)) = (first.patch.as_ref(), req.object.as_mut())
+        && let Err(e) = json_patch::patch(object, &patch.0)
+    {
+        return first.fail(Violation::internal(
+            "object",
+            format!("sandgate's own patch does not apply: {e}"),
+        ));
+    }
+    let mut second = admit(Webhook::Validate, &req, cfg, policies);
+    let mut warnings = first.warnings;
+    warnings.append(&mut second.warnings);
+    second.warnings = warnings;
+    second
+}
+
+/// The built-in rules alone. Resources sandgate does not govern are allowed untouched:
+/// the webhook configurations only send sandbox-scoped objects here, and the rest of
+/// the cluster must never wait on sandgate.
+pub fn builtin(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
+    if !in_scope(req, cfg) {
+        return Decision::allow();
+    }
+    match Kind::of_resource(&req.resource.group, &req.resource.resource) {
+        Some(Kind::Pod) => pod::decide(webhook, req, cfg),
+        Some(Kind::SandboxTemplate) => template::decide(req, cfg),
+        Some(Kind::NetworkPolicy) => netpol_guard::decide(req, cfg),
+        _ => Decision::allow(),
+    }
+}
+
+/// The lower-case kind whose policies judge this request, when policies run for it: on
+/// the final object (`/validate`), for CREATE and UPDATE, in scope, and only if some
+/// policy judges that kind. (The built-in rules must also have allowed it.)
+pub fn policy_kind(
+    webhook: Webhook,
+    req: &AdmissionRequest,
+    cfg: &Config,
+    policies: &PolicySet,
+) -> Option<String> {
+    let kind = req.kind.kind.to_ascii_lowercase();
+    (webhook == Webhook::Validate
+        && matches!(req.operation, Operation::Create | Operation::Update)
+        && in_scope(req, cfg)
+        && policies.judges(&kind))
+    .then_some(kind)
+}
+
+/// The decision for a request sandgate could not finish judging (its evaluation
+/// crashed or was cancelled): denied, naming why.
+pub fn failed(req: &AdmissionRequest, why: impl Into<String>) -> Decision {
+    Decision::deny(
+        subject(&req.kind.kind.to_ascii_lowercase(), req),
+        vec![Violation::internal("policies", why)],
+    )
+}
+
+/// Folds what the policies said into the decision: any denial or policy error denies
+/// (fail closed), every warning becomes an admission warning.
+fn merge_policies(d: &mut Decision, verdict: policy::Verdict, req: &AdmissionRequest, kind: &str) {
+    for w in verdict.warnings {
+        d.warnings.push(format!("policy {}: {}", w.policy, w.msg));
+    }
+    d.policy_runs = verdict.runs;
+    let denials: Vec<Violation> = verdict
+        .denials
+        .into_iter()
+        .chain(verdict.errors)
+        .map(|m| Violation::new(Rule::Policy, m.policy, m.msg))
+        .collect();
+    if !denials.is_empty() {
+        d.allowed = false;
+        d.patch = None;
+        if d.subject.is_empty() {
+            d.subject = subject(kind, req);
+        }
+        d.violations.extend(denials);
+    }
+}

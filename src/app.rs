@@ -1,0 +1,296 @@
+//! The process, wired once: [`App::new`] builds every component from [`Settings`] (the
+//! policy store, one metrics registry each component registers into, readiness, the
+//! webhook state, the default-deny writer), [`App::start`] starts what the settings ask
+//! for (the HTTPS webhook, the probe port, the warm-pool reconciler), [`App::run`] runs
+//! until a signal and drains. `main` and the end-to-end harness both go through here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::metrics::Registry;
+use crate::netpol::{DefaultDeny, KubeDefaultDeny, NoCluster};
+use crate::policy::store::PolicyStore;
+use crate::policy::{PolicyError, PolicySet};
+use crate::reconcile;
+use crate::server::metrics::WebhookMetrics;
+use crate::server::{self, AppState, Probes, Readiness, ServeError, ServeOptions};
+
+/// Where the Rego policies come from.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// Built-in rules only.
+    None,
+    /// A directory, watched and reloaded while the webhook runs.
+    Dir { dir: PathBuf, deadline: Duration },
+}
+
+/// The warm-pool reconciler's part.
+#[derive(Debug, Clone)]
+pub struct ReconcilerSettings {
+    pub options: reconcile::Options,
+    /// `None`: a single replica, always acting.
+    pub election: Option<reconcile::Election>,
+}
+
+/// Everything the process is asked to do.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub policies: PolicySource,
+    /// The HTTPS webhook (`sandgate serve`); its `probe_addr` is replaced by [`Self::probe_addr`].
+    pub webhook: Option<ServeOptions>,
+    /// Plain-HTTP `/healthz`, `/readyz`, `/metrics`.
+    pub probe_addr: Option<SocketAddr>,
+    /// The reconciler (`sandgate reconcile`, `serve --reconcile`); needs a cluster.
+    pub reconciler: Option<ReconcilerSettings>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("policies in {dir}: {source}")]
+    Policies {
+        dir: String,
+        #[source]
+        source: PolicyError,
+    },
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("the reconciler needs a cluster: no Kubernetes client was configured")]
+    NoCluster,
+    #[error(transparent)]
+    Reconciler(#[from] reconcile::RunError),
+    #[error("{0} stopped unexpectedly: {1}")]
+    Stopped(&'static str, String),
+}
+
+/// The components, built and not yet started.
+pub struct App {
+    settings: Settings,
+    client: Option<kube::Client>,
+    state: Arc<AppState>,
+    reconcile_metrics: Option<reconcile::Metrics>,
+}
+
+impl App {
+    /// Builds every component. `client` is the cluster to talk to; without one (dev
+    /// mode, tests) the default-deny side effect is a no-op and no reconciler can run.
+    pub fn new(settings: Settings, client: Option<kube::Client>) -> Result<Self, AppError> {
+        if settings.reconciler.is_some() && client.is_none() {
+            return Err(AppError::NoCluster);
+        }
+        let store = match &settings.policies {
+            PolicySource::None => {
+                tracing::warn!("no policy directory: built-in rules only");
+                PolicyStore::fixed(PolicySet::empty())
+            }
+            PolicySource::Dir { dir, deadline } => {
+                let store =
+                    PolicyStore::load(dir, *deadline).map_err(|source| AppError::Policies {
+                        dir: dir.display().to_string(),
+                        source,
+                    })?;
+                let names: Vec<String> = store
+                    .get()
+                    .policies()
+                    .iter()
+                    .map(|p| p.name.clone())
+                    .collect();
+                tracing::info!(dir = %dir.display(), policies = ?names, "policies loaded");
+                store
+            }
+        };
+        let mut registry = Registry::new();
+        let webhook_metrics = WebhookMetrics::register(&mut registry);
+        let reconcile_metrics = settings
+            .reconciler
+            .is_some()
+            .then(|| reconcile::Metrics::register(&mut registry));
+        let default_deny: Arc<dyn DefaultDeny> = match &client {
+            Some(c) => Arc::new(KubeDefaultDeny::new(c.clone())),
+            None => Arc::new(NoCluster),
+        };
+        tracing::info!(
+            runtime_class = %settings.config.runtime_class_name,
+            excluded = ?settings.config.exclude_namespaces,
+            "configuration loaded"
+        );
+        let state = AppState::from_parts(
+            settings.config.clone(),
+            default_deny,
+            Arc::new(store),
+            webhook_metrics,
+            Arc::new(registry),
+            Arc::new(Readiness::default()),
+        );
+        Ok(Self {
+            settings,
+            client,
+            state,
+            reconcile_metrics,
+        })
+    }
+
+    /// The webhook's routes, for in-process tests.
+    pub fn router(&self) -> axum::Router {
+        server::router(self.state.clone())
+    }
+
+    /// The metrics of every component, in the exposition format.
+    pub fn metrics_text(&self) -> String {
+        self.state.registry.encode()
+    }
+
+    /// Starts what the settings ask for; returns once listeners are bound. Starting
+    /// again is allowed once the previous [`Running`] has shut down (the state,
+    /// metrics included, carries over).
+    pub async fn start(&self) -> Result<Running, AppError> {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut probe_addr = None;
+        let mut probes = None;
+        let webhook = match &self.settings.webhook {
+            Some(opts) => {
+                let opts = ServeOptions {
+                    probe_addr: self.settings.probe_addr,
+                    ..opts.clone()
+                };
+                let running = server::start(opts, self.state.clone()).await?;
+                probe_addr = running.probe_addr;
+                tracing::info!(addr = %running.addr, probe_addr = ?probe_addr, "sandgate webhook serving");
+                Some(running)
+            }
+            None => {
+                if let Some(addr) = self.settings.probe_addr {
+                    let (bound, task) =
+                        server::probes::serve(addr, self.probes(), stop_rx.clone()).await?;
+                    tracing::info!(addr = %bound, "probes and metrics");
+                    probe_addr = Some(bound);
+                    probes = Some(task);
+                }
+                self.state.readiness.set_serving(true);
+                None
+            }
+        };
+        let reconciler = match (
+            &self.settings.reconciler,
+            &self.client,
+            &self.reconcile_metrics,
+        ) {
+            (Some(r), Some(client), Some(metrics)) => Some(tokio::spawn(reconcile::run_elected(
+                client.clone(),
+                self.settings.config.clone(),
+                r.options.clone(),
+                metrics.clone(),
+                r.election.clone(),
+                stop_rx,
+            ))),
+            _ => None,
+        };
+        Ok(Running {
+            webhook,
+            probe_addr,
+            probes,
+            reconciler,
+            stop,
+            readiness: self.state.readiness.clone(),
+            grace: self
+                .settings
+                .webhook
+                .as_ref()
+                .map_or(Duration::from_secs(2), |w| w.shutdown_grace),
+        })
+    }
+
+    /// Runs until SIGTERM or SIGINT (or until a component stops on its own), then
+    /// drains and stops everything.
+    pub async fn run(&self) -> Result<(), AppError> {
+        let mut running = self.start().await?;
+        let outcome = tokio::select! {
+            _ = server::signal() => {
+                tracing::info!(grace_seconds = running.grace.as_secs(), "shutting down: draining");
+                Ok(())
+            }
+            stopped = running.stopped() => stopped,
+        };
+        let drained = running.shutdown().await;
+        tracing::info!("sandgate stopped");
+        outcome.and(drained)
+    }
+
+    fn probes(&self) -> Probes {
+        self.state.probes()
+    }
+}
+
+/// A started [`App`].
+pub struct Running {
+    webhook: Option<server::Running>,
+    probe_addr: Option<SocketAddr>,
+    probes: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    reconciler: Option<tokio::task::JoinHandle<Result<(), reconcile::RunError>>>,
+    /// Stops the reconciler (releasing its lease) and the probe port.
+    stop: tokio::sync::watch::Sender<bool>,
+    readiness: Arc<Readiness>,
+    grace: Duration,
+}
+
+impl Running {
+    /// Where the HTTPS webhook listens.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.webhook.as_ref().map(|w| w.addr)
+    }
+
+    /// Where the plain probe port listens.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_addr
+    }
+
+    /// Resolves when the reconciler stops on its own (it lost its lease: the process
+    /// must exit so it restarts as a standby). Pending forever without one.
+    async fn stopped(&mut self) -> Result<(), AppError> {
+        match self.reconciler.as_mut() {
+            None => std::future::pending().await,
+            Some(task) => {
+                let result = task.await;
+                self.reconciler = None;
+                match result {
+                    Ok(Ok(())) => Err(AppError::Stopped("reconciler", "without an error".into())),
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(e) => Err(AppError::Stopped("reconciler", e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Marks the process not ready, drains the webhook within its grace, stops the
+    /// reconciler (giving its lease up) and the probe port.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        self.readiness.set_serving(false);
+        let _ = self.stop.send(true);
+        let webhook = async {
+            match self.webhook {
+                Some(w) => w
+                    .shutdown(self.grace)
+                    .await
+                    .map_err(|e| AppError::Stopped("webhook", e.to_string())),
+                None => Ok(()),
+            }
+        };
+        let reconciler = async {
+            match self.reconciler {
+                Some(task) => match task.await {
+                    Ok(r) => r.map_err(AppError::from),
+                    Err(e) => Err(AppError::Stopped("reconciler", e.to_string())),
+                },
+                None => Ok(()),
+            }
+        };
+        let (w, r) = tokio::join!(webhook, reconciler);
+        if let Some(p) = self.probes {
+            let _ = p.await;
+        }
+        w.and(r)
+    }
+}

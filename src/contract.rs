@@ -1,0 +1,165 @@
+//! Every name sandgate writes or recognises, in one place: its labels, annotations and
+//! object names (DESIGN.md §2, §4), the Kubernetes names it reads, its identity and its
+//! defaults. The code that names an object and the code that recognises it (the
+//! NetworkPolicy guard, the reconciler's watches) both call the functions here, so
+//! renaming one side cannot silently blind the other.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The API group of sandgate's resources (the CRD derives spell it too; a test holds
+/// them equal).
+pub const GROUP: &str = "sandbox.gke.io";
+/// The prefix of every label sandgate owns; such labels cannot change after creation.
+pub const LABEL_PREFIX: &str = "sandbox.gke.io/";
+
+/// Labels sandgate sets or reads on pods, Sandboxes and namespaces.
+pub mod label {
+    /// Marks a pod as a sandbox pod (any value); the default-deny policy selects it.
+    pub const SANDBOX: &str = "sandbox.gke.io/sandbox";
+    /// Value put on [`SANDBOX`] when the creator did not set it.
+    pub const SANDBOX_DEFAULT_VALUE: &str = "true";
+    /// The SandboxTemplate a pod or Sandbox was built from; the template's own
+    /// NetworkPolicy selects it.
+    pub const TEMPLATE: &str = "sandbox.gke.io/template";
+    /// On a namespace: every pod in it is a sandbox pod when the value is [`ENFORCE_ON`].
+    pub const ENFORCE: &str = "sandbox.gke.io/enforce";
+    pub const ENFORCE_ON: &str = "true";
+    /// On a Sandbox bound to a claim: the claim's name.
+    pub const CLAIM: &str = "sandbox.gke.io/claim";
+    /// On the nodes the gVisor RuntimeClass schedules onto (label and taint key).
+    pub const RUNTIME_NODE: &str = "sandbox.gke.io/runtime";
+    /// The well-known label that marks what manages an object.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// Its value on every object sandgate writes.
+    pub const MANAGED_BY_SANDGATE: &str = "sandgate";
+}
+
+/// Annotations sandgate sets or reads.
+pub mod annotation {
+    /// On a Sandbox bound to a claim: how it was launched (`warm` or `cold`).
+    pub const LAUNCH: &str = "sandbox.gke.io/launch";
+    /// Static pods mirrored into the API by the kubelet carry this annotation.
+    pub const MIRROR_POD: &str = "kubernetes.io/config.mirror";
+    /// The legacy per-container AppArmor annotation (`.../<container>: unconfined`).
+    pub const APPARMOR_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
+}
+
+/// Kubernetes names sandgate reads or points at, but does not own.
+pub mod kubernetes {
+    /// The label every namespace carries with its own name.
+    pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+    /// Where cluster DNS runs, and the label its pods carry.
+    pub const DNS_NAMESPACE: &str = "kube-system";
+    pub const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
+    /// Prefix of the token volume the ServiceAccount admission plugin injects.
+    pub const INJECTED_TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
+    /// The cluster-admin group (may change sandgate's NetworkPolicies).
+    pub const MASTERS_GROUP: &str = "system:masters";
+    /// Controllers that delete sandgate's NetworkPolicies with their owners.
+    pub const GARBAGE_COLLECTOR: &str =
+        "system:serviceaccount:kube-system:generic-garbage-collector";
+    pub const NAMESPACE_CONTROLLER: &str = "system:serviceaccount:kube-system:namespace-controller";
+}
+
+/// sandgate's own namespace in a cluster (deploy/namespace.yaml).
+pub const NAMESPACE: &str = "sandgate-system";
+/// The identity sandgate runs as in-cluster (deploy/serviceaccount.yaml).
+pub const SERVICE_ACCOUNT: &str = "system:serviceaccount:sandgate-system:sandgate";
+/// The field manager of sandgate's server-side applies, and the event reporter.
+pub const FIELD_MANAGER: &str = "sandgate";
+/// The leader-election Lease of the reconciler replicas.
+pub const LEASE_NAME: &str = "sandgate-reconciler";
+/// The user named in the requests `sandgate check` builds offline.
+pub const CHECK_USER: &str = "sandgate-check";
+
+/// The RuntimeClass sandbox pods run under unless configured otherwise.
+pub const DEFAULT_RUNTIME_CLASS: &str = "gvisor";
+/// Namespaces left alone unless configured otherwise.
+pub const DEFAULT_EXCLUDED_NAMESPACES: [&str; 2] = [kubernetes::DNS_NAMESPACE, NAMESPACE];
+/// Deadline of one policy evaluation unless configured otherwise.
+pub const DEFAULT_POLICY_DEADLINE: Duration = Duration::from_millis(100);
+/// How long a scheduled pool pod may take to become Ready before it is replaced.
+pub const DEFAULT_READY_GRACE: Duration = Duration::from_secs(180);
+/// The longest lifetime a SandboxClaim may ask for (`spec.ttlSeconds`): a year.
+pub const MAX_CLAIM_TTL_SECONDS: i64 = 365 * 24 * 3600;
+
+/// The root of every policy package (`sandgate.<kind>.<name>`, DESIGN.md §5), and the
+/// package under it that holds shared helpers rather than policies.
+pub const POLICY_PACKAGE_ROOT: &str = "sandgate";
+pub const POLICY_LIBRARY_PACKAGE: &str = "lib";
+
+/// Name of the per-namespace default-deny NetworkPolicy.
+pub const DEFAULT_DENY_POLICY: &str = "sandgate-default-deny";
+const TEMPLATE_POLICY_PREFIX: &str = "sandgate-template-";
+
+/// Name of a template's own NetworkPolicy.
+pub fn template_policy_name(template: &str) -> String {
+    format!("{TEMPLATE_POLICY_PREFIX}{template}")
+}
+
+/// Whether a NetworkPolicy name is one sandgate gives its policies.
+pub fn is_sandgate_policy_name(name: &str) -> bool {
+    name == DEFAULT_DENY_POLICY || name.starts_with(TEMPLATE_POLICY_PREFIX)
+}
+
+/// The labels on every object sandgate writes.
+pub fn managed_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        label::MANAGED_BY.to_string(),
+        label::MANAGED_BY_SANDGATE.to_string(),
+    )])
+}
+
+/// Whether a label map marks its object as written by sandgate.
+pub fn is_managed(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(label::MANAGED_BY))
+        .map(String::as_str)
+        == Some(label::MANAGED_BY_SANDGATE)
+}
+
+/// The label selector of the objects sandgate writes (for watches).
+pub fn managed_selector() -> String {
+    format!("{}={}", label::MANAGED_BY, label::MANAGED_BY_SANDGATE)
+}
+
+/// Whether a label map marks its owner as a sandbox pod.
+pub fn is_sandbox_labelled(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels.is_some_and(|l| l.contains_key(label::SANDBOX) || l.contains_key(label::TEMPLATE))
+}
+
+/// Whether a namespace's labels enforce sandboxing on every pod in it.
+pub fn is_enforcing(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(label::ENFORCE))
+        .map(String::as_str)
+        == Some(label::ENFORCE_ON)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_recognises_every_name_sandgate_gives() {
+        assert!(is_sandgate_policy_name(DEFAULT_DENY_POLICY));
+        assert!(is_sandgate_policy_name(&template_policy_name("python")));
+        assert!(!is_sandgate_policy_name("allow-web"));
+        assert!(is_managed(Some(&managed_labels())));
+        assert_eq!(
+            managed_selector(),
+            format!("{}={}", label::MANAGED_BY, label::MANAGED_BY_SANDGATE)
+        );
+    }
+
+    #[test]
+    fn the_crds_live_in_the_contract_group() {
+        use kube::Resource as _;
+        assert_eq!(crate::crd::SandboxTemplate::group(&()), GROUP);
+        assert_eq!(crate::crd::Sandbox::group(&()), GROUP);
+        assert_eq!(crate::crd::SandboxClaim::group(&()), GROUP);
+        assert!(label::SANDBOX.starts_with(LABEL_PREFIX));
+        assert!(SERVICE_ACCOUNT.contains(NAMESPACE));
+    }
+}

@@ -1,0 +1,153 @@
+//! The reconciler's view of the cluster: one reflector cache per watched kind, a signal
+//! once every cache holds its initial list, and the lookups the controllers share.
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Resource, ResourceExt as _};
+
+use crate::contract::label;
+use crate::crd::{Sandbox, SandboxClaim, SandboxTemplate};
+
+/// The caches every reconcile reads.
+#[derive(Clone)]
+pub struct Caches {
+    pub templates: Store<SandboxTemplate>,
+    pub sandboxes: Store<Sandbox>,
+    pub pods: Store<Pod>,
+    pub claims: Store<SandboxClaim>,
+    synced: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Caches {
+    /// Caches filled by other means (tests write them directly), already synced.
+    pub fn new(
+        templates: Store<SandboxTemplate>,
+        sandboxes: Store<Sandbox>,
+        pods: Store<Pod>,
+        claims: Store<SandboxClaim>,
+        synced: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            templates,
+            sandboxes,
+            pods,
+            claims,
+            synced,
+        }
+    }
+
+    /// Waits until every cache holds its initial list. (A Store's own readiness future
+    /// wakes only its latest waiter, so reconciles wait on this broadcast instead.)
+    pub async fn synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// The pod of a sandbox (named like it).
+    pub fn pod_of(&self, sb: &Sandbox) -> Option<Arc<Pod>> {
+        let ns = sb.namespace()?;
+        self.pods.get(&ObjectRef::new(&sb.name_any()).within(&ns))
+    }
+
+    pub fn template(&self, namespace: &str, name: &str) -> Option<Arc<SandboxTemplate>> {
+        self.templates.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Every Sandbox of a template (claimed or not).
+    pub fn members(&self, namespace: &str, template: &str) -> Vec<Arc<Sandbox>> {
+        self.sandboxes
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.namespace().as_deref() == Some(namespace)
+                    && s.labels().get(label::TEMPLATE).map(String::as_str) == Some(template)
+            })
+            .collect()
+    }
+
+    /// The Sandboxes the cache shows bound to a claim.
+    pub fn claimed_by(&self, namespace: &str, claim: &str) -> Vec<Arc<Sandbox>> {
+        self.sandboxes
+            .state()
+            .into_iter()
+            .filter(|s| {
+                s.namespace().as_deref() == Some(namespace)
+                    && s.labels().get(label::CLAIM).map(String::as_str) == Some(claim)
+            })
+            .collect()
+    }
+}
+
+/// Counts the reflectors that have their initial list and says when all have. Each
+/// reflector registers itself as it is made, so the count cannot drift from them.
+#[derive(Clone)]
+pub struct CacheSync {
+    pending: Arc<Mutex<usize>>,
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CacheSync {
+    pub fn new() -> (Self, tokio::sync::watch::Receiver<bool>) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (
+            Self {
+                pending: Arc::new(Mutex::new(0)),
+                tx: Arc::new(tx),
+            },
+            rx,
+        )
+    }
+
+    fn register(&self) {
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn one_synced(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *pending = pending.saturating_sub(1);
+        if *pending == 0 {
+            tracing::debug!("reconciler caches ready");
+            let _ = self.tx.send(true);
+        }
+    }
+}
+
+/// A reflector (store + stream of touched objects) that reports its first complete list
+/// to `sync`. Make every reflector before polling any of their streams.
+pub fn reflect<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    sync: &CacheSync,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    sync.register();
+    let sync = sync.clone();
+    let mut reported = false;
+    let stream = watcher(api, wc)
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |ev| {
+            if !reported && matches!(ev, Ok(watcher::Event::InitDone)) {
+                reported = true;
+                sync.one_synced();
+            }
+        })
+        .touched_objects();
+    (store, stream)
+}

@@ -1,0 +1,183 @@
+//! The kinds sandgate judges or writes, with their API group and resource (plural)
+//! names. The table is checked against the types' own `kube::Resource` metadata in a
+//! test, so no plural is guessed from a kind.
+
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Pod,
+    Namespace,
+    NetworkPolicy,
+    SandboxTemplate,
+    Sandbox,
+    SandboxClaim,
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+    ReplicationController,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 13] = [
+        Kind::Pod,
+        Kind::Namespace,
+        Kind::NetworkPolicy,
+        Kind::SandboxTemplate,
+        Kind::Sandbox,
+        Kind::SandboxClaim,
+        Kind::Deployment,
+        Kind::ReplicaSet,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::Job,
+        Kind::CronJob,
+        Kind::ReplicationController,
+    ];
+
+    /// (API group, kind, resource).
+    const fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Kind::Pod => ("", "Pod", "pods"),
+            Kind::Namespace => ("", "Namespace", "namespaces"),
+            Kind::NetworkPolicy => ("networking.k8s.io", "NetworkPolicy", "networkpolicies"),
+            Kind::SandboxTemplate => (
+                crate::contract::GROUP,
+                "SandboxTemplate",
+                "sandboxtemplates",
+            ),
+            Kind::Sandbox => (crate::contract::GROUP, "Sandbox", "sandboxes"),
+            Kind::SandboxClaim => (crate::contract::GROUP, "SandboxClaim", "sandboxclaims"),
+            Kind::Deployment => ("apps", "Deployment", "deployments"),
+            Kind::ReplicaSet => ("apps", "ReplicaSet", "replicasets"),
+            Kind::StatefulSet => ("apps", "StatefulSet", "statefulsets"),
+            Kind::DaemonSet => ("apps", "DaemonSet", "daemonsets"),
+            Kind::Job => ("batch", "Job", "jobs"),
+            Kind::CronJob => ("batch", "CronJob", "cronjobs"),
+            Kind::ReplicationController => ("", "ReplicationController", "replicationcontrollers"),
+        }
+    }
+
+    pub const fn group(self) -> &'static str {
+        self.names().0
+    }
+
+    pub const fn kind(self) -> &'static str {
+        self.names().1
+    }
+
+    pub const fn resource(self) -> &'static str {
+        self.names().2
+    }
+
+    /// The kind an admission request's resource names.
+    pub fn of_resource(group: &str, resource: &str) -> Option<Kind> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.resource() == resource)
+    }
+
+    /// The kind a manifest's `apiVersion` and `kind` name.
+    pub fn of_manifest(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_group(api_version);
+        Self::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.kind() == kind)
+    }
+
+    /// The kind of that name, in whichever group.
+    pub fn of_kind(kind: &str) -> Option<Kind> {
+        Self::ALL.into_iter().find(|k| k.kind() == kind)
+    }
+
+    /// Where a workload keeps the pod template its pods are made from.
+    pub fn pod_template_pointer(self) -> Option<&'static str> {
+        match self {
+            Kind::Deployment
+            | Kind::ReplicaSet
+            | Kind::StatefulSet
+            | Kind::DaemonSet
+            | Kind::Job
+            | Kind::ReplicationController => Some("/spec/template"),
+            Kind::CronJob => Some("/spec/jobTemplate/spec/template"),
+            _ => None,
+        }
+    }
+}
+
+/// The group of an `apiVersion` (`apps/v1` → `apps`, `v1` → the core group `""`).
+pub fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// The resource of a kind sandgate does not know, offline where there is no discovery:
+/// apimachinery's own fallback (`meta.UnsafeGuessKindToResource`), so a policy sees what
+/// a cluster without a custom plural would send.
+pub fn guess_resource(kind: &str) -> Cow<'static, str> {
+    if let Some(k) = Kind::of_kind(kind) {
+        return Cow::Borrowed(k.resource());
+    }
+    let singular = kind.to_ascii_lowercase();
+    Cow::Owned(if singular.is_empty() || singular.ends_with("endpoints") {
+        singular
+    } else if singular.ends_with('s') {
+        format!("{singular}es")
+    } else if let Some(stem) = singular.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{singular}s")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::{apps, batch, core, networking};
+    use kube::Resource;
+
+    fn names<K: Resource<DynamicType = ()>>() -> (String, String, String) {
+        (
+            K::group(&()).to_string(),
+            K::kind(&()).to_string(),
+            K::plural(&()).to_string(),
+        )
+    }
+
+    #[test]
+    fn the_table_matches_the_types() {
+        for k in Kind::ALL {
+            let from_type = match k {
+                Kind::Pod => names::<core::v1::Pod>(),
+                Kind::Namespace => names::<core::v1::Namespace>(),
+                Kind::NetworkPolicy => names::<networking::v1::NetworkPolicy>(),
+                Kind::SandboxTemplate => names::<crate::crd::SandboxTemplate>(),
+                Kind::Sandbox => names::<crate::crd::Sandbox>(),
+                Kind::SandboxClaim => names::<crate::crd::SandboxClaim>(),
+                Kind::Deployment => names::<apps::v1::Deployment>(),
+                Kind::ReplicaSet => names::<apps::v1::ReplicaSet>(),
+                Kind::StatefulSet => names::<apps::v1::StatefulSet>(),
+                Kind::DaemonSet => names::<apps::v1::DaemonSet>(),
+                Kind::Job => names::<batch::v1::Job>(),
+                Kind::CronJob => names::<batch::v1::CronJob>(),
+                Kind::ReplicationController => names::<core::v1::ReplicationController>(),
+            };
+            let (g, kind, r) = k.names();
+            assert_eq!(from_type, (g.into(), kind.into(), r.into()), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_get_apimachinerys_guess() {
+        assert_eq!(guess_resource("Sandbox"), "sandboxes");
+        assert_eq!(guess_resource("NetworkPolicy"), "networkpolicies");
+        assert_eq!(guess_resource("Widget"), "widgets");
+        // The rule is literal: apimachinery guesses "gatewaies" too.
+        assert_eq!(guess_resource("Gateway"), "gatewaies");
+        assert_eq!(guess_resource("Endpoints"), "endpoints");
+        assert_eq!(guess_resource("Class"), "classes");
+        assert_eq!(guess_resource("Policy"), "policies");
+    }
+}
