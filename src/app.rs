@@ -70,7 +70,10 @@ pub enum AppError {
 pub struct App {
     settings: Settings,
     client: Option<kube::Client>,
-    state: Arc<AppState>,
+    /// Readiness and the one registry, served on every port.
+    probes: Probes,
+    /// The webhook's state, when the process serves one.
+    webhook: Option<Arc<AppState>>,
     reconcile_metrics: Option<reconcile::Metrics>,
 }
 
@@ -81,66 +84,53 @@ impl App {
         if settings.reconciler.is_some() && client.is_none() {
             return Err(AppError::NoCluster);
         }
-        let store = match &settings.policies {
-            PolicySource::None => {
-                tracing::warn!("no policy directory: built-in rules only");
-                PolicyStore::fixed(PolicySet::empty())
-            }
-            PolicySource::Dir { dir, deadline } => {
-                let store =
-                    PolicyStore::load(dir, *deadline).map_err(|source| AppError::Policies {
-                        dir: dir.display().to_string(),
-                        source,
-                    })?;
-                let names: Vec<String> = store
-                    .get()
-                    .policies()
-                    .iter()
-                    .map(|p| p.name.clone())
-                    .collect();
-                tracing::info!(dir = %dir.display(), policies = ?names, "policies loaded");
-                store
-            }
-        };
         let mut registry = Registry::new();
-        let webhook_metrics = WebhookMetrics::register(&mut registry);
+        let webhook_parts = match &settings.webhook {
+            Some(_) => Some((
+                load_policies(&settings.policies)?,
+                WebhookMetrics::register(&mut registry),
+            )),
+            None => None,
+        };
         let reconcile_metrics = settings
             .reconciler
             .is_some()
             .then(|| reconcile::Metrics::register(&mut registry));
-        let default_deny: Arc<dyn DefaultDeny> = match &client {
-            Some(c) => Arc::new(KubeDefaultDeny::new(c.clone())),
-            None => Arc::new(NoCluster),
+        let probes = Probes {
+            readiness: Arc::new(Readiness::default()),
+            registry: Arc::new(registry),
         };
         tracing::info!(
             runtime_class = %settings.config.runtime_class_name,
             excluded = ?settings.config.exclude_namespaces,
             "configuration loaded"
         );
-        let state = AppState::from_parts(
-            settings.config.clone(),
-            default_deny,
-            Arc::new(store),
-            webhook_metrics,
-            Arc::new(registry),
-            Arc::new(Readiness::default()),
-        );
+        let webhook = webhook_parts.map(|(store, metrics)| {
+            let default_deny: Arc<dyn DefaultDeny> = match &client {
+                Some(c) => Arc::new(KubeDefaultDeny::new(c.clone())),
+                None => Arc::new(NoCluster),
+            };
+            AppState::from_parts(
+                settings.config.clone(),
+                default_deny,
+                Arc::new(store),
+                metrics,
+                probes.registry.clone(),
+                probes.readiness.clone(),
+            )
+        });
         Ok(Self {
             settings,
             client,
-            state,
+            probes,
+            webhook,
             reconcile_metrics,
         })
     }
 
-    /// The webhook's routes, for in-process tests.
-    pub fn router(&self) -> axum::Router {
-        server::router(self.state.clone())
-    }
-
     /// The metrics of every component, in the exposition format.
     pub fn metrics_text(&self) -> String {
-        self.state.registry.encode()
+        self.probes.registry.encode()
     }
 
     /// Starts what the settings ask for; returns once listeners are bound. Starting
@@ -150,26 +140,26 @@ impl App {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut probe_addr = None;
         let mut probes = None;
-        let webhook = match &self.settings.webhook {
-            Some(opts) => {
+        let webhook = match (&self.settings.webhook, &self.webhook) {
+            (Some(opts), Some(state)) => {
                 let opts = ServeOptions {
                     probe_addr: self.settings.probe_addr,
                     ..opts.clone()
                 };
-                let running = server::start(opts, self.state.clone()).await?;
+                let running = server::start(opts, state.clone()).await?;
                 probe_addr = running.probe_addr;
                 tracing::info!(addr = %running.addr, probe_addr = ?probe_addr, "sandgate webhook serving");
                 Some(running)
             }
-            None => {
+            _ => {
                 if let Some(addr) = self.settings.probe_addr {
                     let (bound, task) =
-                        server::probes::serve(addr, self.probes(), stop_rx.clone()).await?;
+                        server::probes::serve(addr, self.probes.clone(), stop_rx.clone()).await?;
                     tracing::info!(addr = %bound, "probes and metrics");
                     probe_addr = Some(bound);
                     probes = Some(task);
                 }
-                self.state.readiness.set_serving(true);
+                self.probes.readiness.set_serving(true);
                 None
             }
         };
@@ -194,7 +184,7 @@ impl App {
             probes,
             reconciler,
             stop,
-            readiness: self.state.readiness.clone(),
+            readiness: self.probes.readiness.clone(),
             grace: self
                 .settings
                 .webhook
@@ -218,9 +208,30 @@ impl App {
         tracing::info!("sandgate stopped");
         outcome.and(drained)
     }
+}
 
-    fn probes(&self) -> Probes {
-        self.state.probes()
+/// The policy store the webhook starts with; a directory that does not load stops the
+/// start (there is no previous set to keep).
+fn load_policies(source: &PolicySource) -> Result<PolicyStore, AppError> {
+    match source {
+        PolicySource::None => {
+            tracing::warn!("no policy directory: built-in rules only");
+            Ok(PolicyStore::fixed(PolicySet::empty()))
+        }
+        PolicySource::Dir { dir, deadline } => {
+            let store = PolicyStore::load(dir, *deadline).map_err(|source| AppError::Policies {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+            let names: Vec<String> = store
+                .get()
+                .policies()
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
+            tracing::info!(dir = %dir.display(), policies = ?names, "policies loaded");
+            Ok(store)
+        }
     }
 }
 

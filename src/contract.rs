@@ -64,6 +64,20 @@ pub mod kubernetes {
 
 /// sandgate's own namespace in a cluster (deploy/namespace.yaml).
 pub const NAMESPACE: &str = "sandgate-system";
+/// The Service in front of the webhook (deploy/service.yaml).
+pub const SERVICE: &str = "sandgate";
+/// The DNS names the webhook's Service answers to in a cluster.
+pub fn service_dns_names() -> [String; 4] {
+    [
+        SERVICE.to_string(),
+        format!("{SERVICE}.{NAMESPACE}"),
+        format!("{SERVICE}.{NAMESPACE}.svc"),
+        format!("{SERVICE}.{NAMESPACE}.svc.cluster.local"),
+    ]
+}
+/// Every metric's name starts with this and an underscore.
+pub const METRICS_PREFIX: &str = "sandgate";
+
 /// The identity sandgate runs as in-cluster (deploy/serviceaccount.yaml).
 pub const SERVICE_ACCOUNT: &str = "system:serviceaccount:sandgate-system:sandgate";
 /// The field manager of sandgate's server-side applies, and the event reporter.

@@ -4,9 +4,6 @@
 
 use prometheus_client::metrics::info::Info;
 
-/// Metric names all start with `sandgate_`.
-const PREFIX: &str = "sandgate";
-
 pub struct Registry {
     inner: prometheus_client::registry::Registry,
 }
@@ -20,7 +17,8 @@ impl Default for Registry {
 impl Registry {
     /// A registry holding the build information.
     pub fn new() -> Self {
-        let mut inner = prometheus_client::registry::Registry::with_prefix(PREFIX);
+        let mut inner =
+            prometheus_client::registry::Registry::with_prefix(crate::contract::METRICS_PREFIX);
         inner.register(
             "build",
             "Build information",

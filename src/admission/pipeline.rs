@@ -4,10 +4,14 @@
 //! performs the effects, `check` reads files, the reconciler writes what it built).
 
 use super::{
-    AdmissionRequest, Decision, Operation, Rule, Violation, Webhook, in_scope, netpol_guard, pod,
-    subject, template,
+    AdmissionRequest, Decision, Operation, Rule, Violation, Webhook, in_scope, mutate,
+    netpol_guard, pod, subject, template,
 };
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+
 use crate::config::Config;
+use crate::contract::label;
+use crate::crd::SandboxTemplate;
 use crate::policy::{self, PolicySet};
 use crate::resources::Kind;
 
@@ -81,6 +85,30 @@ pub fn builtin(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisi
         Some(Kind::NetworkPolicy) => netpol_guard::decide(req, cfg),
         _ => Decision::allow(),
     }
+}
+
+/// The pod a template produces: its pod template with the template's runtime class and
+/// label, through the same mutation the webhook applies to pods. The template rules judge
+/// it and the reconciler creates it, so a template is judged on what will actually run.
+pub fn template_pod(template: &SandboxTemplate, cfg: &Config) -> Pod {
+    let pt = &template.spec.template;
+    let mut spec: PodSpec = pt.spec.clone().unwrap_or_default();
+    if spec.runtime_class_name.is_none() {
+        spec.runtime_class_name = Some(template.spec.runtime_class_name.clone());
+    }
+    let mut metadata = pt.metadata.clone().unwrap_or_default();
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    if let Some(name) = template.metadata.name.as_deref() {
+        labels.insert(label::TEMPLATE.to_string(), name.to_string());
+    }
+    metadata.namespace = template.metadata.namespace.clone();
+    let mut pod = Pod {
+        metadata,
+        spec: Some(spec),
+        status: None,
+    };
+    mutate::pod(&mut pod, cfg);
+    pod
 }
 
 /// The lower-case kind whose policies judge this request, when policies run for it: on

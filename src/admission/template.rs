@@ -3,12 +3,9 @@
 //! the template, and a bad template is refused at `kubectl apply` rather than when its
 //! pods fail to start.
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
-
 use super::pod::parse_object;
-use super::{AdmissionRequest, Decision, Operation, Rule, Violation, mutate, subject, validate};
+use super::{AdmissionRequest, Decision, Operation, Rule, Violation, subject, validate};
 use crate::config::Config;
-use crate::contract::label;
 use crate::crd::SandboxTemplate;
 
 /// The built-in decision on a SandboxTemplate request (the same at both webhooks:
@@ -44,7 +41,7 @@ pub fn violations(template: &SandboxTemplate, cfg: &Config) -> Vec<Violation> {
             ),
         ));
     }
-    let pod = pod_for(template, cfg);
+    let pod = super::pipeline::template_pod(template, cfg);
     if let Some(spec) = pod.spec.as_ref() {
         let mut pod_rules = Vec::new();
         validate::spec_rules(spec, "spec.template.spec", cfg, &mut pod_rules);
@@ -72,27 +69,4 @@ pub fn violations(template: &SandboxTemplate, cfg: &Config) -> Vec<Violation> {
         ));
     }
     out
-}
-
-/// The pod a template produces, after sandgate's mutation: the same code the webhook
-/// applies to pods, so the template is judged on what will actually run.
-pub fn pod_for(template: &SandboxTemplate, cfg: &Config) -> Pod {
-    let pt = &template.spec.template;
-    let mut spec: PodSpec = pt.spec.clone().unwrap_or_default();
-    if spec.runtime_class_name.is_none() {
-        spec.runtime_class_name = Some(template.spec.runtime_class_name.clone());
-    }
-    let mut metadata = pt.metadata.clone().unwrap_or_default();
-    let labels = metadata.labels.get_or_insert_with(Default::default);
-    if let Some(name) = template.metadata.name.as_deref() {
-        labels.insert(label::TEMPLATE.to_string(), name.to_string());
-    }
-    metadata.namespace = template.metadata.namespace.clone();
-    let mut pod = Pod {
-        metadata,
-        spec: Some(spec),
-        status: None,
-    };
-    mutate::pod(&mut pod, cfg);
-    pod
 }

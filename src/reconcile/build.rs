@@ -7,7 +7,7 @@ use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::admission::template::pod_for;
+use crate::admission::pipeline;
 use crate::config::Config;
 use crate::contract::{self, annotation, label};
 use crate::crd::{LaunchType, Sandbox, SandboxClaim, SandboxSpec, SandboxTemplate};
@@ -87,7 +87,7 @@ pub fn warm_sandbox(member: &Sandbox, claim: &SandboxClaim) -> Option<Sandbox> {
 /// own code), named like the sandbox and owned by it.
 pub fn sandbox_pod(template: &SandboxTemplate, sandbox: &Sandbox, cfg: &Config) -> Option<Pod> {
     let name = sandbox.metadata.name.clone()?;
-    let mut pod = pod_for(template, cfg);
+    let mut pod = pipeline::template_pod(template, cfg);
     pod.metadata.name = Some(name.clone());
     pod.metadata.generate_name = None;
     pod.metadata.namespace = sandbox.metadata.namespace.clone();

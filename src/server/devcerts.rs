@@ -24,15 +24,13 @@ pub enum DevCertError {
 
 /// Names the dev serving certificate is valid for: loopback, and the in-cluster
 /// Service of `deploy/` so the same files can back a quick cluster trial.
-pub const DEV_SANS: [&str; 7] = [
-    "localhost",
-    "127.0.0.1",
-    "::1",
-    "sandgate",
-    "sandgate.sandgate-system",
-    "sandgate.sandgate-system.svc",
-    "sandgate.sandgate-system.svc.cluster.local",
-];
+pub fn dev_sans() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"]
+        .map(String::from)
+        .into_iter()
+        .chain(crate::contract::service_dns_names())
+        .collect()
+}
 
 /// The files of a dev certificate directory.
 #[derive(Debug, Clone)]
@@ -93,9 +91,9 @@ fn generate(dir: &Path, certs: &DevCerts) -> Result<(), DevCertError> {
     let issuer = Issuer::new(ca, ca_key);
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf =
-        CertificateParams::new(DEV_SANS.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-    leaf.distinguished_name.push(DnType::CommonName, "sandgate");
+    let mut leaf = CertificateParams::new(dev_sans())?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, crate::contract::SERVICE);
     leaf.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,

@@ -274,6 +274,22 @@ fn an_empty_pool_gives_a_cold_sandbox_at_once_and_missing_templates_wait() {
             .status
             .success()
     });
+
+    // A lifetime past the schema's year is refused by the apiserver (created + ttl
+    // would otherwise overflow in the reconciler); a year is accepted.
+    let mut huge = claim(&ns.name, "huge", "empty");
+    huge["spec"]["ttlSeconds"] = json!(i64::MAX);
+    let o = create(c, &huge);
+    assert!(!o.status.success(), "a ttlSeconds of i64::MAX is refused");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("spec.ttlSeconds"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut year = claim(&ns.name, "year", "empty");
+    year["spec"]["ttlSeconds"] = json!(sandgate::contract::MAX_CLAIM_TTL_SECONDS);
+    assert!(create(c, &year).status.success());
+    wait_bound(c, &ns.name, "year");
 }
 
 #[test]
