@@ -163,9 +163,111 @@ pub fn default_deny(namespace: &str) -> NetworkPolicy {
     }
 }
 
+/// Whether the apiserver's stored `stored` already says what `desired` says. The
+/// apiserver drops empty lists and label maps and defaults a port's protocol to TCP, so
+/// a byte comparison would see a difference that is not there (and a reconciler acting
+/// on it would rewrite the policy forever). Empty selectors are kept: `{}` selects
+/// everything, which an absent selector does not.
+pub fn same_spec(desired: &NetworkPolicySpec, stored: &NetworkPolicySpec) -> bool {
+    let normal = |spec: &NetworkPolicySpec| {
+        let mut v = serde_json::to_value(spec).unwrap_or_default();
+        normalise(&mut v);
+        v
+    };
+    normal(desired) == normal(stored)
+}
+
+/// Drops nulls, empty lists and empty `matchLabels`; fills a port's default protocol.
+fn normalise(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("port") || map.contains_key("endPort") {
+                map.entry("protocol").or_insert_with(|| Value::from("TCP"));
+            }
+            for child in map.values_mut() {
+                normalise(child);
+            }
+            map.retain(|k, c| !(is_empty(c) || (k == "matchLabels" && is_empty_map(c))));
+        }
+        Value::Array(items) => {
+            for child in items.iter_mut() {
+                normalise(child);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty_map(v: &serde_json::Value) -> bool {
+    v.as_object().is_some_and(serde_json::Map::is_empty)
+}
+
+fn is_empty(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaulted_and_empty_fields_are_no_difference() {
+        let desired: NetworkPolicySpec = serde_json::from_value(serde_json::json!({
+            "podSelector": {"matchLabels": {"sandbox.gke.io/template": "t"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [{"ports": [{"port": 53}], "to": []}]
+        }))
+        .unwrap();
+        let stored: NetworkPolicySpec = serde_json::from_value(serde_json::json!({
+            "podSelector": {"matchLabels": {"sandbox.gke.io/template": "t"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [{"ports": [{"port": 53, "protocol": "TCP"}]}]
+        }))
+        .unwrap();
+        assert!(same_spec(&desired, &stored));
+        // A real difference is one.
+        let wider: NetworkPolicySpec = serde_json::from_value(serde_json::json!({
+            "podSelector": {"matchLabels": {"sandbox.gke.io/template": "t"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]
+        }))
+        .unwrap();
+        assert!(!same_spec(&desired, &wider));
+        let open: NetworkPolicySpec = serde_json::from_value(serde_json::json!({
+            "podSelector": {"matchLabels": {"sandbox.gke.io/template": "t"}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [{}]
+        }))
+        .unwrap();
+        assert!(
+            !same_spec(&desired, &open),
+            "an empty rule allows everything"
+        );
+        let peer = |p: serde_json::Value| -> NetworkPolicySpec {
+            serde_json::from_value(serde_json::json!({
+                "podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [p]}]
+            }))
+            .unwrap()
+        };
+        let any_namespace = peer(
+            serde_json::json!({"namespaceSelector": {}, "podSelector": {"matchLabels": {"a": "b"}}}),
+        );
+        let this_namespace = peer(serde_json::json!({"podSelector": {"matchLabels": {"a": "b"}}}));
+        assert!(
+            !same_spec(&any_namespace, &this_namespace),
+            "an empty namespaceSelector (every namespace) is not an absent one"
+        );
+        assert!(same_spec(
+            &peer(serde_json::json!({"podSelector": {"matchLabels": {}}})),
+            &peer(serde_json::json!({"podSelector": {}}))
+        ));
+    }
 
     #[test]
     fn default_deny_has_one_dns_peer() {

@@ -154,6 +154,7 @@ fn reconciler_settings(o: &ReconcileOpts) -> ReconcilerSettings {
         options: reconcile::Options {
             ready_grace: Duration::from_secs(o.ready_grace),
             instance: Some(identity.clone()),
+            cache_lag: o.fault_cache_lag_ms.map(Duration::from_millis),
         },
         election: (!o.no_leader_election).then(|| reconcile::Election {
             namespace: o.lease_namespace.clone(),

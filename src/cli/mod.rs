@@ -207,6 +207,10 @@ pub struct ReconcileOpts {
     /// Seconds a scheduled pool pod may take to become Ready before it is replaced.
     #[arg(long, value_name = "SECONDS", default_value_t = contract::DEFAULT_READY_GRACE.as_secs())]
     pub ready_grace: u64,
+    /// Fault injection (tests): deliver every watch event to the reconciler's caches this
+    /// many milliseconds late, as a loaded apiserver would.
+    #[arg(long, hide = true, value_name = "MS")]
+    pub fault_cache_lag_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,12 @@
 //! The claim's bind plan, pure: given the claim, what the caches show of it and of its
 //! template, and the time, what the claim controller must do next. The controller
 //! (`claim.rs`) only executes it.
+//!
+//! Exactly one sandbox per claim, against caches that lag: the claim's own
+//! `status.sandbox` says which sandbox it holds, and every status write is guarded by
+//! the claim's resourceVersion. A reconcile that ran on a stale view (it bound a second
+//! sandbox, or made a cold one) loses that write and gives its sandbox back; a sandbox
+//! the cache shows bound to the claim beyond the one it holds is surplus and goes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -73,8 +79,12 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// Since the claim was first seen by this reconciler.
     pub since_seen: Duration,
-    /// The sandbox the caches show bound to the claim, with its pod.
-    pub held: Option<(&'a Sandbox, Option<&'a Pod>)>,
+    /// The sandbox the claim's status names, if the cache shows it, with its pod.
+    pub named: Option<(&'a Sandbox, Option<&'a Pod>)>,
+    /// The sandboxes the cache shows labelled for this claim, oldest first, with pods.
+    pub labelled: Vec<(&'a Sandbox, Option<&'a Pod>)>,
+    /// The named sandbox was bound or created moments ago: the cache may not show it yet.
+    pub recently_bound: bool,
     pub template_exists: bool,
 }
 
@@ -83,11 +93,18 @@ pub enum Step {
     /// The lifetime ran out: delete the claim (its sandbox goes with it).
     Expire { ttl: i64 },
     /// The claim holds a sandbox: write this status if it changed. `bound` is set when
-    /// the claim became usable just now (for the bind metric).
+    /// the claim became usable just now (for the bind metric); `surplus` are other
+    /// sandboxes bound to the claim, to give back once the status is written.
     Report {
         status: SandboxClaimStatus,
         bound: Option<(LaunchType, i64)>,
+        surplus: Vec<String>,
     },
+    /// The claim's sandbox was written moments ago and the cache does not show it yet:
+    /// wait for it (its event wakes the claim), never bind another.
+    AwaitCache,
+    /// The sandbox the claim held is gone: the claim failed.
+    Lost { status: SandboxClaimStatus },
     /// The template does not exist (yet): write this status, and tell the user when
     /// `announce` (the first time).
     WaitForTemplate {
@@ -124,8 +141,24 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         Lifetime::Unlimited => None,
     };
     let old = c.status.clone().unwrap_or_default();
-    let step = if let Some((sb, pod)) = i.held {
-        held(i, &old, sb, pod)
+    let surplus = |keep: &str| -> Vec<String> {
+        i.labelled
+            .iter()
+            .map(|(sb, _)| sb.name_any())
+            .filter(|n| n != keep)
+            .collect()
+    };
+    let step = if let Some(name) = old.sandbox.as_deref() {
+        match i.named {
+            Some((sb, pod)) => held(i, &old, sb, pod, surplus(name)),
+            None if i.recently_bound => Step::AwaitCache,
+            None => Step::Lost {
+                status: lost(&old, name),
+            },
+        }
+    } else if let Some((sb, pod)) = i.labelled.first() {
+        // Bound, but the status write did not land: adopt it.
+        held(i, &old, sb, *pod, surplus(&sb.name_any()))
     } else if !i.template_exists {
         let mut status = old.clone();
         status.phase = Some(ClaimPhase::Pending);
@@ -157,8 +190,31 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
     Plan { step, requeue }
 }
 
+/// The status of a claim whose sandbox no longer exists.
+fn lost(old: &SandboxClaimStatus, name: &str) -> SandboxClaimStatus {
+    let mut status = old.clone();
+    status.phase = Some(ClaimPhase::Failed);
+    status.pod_ip = None;
+    status.conditions = merge_conditions(
+        &old.conditions,
+        vec![condition(
+            "Bound",
+            false,
+            "SandboxGone",
+            format!("sandbox {name} no longer exists"),
+        )],
+    );
+    status
+}
+
 /// The status of a claim that holds `sb`.
-fn held(i: &Inputs<'_>, old: &SandboxClaimStatus, sb: &Sandbox, pod: Option<&Pod>) -> Step {
+fn held(
+    i: &Inputs<'_>,
+    old: &SandboxClaimStatus,
+    sb: &Sandbox,
+    pod: Option<&Pod>,
+    surplus: Vec<String>,
+) -> Step {
     let ready = pod.is_some_and(pod_ready);
     let launch =
         LaunchType::from_annotation(sb.annotations().get(annotation::LAUNCH).map(String::as_str));
@@ -202,7 +258,11 @@ fn held(i: &Inputs<'_>, old: &SandboxClaimStatus, sb: &Sandbox, pod: Option<&Pod
             )],
         );
     }
-    Step::Report { status, bound }
+    Step::Report {
+        status,
+        bound,
+        surplus,
+    }
 }
 
 /// Ready, unclaimed, live members of a template not taken moments ago, oldest first.
@@ -309,7 +369,9 @@ mod tests {
             claim: &c,
             now,
             since_seen: Duration::ZERO,
-            held: None,
+            named: None,
+            labelled: vec![],
+            recently_bound: false,
             template_exists: true,
         });
         assert_eq!(p.step, Step::Bind);
@@ -320,7 +382,9 @@ mod tests {
             claim: &c,
             now,
             since_seen: Duration::ZERO,
-            held: None,
+            named: None,
+            labelled: vec![],
+            recently_bound: false,
             template_exists: true,
         });
         assert_eq!(p.requeue, Some(MAX_REQUEUE));
@@ -333,7 +397,9 @@ mod tests {
             claim: &c,
             now: ts(1_767_225_600 + 5),
             since_seen: Duration::ZERO,
-            held: None,
+            named: None,
+            labelled: vec![],
+            recently_bound: false,
             template_exists: true,
         });
         assert_eq!(p.step, Step::Expire { ttl: 1 });
@@ -347,7 +413,9 @@ mod tests {
             claim: &c,
             now,
             since_seen: Duration::ZERO,
-            held: None,
+            named: None,
+            labelled: vec![],
+            recently_bound: false,
             template_exists: false,
         });
         let Step::WaitForTemplate { status, announce } = first.step else {
@@ -360,7 +428,9 @@ mod tests {
             claim: &c,
             now,
             since_seen: Duration::ZERO,
-            held: None,
+            named: None,
+            labelled: vec![],
+            recently_bound: false,
             template_exists: false,
         });
         assert!(matches!(
@@ -370,6 +440,86 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn sandbox(name: &str) -> Sandbox {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sandbox.gke.io/v1", "kind": "Sandbox",
+            "metadata": {"name": name, "namespace": "ns", "labels": {label::CLAIM: "c"}},
+            "spec": {"templateName": "t"}
+        }))
+        .unwrap()
+    }
+
+    fn holding(c: &mut SandboxClaim, name: &str) {
+        c.status = Some(SandboxClaimStatus {
+            sandbox: Some(name.into()),
+            phase: Some(ClaimPhase::Bound),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn the_claims_own_status_decides_which_sandbox_it_holds() {
+        let now = ts(1_767_225_600);
+        let (a, b) = (sandbox("a"), sandbox("b"));
+        let mut c = claim(None);
+        holding(&mut c, "b");
+        let inputs = |named, labelled, recently_bound| Inputs {
+            claim: &c,
+            now,
+            since_seen: Duration::ZERO,
+            named,
+            labelled,
+            recently_bound,
+            template_exists: true,
+        };
+        // The cache shows both bound to the claim: the one its status names is kept.
+        let p = plan(&inputs(
+            Some((&b, None)),
+            vec![(&a, None), (&b, None)],
+            false,
+        ));
+        let Step::Report {
+            status, surplus, ..
+        } = p.step
+        else {
+            panic!("{p:?}")
+        };
+        assert_eq!(status.sandbox.as_deref(), Some("b"));
+        assert_eq!(surplus, ["a"]);
+        // Its sandbox is not in the cache yet: wait, never bind another.
+        let p = plan(&inputs(None, vec![(&a, None)], true));
+        assert_eq!(p.step, Step::AwaitCache);
+        // Not in the cache long after: it is gone, the claim failed.
+        let p = plan(&inputs(None, vec![], false));
+        let Step::Lost { status } = p.step else {
+            panic!("{p:?}")
+        };
+        assert_eq!(status.phase, Some(ClaimPhase::Failed));
+    }
+
+    #[test]
+    fn a_bound_sandbox_whose_status_write_was_lost_is_adopted() {
+        let (a, b) = (sandbox("a"), sandbox("b"));
+        let c = claim(None);
+        let p = plan(&Inputs {
+            claim: &c,
+            now: ts(1_767_225_600),
+            since_seen: Duration::ZERO,
+            named: None,
+            labelled: vec![(&a, None), (&b, None)],
+            recently_bound: false,
+            template_exists: true,
+        });
+        let Step::Report {
+            status, surplus, ..
+        } = p.step
+        else {
+            panic!("{p:?}")
+        };
+        assert_eq!(status.sandbox.as_deref(), Some("a"));
+        assert_eq!(surplus, ["b"]);
     }
 
     #[test]

@@ -47,11 +47,31 @@ pub fn pool_sandbox(template: &SandboxTemplate) -> Option<Sandbox> {
     })
 }
 
+/// The name of a claim's cold sandbox: one per claim, so a second creation for the same
+/// claim (a reconcile on a stale view) is refused as AlreadyExists.
+pub fn cold_name(claim: &SandboxClaim) -> Option<String> {
+    let name = claim.metadata.name.as_deref()?;
+    let uid: String = claim
+        .metadata
+        .uid
+        .as_deref()?
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    // A DNS subdomain (the Sandbox's and its pod's name) has at most 253 characters.
+    let keep = name.len().min(253 - 1 - uid.len());
+    let stem = name.get(..keep)?.trim_end_matches(['-', '.']);
+    Some(format!("{stem}-{uid}"))
+}
+
 /// A sandbox made for one claim because the pool had none ready (a cold start).
 pub fn cold_sandbox(template: &SandboxTemplate, claim: &SandboxClaim) -> Option<Sandbox> {
     let mut sb = pool_sandbox(template)?;
     let claim_name = claim.metadata.name.clone()?;
-    sb.metadata.generate_name = Some(format!("{claim_name}-"));
+    sb.metadata.generate_name = None;
+    sb.metadata.name = Some(cold_name(claim)?);
     sb.metadata.owner_references = Some(vec![owner_ref(claim)?]);
     sb.metadata
         .labels
@@ -80,6 +100,20 @@ pub fn warm_sandbox(member: &Sandbox, claim: &SandboxClaim) -> Option<Sandbox> {
             LaunchType::Warm.as_str().to_string(),
         );
     sb.metadata.owner_references = Some(vec![owner_ref(claim)?]);
+    Some(sb)
+}
+
+/// A warm sandbox given back to its template's pool (a surplus bind): the claim's label
+/// and launch annotation removed, the controller reference back on the template.
+pub fn released_sandbox(bound: &Sandbox, template: &SandboxTemplate) -> Option<Sandbox> {
+    let mut sb = bound.clone();
+    if let Some(l) = sb.metadata.labels.as_mut() {
+        l.remove(label::CLAIM);
+    }
+    if let Some(a) = sb.metadata.annotations.as_mut() {
+        a.remove(annotation::LAUNCH);
+    }
+    sb.metadata.owner_references = Some(vec![owner_ref(template)?]);
     Some(sb)
 }
 

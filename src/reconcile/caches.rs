@@ -2,9 +2,11 @@
 //! once every cache holds its initial list, and the lookups the controllers share.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Resource, ResourceExt as _};
@@ -19,6 +21,8 @@ pub struct Caches {
     pub sandboxes: Store<Sandbox>,
     pub pods: Store<Pod>,
     pub claims: Store<SandboxClaim>,
+    /// The NetworkPolicies sandgate wrote (by its managed-by label).
+    pub policies: Store<NetworkPolicy>,
     synced: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -29,6 +33,7 @@ impl Caches {
         sandboxes: Store<Sandbox>,
         pods: Store<Pod>,
         claims: Store<SandboxClaim>,
+        policies: Store<NetworkPolicy>,
         synced: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -36,8 +41,19 @@ impl Caches {
             sandboxes,
             pods,
             claims,
+            policies,
             synced,
         }
+    }
+
+    /// One of sandgate's NetworkPolicies, as last seen.
+    pub fn policy(&self, namespace: &str, name: &str) -> Option<Arc<NetworkPolicy>> {
+        self.policies.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A Sandbox by name.
+    pub fn sandbox(&self, namespace: &str, name: &str) -> Option<Arc<Sandbox>> {
+        self.sandboxes.get(&ObjectRef::new(name).within(namespace))
     }
 
     /// Waits until every cache holds its initial list. (A Store's own readiness future
@@ -88,15 +104,18 @@ impl Caches {
 pub struct CacheSync {
     pending: Arc<Mutex<usize>>,
     tx: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Fault injection: how late every event reaches the caches.
+    lag: Option<Duration>,
 }
 
 impl CacheSync {
-    pub fn new() -> (Self, tokio::sync::watch::Receiver<bool>) {
+    pub fn new(lag: Option<Duration>) -> (Self, tokio::sync::watch::Receiver<bool>) {
         let (tx, rx) = tokio::sync::watch::channel(false);
         (
             Self {
                 pending: Arc::new(Mutex::new(0)),
                 tx: Arc::new(tx),
+                lag,
             },
             rx,
         )
@@ -137,10 +156,15 @@ where
 {
     let (store, writer) = reflector::store();
     sync.register();
+    let lag = sync.lag;
     let sync = sync.clone();
     let mut reported = false;
-    let stream = watcher(api, wc)
-        .default_backoff()
+    let events = watcher(api, wc).default_backoff();
+    let events = match lag {
+        None => events.boxed(),
+        Some(lag) => lagged(events, lag).boxed(),
+    };
+    let stream = events
         .reflect(writer)
         .inspect(move |ev| {
             if !reported && matches!(ev, Ok(watcher::Event::InitDone)) {
@@ -150,4 +174,27 @@ where
         })
         .touched_objects();
     (store, stream)
+}
+
+/// The same events, each delivered `lag` after it arrived, in order (a forwarding task
+/// timestamps them, so the delay does not accumulate).
+fn lagged<S, T>(events: S, lag: Duration) -> impl futures::Stream<Item = T> + Send + 'static
+where
+    S: futures::Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(ev) = events.next().await {
+            if tx.send((tokio::time::Instant::now() + lag, ev)).is_err() {
+                break;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let (due, ev) = rx.recv().await?;
+        tokio::time::sleep_until(due).await;
+        Some((ev, rx))
+    })
 }

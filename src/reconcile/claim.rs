@@ -1,9 +1,11 @@
 //! Claim controller: executes the bind plan. A warm member is taken with a
-//! resourceVersion-guarded replace (two claims never get the same sandbox); with none to
-//! take, a cold sandbox is created for the claim at once.
+//! resourceVersion-guarded replace (two claims never share a sandbox); with none to
+//! take, the claim's one cold sandbox is created. Every status write is guarded by the
+//! claim's resourceVersion, so a reconcile that ran on a stale view cannot record a
+//! second sandbox: it loses the write and gives back what it took.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -13,10 +15,12 @@ use kube::{Resource, ResourceExt};
 use super::bind::{self, Inputs, Step};
 use super::context::Context;
 use super::{Error, Result, build, status::pod_ready};
-use crate::crd::{LaunchType, Sandbox, SandboxClaim, SandboxClaimStatus};
+use crate::crd::{LaunchType, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxTemplate};
 
 /// How many warm members a claim tries before it falls back to a cold start.
 const WARM_ATTEMPTS: usize = 8;
+/// When a claim looks again after losing a guarded write or waiting for its cache.
+const RETRY: Duration = Duration::from_secs(1);
 
 pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action> {
     ctx.caches.synced().await;
@@ -30,14 +34,32 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action
     let uid = c.uid().unwrap_or_default();
     let seen = ctx.memory.first_seen.get(&uid);
 
-    let held = ctx.caches.claimed_by(&ns, &name).into_iter().next();
-    let held_pod = held.as_deref().and_then(|sb| ctx.caches.pod_of(sb));
+    let named_sandbox = c
+        .status
+        .as_ref()
+        .and_then(|s| s.sandbox.as_deref())
+        .map(str::to_string);
+    let named = named_sandbox
+        .as_deref()
+        .and_then(|n| ctx.caches.sandbox(&ns, n));
+    let named_pod = named.as_deref().and_then(|sb| ctx.caches.pod_of(sb));
+    let mut labelled = ctx.caches.claimed_by(&ns, &name);
+    labelled.sort_by_key(|s| s.meta().creation_timestamp.clone().map(|t| t.0));
+    let labelled_pods: Vec<_> = labelled.iter().map(|sb| ctx.caches.pod_of(sb)).collect();
     let template = ctx.caches.template(&ns, &c.spec.template_name);
     let plan = bind::plan(&Inputs {
         claim: &c,
         now: k8s_openapi::jiff::Timestamp::now(),
         since_seen: seen.elapsed(),
-        held: held.as_deref().map(|sb| (sb, held_pod.as_deref())),
+        named: named.as_deref().map(|sb| (sb, named_pod.as_deref())),
+        labelled: labelled
+            .iter()
+            .zip(&labelled_pods)
+            .map(|(sb, pod)| (sb.as_ref(), pod.as_deref()))
+            .collect(),
+        recently_bound: named_sandbox
+            .as_deref()
+            .is_some_and(|n| ctx.memory.taken.contains(&format!("{ns}/{n}"))),
         template_exists: template.is_some(),
     });
     let requeue = plan
@@ -59,11 +81,28 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action
             ctx.memory.first_seen.forget(&uid);
             return Ok(Action::await_change());
         }
-        Step::Report { status, bound } => {
-            write_status(&ctx, &ns, &name, &old, status).await?;
+        Step::Report {
+            status,
+            bound,
+            surplus,
+        } => {
+            if write_status(&ctx, &c, &old, status).await? == Written::Conflict {
+                return Ok(Action::requeue(RETRY));
+            }
             if let Some((launch, ms)) = bound {
                 ctx.metrics.observe_bind(launch, ms);
                 ctx.memory.first_seen.forget(&uid);
+            }
+            for extra in surplus {
+                if let Some(sb) = labelled.iter().find(|s| s.name_any() == extra) {
+                    give_back(&ctx, sb, template.as_deref()).await?;
+                }
+            }
+        }
+        Step::AwaitCache => return Ok(Action::requeue(RETRY)),
+        Step::Lost { status } => {
+            if write_status(&ctx, &c, &old, status).await? == Written::Conflict {
+                return Ok(Action::requeue(RETRY));
             }
         }
         Step::WaitForTemplate { status, announce } => {
@@ -76,27 +115,44 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action
                 )
                 .await;
             }
-            write_status(&ctx, &ns, &name, &old, status).await?;
+            if write_status(&ctx, &c, &old, status).await? == Written::Conflict {
+                return Ok(Action::requeue(RETRY));
+            }
         }
         Step::Bind => {
             let template = template.ok_or_else(|| Error::Invalid("template vanished".into()))?;
-            if !bind_warm(&ctx, &c, &ns, &old, seen).await? {
-                start_cold(&ctx, &c, &ns, &old, &template).await?;
+            let outcome = match bind_warm(&ctx, &c, &ns, &old, seen, &template).await? {
+                Written::Unchanged => start_cold(&ctx, &c, &ns, &old, &template).await?,
+                written => written,
+            };
+            if outcome == Written::Conflict {
+                return Ok(Action::requeue(RETRY));
             }
         }
     }
     Ok(requeue)
 }
 
-/// Takes the first ready member another claim does not win; false when none could be
-/// taken.
+/// What a guarded status write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Nothing to write (or, for a bind, nothing could be taken).
+    Unchanged,
+    Done,
+    /// The claim changed since this reconcile's view: its write lost.
+    Conflict,
+}
+
+/// Takes the first ready member another claim does not win and records it on the
+/// claim. `Unchanged` when no member could be taken.
 async fn bind_warm(
     ctx: &Context,
     c: &SandboxClaim,
     ns: &str,
     old: &SandboxClaimStatus,
     seen: Instant,
-) -> Result<bool> {
+    template: &SandboxTemplate,
+) -> Result<Written> {
     let members = ctx.caches.members(ns, &c.spec.template_name);
     let ready = |sb: &Sandbox| ctx.caches.pod_of(sb).as_deref().is_some_and(pod_ready);
     let candidates = bind::warm_candidates(members, ready, &ctx.memory.taken.recent());
@@ -106,74 +162,151 @@ async fn bind_warm(
             return Err(Error::Invalid("claim without name/uid".into()));
         };
         ctx.memory.taken.take(bind::taken_key(&cand));
-        match sandboxes
+        let bound = match sandboxes
             .replace(&cand.name_any(), &PostParams::default(), &sb)
             .await
         {
-            Ok(bound) => {
-                // The sandbox controller marks the Sandbox Claimed when it sees the
-                // label; the claim's own status is the one write left on this path.
-                let ms = bind::startup_ms(
-                    c.meta().creation_timestamp.as_ref().map(|t| t.0),
-                    k8s_openapi::jiff::Timestamp::now(),
-                    seen.elapsed(),
-                );
-                let pod = ctx.caches.pod_of(&bound);
-                let status = bind::warm_status(old, &bound, pod.as_deref(), ms);
-                write_status(ctx, ns, &c.name_any(), old, status).await?;
-                ctx.metrics.observe_bind(LaunchType::Warm, ms);
-                ctx.memory.first_seen.forget(&c.uid().unwrap_or_default());
-                return Ok(true);
-            }
+            Ok(bound) => bound,
             // Another claim won this one: try the next.
             Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => continue,
             Err(e) => return Err(e.into()),
+        };
+        // The sandbox controller marks the Sandbox Claimed when it sees the label; the
+        // claim's own status is the one write left on this path.
+        let ms = bind::startup_ms(
+            c.meta().creation_timestamp.as_ref().map(|t| t.0),
+            k8s_openapi::jiff::Timestamp::now(),
+            seen.elapsed(),
+        );
+        let pod = ctx.caches.pod_of(&bound);
+        let status = bind::warm_status(old, &bound, pod.as_deref(), ms);
+        let written = write_status(ctx, c, old, status).await?;
+        if written == Written::Conflict {
+            // A reconcile on a newer view already settled this claim.
+            give_back(ctx, &bound, Some(template)).await?;
+            return Ok(Written::Conflict);
         }
+        ctx.metrics.observe_bind(LaunchType::Warm, ms);
+        ctx.memory.first_seen.forget(&c.uid().unwrap_or_default());
+        return Ok(Written::Done);
     }
-    Ok(false)
+    Ok(Written::Unchanged)
 }
 
-/// The pool is empty: the claim gets a sandbox of its own right away.
+/// The pool is empty: the claim gets its one cold sandbox right away.
 async fn start_cold(
     ctx: &Context,
     c: &SandboxClaim,
     ns: &str,
     old: &SandboxClaimStatus,
-    template: &crate::crd::SandboxTemplate,
-) -> Result<()> {
+    template: &SandboxTemplate,
+) -> Result<Written> {
     let Some(sb) = build::cold_sandbox(template, c) else {
         return Err(Error::Invalid("claim or template without name/uid".into()));
     };
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), ns);
-    let created = sandboxes.create(&PostParams::default(), &sb).await?;
-    ctx.event(
-        c,
-        EventType::Normal,
-        "PoolExhausted",
-        format!(
-            "no warm sandbox of {} was ready; started {} for this claim",
-            c.spec.template_name,
-            created.name_any()
-        ),
-    )
-    .await;
+    let (created, ours) = match sandboxes.create(&PostParams::default(), &sb).await {
+        Ok(created) => (created, true),
+        // An earlier reconcile of this claim made it: record it, never delete it.
+        Err(kube::Error::Api(e)) if e.code == 409 => (sb, false),
+        Err(e) => return Err(e.into()),
+    };
+    ctx.memory.taken.take(bind::taken_key(&created));
     let status = bind::cold_status(old, &created);
-    write_status(ctx, ns, &c.name_any(), old, status).await
+    let written = write_status(ctx, c, old, status).await?;
+    if written == Written::Conflict {
+        if ours {
+            delete(ctx, &created).await?;
+        }
+        return Ok(written);
+    }
+    if ours {
+        ctx.event(
+            c,
+            EventType::Normal,
+            "PoolExhausted",
+            format!(
+                "no warm sandbox of {} was ready; started {} for this claim",
+                c.spec.template_name,
+                created.name_any()
+            ),
+        )
+        .await;
+    }
+    Ok(written)
 }
 
+/// A sandbox bound to the claim beyond the one it holds: back to its pool when it was
+/// a warm member and its template still exists (the pool stays warm), else deleted.
+async fn give_back(ctx: &Context, sb: &Sandbox, template: Option<&SandboxTemplate>) -> Result<()> {
+    let warm = LaunchType::from_annotation(
+        sb.annotations()
+            .get(crate::contract::annotation::LAUNCH)
+            .map(String::as_str),
+    ) == LaunchType::Warm;
+    if let Some(t) = template.filter(|_| warm)
+        && let Some(released) = build::released_sandbox(sb, t)
+    {
+        let api: Api<Sandbox> =
+            Api::namespaced(ctx.client.clone(), &sb.namespace().unwrap_or_default());
+        match api
+            .replace(&sb.name_any(), &PostParams::default(), &released)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(sandbox = %sb.name_any(), "surplus sandbox returned to its pool");
+                return Ok(());
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            // Changed since it was read: it cannot be handed back safely; delete it.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(sandbox = %sb.name_any(), "surplus sandbox deleted");
+    delete(ctx, sb).await
+}
+
+async fn delete(ctx: &Context, sb: &Sandbox) -> Result<()> {
+    let api: Api<Sandbox> =
+        Api::namespaced(ctx.client.clone(), &sb.namespace().unwrap_or_default());
+    match api
+        .delete(&sb.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the claim's status when it changed, guarded by the resourceVersion of the
+/// claim this reconcile read.
 async fn write_status(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    c: &SandboxClaim,
     old: &SandboxClaimStatus,
     status: SandboxClaimStatus,
-) -> Result<()> {
+) -> Result<Written> {
     if &status == old {
-        return Ok(());
+        return Ok(Written::Unchanged);
     }
-    let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = serde_json::json!({"status": status});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+    let api: Api<SandboxClaim> =
+        Api::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": c.resource_version()},
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &c.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(Written::Done),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Written::Conflict),
+        Err(e) => Err(e.into()),
+    }
 }

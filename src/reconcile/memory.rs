@@ -40,13 +40,20 @@ impl InFlight {
     }
 }
 
-/// Sandboxes ("ns/name") bound moments ago, skipped while the cache catches up.
+/// Sandboxes ("ns/name") bound or created for a claim moments ago: skipped as warm
+/// candidates, and awaited by their claim, while the cache catches up.
 #[derive(Default)]
 pub struct Taken(Mutex<HashMap<String, Instant>>);
 
 impl Taken {
     pub fn take(&self, sandbox: String) {
         lock(&self.0).insert(sandbox, Instant::now());
+    }
+
+    pub fn contains(&self, sandbox: &str) -> bool {
+        lock(&self.0)
+            .get(sandbox)
+            .is_some_and(|at| at.elapsed() < TAKEN_TTL)
     }
 
     /// The sandboxes taken recently (expired ones forgotten).

@@ -73,6 +73,8 @@ pub struct Options {
     pub ready_grace: Duration,
     /// Name used in events (the pod name in-cluster).
     pub instance: Option<String>,
+    /// Fault injection: every watch event reaches the caches this late.
+    pub cache_lag: Option<Duration>,
 }
 
 impl Default for Options {
@@ -80,6 +82,7 @@ impl Default for Options {
         Self {
             ready_grace: contract::DEFAULT_READY_GRACE,
             instance: None,
+            cache_lag: None,
         }
     }
 }
@@ -165,31 +168,38 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
     // Each cache is filled by a reflector of ours, so readiness can be observed on the
     // stream. (A Store's own readiness future wakes only one waiter, and each
     // Controller already waits on its store.)
-    let (sync, synced) = caches::CacheSync::new();
+    let (sync, synced) = caches::CacheSync::new(opts.cache_lag);
+    if let Some(lag) = opts.cache_lag {
+        tracing::warn!(?lag, "fault injection: the reconciler's caches lag");
+    }
     let (templates, template_stream) = caches::reflect(templates_api.clone(), wc.clone(), &sync);
     let (sandboxes, sandbox_stream) = caches::reflect(sandboxes_api.clone(), wc.clone(), &sync);
     let (claims, claim_stream) = caches::reflect(claims_api.clone(), wc.clone(), &sync);
     let (pods, pod_stream) = caches::reflect(pods_api, pod_wc, &sync);
+    let policies_wc = watcher::Config::default().labels(&contract::managed_selector());
+    let (policies, policy_stream) = caches::reflect(
+        Api::<NetworkPolicy>::all(client.clone()),
+        policies_wc,
+        &sync,
+    );
 
     let template_ctl = Controller::for_stream(template_stream, templates.clone());
     let sandbox_ctl = Controller::for_stream(sandbox_stream, sandboxes.clone());
     let claim_ctl = Controller::for_stream(claim_stream, claims.clone());
 
-    let caches = Caches::new(templates, sandboxes, pods, claims, synced);
+    let caches = Caches::new(templates, sandboxes, pods, claims, policies, synced);
     let ctx = Arc::new(Context::new(client.clone(), cfg, opts, caches, metrics));
 
     // Templates: triggered by their pool members (by label, so a member moving to a
-    // claim still refills its template) and their NetworkPolicy.
+    // claim still refills its template) and by their NetworkPolicy, from the stream that
+    // fills the policy cache (so a reconcile compares against what woke it).
     let templates = template_ctl
         .watches(sandboxes_api.clone(), wc.clone(), |sb: Sandbox| {
             let ns = sb.namespace()?;
             let t = sb.labels().get(label::TEMPLATE)?.clone();
             Some(ObjectRef::new(&t).within(&ns))
         })
-        .owns(
-            Api::<NetworkPolicy>::all(client.clone()),
-            watcher::Config::default().labels(&contract::managed_selector()),
-        )
+        .owns_stream(policy_stream)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, c| tracked("template", o, c, template::reconcile),

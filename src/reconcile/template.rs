@@ -33,9 +33,24 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
         .ok_or_else(|| Error::Invalid("template without namespace".into()))?;
     let name = t.name_any();
 
-    // 1. Both NetworkPolicies exist before any pod of the template.
-    ctx.default_deny.ensure(&ns).await?;
-    if let Some(np) = build::template_policy(&t) {
+    // 1. Both NetworkPolicies exist before any pod of the template. Each is written
+    // only when the cache shows it missing or different: a write wakes this controller
+    // again (it owns the policy), so an unconditional one would never settle.
+    if ctx
+        .caches
+        .policy(&ns, contract::DEFAULT_DENY_POLICY)
+        .is_none()
+    {
+        ctx.default_deny.ensure(&ns).await?;
+    }
+    if let Some(np) = build::template_policy(&t)
+        && !policy_current(
+            &np,
+            ctx.caches
+                .policy(&ns, &contract::template_policy_name(&name))
+                .as_deref(),
+        )
+    {
         let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch(
             &contract::template_policy_name(&name),
@@ -166,4 +181,32 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
             .await?;
     }
     Ok(Action::requeue(RESYNC))
+}
+
+/// Whether the stored policy already is the desired one: the same rules, sandgate's
+/// labels, owned by the same template.
+fn policy_current(desired: &NetworkPolicy, stored: Option<&NetworkPolicy>) -> bool {
+    let Some(stored) = stored else {
+        return false;
+    };
+    let labelled = desired
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| stored.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+    let owned = desired.metadata.owner_references.iter().flatten().all(|o| {
+        stored
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|s| s.uid == o.uid && s.controller == o.controller)
+    });
+    let same = match (&desired.spec, &stored.spec) {
+        (Some(d), Some(s)) => crate::netpol::same_spec(d, s),
+        (None, None) => true,
+        _ => false,
+    };
+    labelled && owned && same
 }

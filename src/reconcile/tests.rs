@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, Store};
@@ -45,12 +46,13 @@ impl Call {
 /// The objects the apiserver holds, by path.
 type Known = HashMap<String, Value>;
 
-/// Answers each request with `respond` and records it, until the client is dropped.
+/// Answers each request with `respond` (which may change what the apiserver holds) and
+/// records it, until the client is dropped; returns the requests and the final state.
 async fn serve(
     mut handle: Handle,
-    known: Known,
-    respond: impl Fn(&Call, &Known) -> (u16, Value),
-) -> Vec<Call> {
+    mut known: Known,
+    respond: impl Fn(&Call, &mut Known) -> (u16, Value),
+) -> (Vec<Call>, Known) {
     let mut calls = Vec::new();
     while let Some((req, send)) = handle.next_request().await {
         let (parts, body) = req.into_parts();
@@ -64,7 +66,7 @@ async fn serve(
                 .unwrap_or_default(),
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         };
-        let (code, answer) = respond(&call, &known);
+        let (code, answer) = respond(&call, &mut known);
         let answer = serde_json::to_vec(&answer).unwrap_or_default();
         send.send_response(
             Response::builder()
@@ -75,58 +77,105 @@ async fn serve(
         );
         calls.push(call);
     }
-    calls
+    (calls, known)
 }
 
-/// What a plain apiserver answers: reads and deletions of known objects return them,
-/// of others 404; patches of known objects return them patched; creations and
-/// replacements echo the object with a name (from generateName), uid and
-/// resourceVersion; events are accepted.
-fn echo(call: &Call, known: &Known) -> (u16, Value) {
-    let object = known.get(call.route().trim_end_matches("/status"));
-    match (&call.method, object) {
-        (&Method::GET | &Method::DELETE, Some(o)) => return (200, o.clone()),
-        (&Method::GET | &Method::DELETE, None) => return not_found(),
-        (&Method::PATCH, Some(o)) => {
-            let mut patched = o.clone();
-            json_patch::merge(&mut patched, &call.body);
-            return (200, patched);
+fn rv(o: &Value) -> Option<&str> {
+    o.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+}
+
+fn bump(o: &mut Value) {
+    let next = rv(o).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+    o["metadata"]["resourceVersion"] = json!(next.to_string());
+}
+
+/// What a plain apiserver does, with optimistic concurrency: reads and deletions of
+/// known objects return them, of others 404; creations name the object (from
+/// generateName) and refuse a taken name; replacements and patches that carry a
+/// resourceVersion other than the stored one conflict; events are accepted.
+fn apiserver(call: &Call, known: &mut Known) -> (u16, Value) {
+    let route = call.route().to_string();
+    let path = route.trim_end_matches("/status").to_string();
+    match call.method {
+        Method::GET => known
+            .get(&path)
+            .cloned()
+            .map_or_else(not_found, |o| (200, o)),
+        Method::DELETE => known.remove(&path).map_or_else(not_found, |o| (200, o)),
+        Method::POST => {
+            let mut obj = call.body.clone();
+            if obj.pointer("/metadata/name").is_none() {
+                let prefix = obj
+                    .pointer("/metadata/generateName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("obj-")
+                    .to_string();
+                let n = known.len();
+                obj["metadata"]["name"] = json!(format!("{prefix}g{n:04}"));
+            }
+            let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let path = format!("{route}/{name}");
+            if known.contains_key(&path) {
+                return already_exists();
+            }
+            obj["metadata"]["uid"] = json!(format!("uid-{name}"));
+            obj["metadata"]["resourceVersion"] = json!("1");
+            known.insert(path, obj.clone());
+            (201, obj)
         }
-        _ => {}
-    }
-    let mut obj = call.body.clone();
-    if obj.is_object() {
-        if obj.pointer("/metadata/name").is_none() {
-            let prefix = obj
-                .pointer("/metadata/generateName")
-                .and_then(Value::as_str)
-                .unwrap_or("obj-")
-                .to_string();
-            obj["metadata"]["name"] = json!(format!("{prefix}x1y2z"));
+        Method::PUT => {
+            let Some(stored) = known.get(&path) else {
+                return not_found();
+            };
+            if rv(&call.body).is_some_and(|v| Some(v) != rv(stored)) {
+                return conflict();
+            }
+            let mut obj = call.body.clone();
+            obj["metadata"]["resourceVersion"] = json!(rv(stored).unwrap_or("0"));
+            bump(&mut obj);
+            known.insert(path, obj.clone());
+            (200, obj)
         }
-        obj["metadata"]["uid"] = json!("uid-created");
-        obj["metadata"]["resourceVersion"] = json!("2");
+        Method::PATCH => {
+            let mut obj = match known.get(&path) {
+                // A server-side apply of a new object creates it.
+                None => json!({"metadata": {"resourceVersion": "0"}}),
+                Some(stored) => {
+                    if rv(&call.body).is_some_and(|v| Some(v) != rv(stored)) {
+                        return conflict();
+                    }
+                    stored.clone()
+                }
+            };
+            let current = rv(&obj).unwrap_or("0").to_string();
+            json_patch::merge(&mut obj, &call.body);
+            obj["metadata"]["resourceVersion"] = json!(current);
+            bump(&mut obj);
+            known.insert(path, obj.clone());
+            (200, obj)
+        }
+        _ => (405, json!({})),
     }
-    let code = if call.method == Method::POST {
-        201
-    } else {
-        200
-    };
-    (code, obj)
+}
+
+fn status_of(code: u16, reason: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": reason}),
+    )
 }
 
 fn not_found() -> (u16, Value) {
-    (
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
-    )
+    status_of(404, "NotFound")
 }
 
 fn conflict() -> (u16, Value) {
-    (
-        409,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
-    )
+    status_of(409, "Conflict")
+}
+
+fn already_exists() -> (u16, Value) {
+    status_of(409, "AlreadyExists")
 }
 
 /// The caches a test fills, and the context built on them.
@@ -136,6 +185,7 @@ struct World {
     sandboxes: Vec<Sandbox>,
     pods: Vec<Pod>,
     claims: Vec<SandboxClaim>,
+    policies: Vec<NetworkPolicy>,
 }
 
 fn store<K>(objects: &[K]) -> Store<K>
@@ -179,6 +229,7 @@ impl World {
         known_of(&self.sandboxes, &mut k);
         known_of(&self.pods, &mut k);
         known_of(&self.claims, &mut k);
+        known_of(&self.policies, &mut k);
         k
     }
 
@@ -191,6 +242,7 @@ impl World {
             store(&self.sandboxes),
             store(&self.pods),
             store(&self.claims),
+            store(&self.policies),
             synced,
         );
         let metrics = Metrics::register(&mut crate::metrics::Registry::new());
@@ -209,26 +261,45 @@ impl World {
         &self,
         obj: K,
         f: F,
-        respond: impl Fn(&Call, &Known) -> (u16, Value) + Send + 'static,
+        respond: impl Fn(&Call, &mut Known) -> (u16, Value) + Send + 'static,
     ) -> (super::Result<Action>, Vec<Call>)
     where
         K: kube::Resource<DynamicType = ()> + serde::Serialize,
         F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
         Fut: std::future::Future<Output = super::Result<Action>>,
     {
+        let (result, calls, _) = self.reconcile_on(self.known(), obj, f, respond).await;
+        (result, calls)
+    }
+
+    /// The same against an apiserver holding `known` (which may be ahead of the caches).
+    async fn reconcile_on<K, F, Fut>(
+        &self,
+        mut known: Known,
+        obj: K,
+        f: F,
+        respond: impl Fn(&Call, &mut Known) -> (u16, Value) + Send + 'static,
+    ) -> (super::Result<Action>, Vec<Call>, Known)
+    where
+        K: kube::Resource<DynamicType = ()> + serde::Serialize,
+        F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+        Fut: std::future::Future<Output = super::Result<Action>>,
+    {
         let (ctx, handle) = self.context();
-        let mut known = self.known();
-        known_of(std::slice::from_ref(&obj), &mut known);
+        let key = path_of(&obj);
+        known
+            .entry(key)
+            .or_insert_with(|| serde_json::to_value(&obj).unwrap_or_default());
         let server = tokio::spawn(serve(handle, known, respond));
         let result = tokio::time::timeout(Duration::from_secs(10), f(Arc::new(obj), ctx))
             .await
             .expect("the reconcile finishes");
         // The context (and so every client clone) is gone: the mock stops.
-        let calls = tokio::time::timeout(Duration::from_secs(10), server)
+        let (calls, known) = tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .expect("the mock apiserver stops")
             .expect("the mock apiserver does not panic");
-        (result, calls)
+        (result, calls, known)
     }
 }
 
@@ -276,7 +347,7 @@ fn pod(name: &str, phase: &str, ready: bool) -> Pod {
 fn claim(ttl: Option<i64>, created: &str) -> SandboxClaim {
     serde_json::from_value(json!({
         "apiVersion": "sandbox.gke.io/v1", "kind": "SandboxClaim",
-        "metadata": {"name": "run-1", "namespace": "agents", "uid": "uid-claim", "creationTimestamp": created},
+        "metadata": {"name": "run-1", "namespace": "agents", "uid": "uid-claim", "resourceVersion": "1", "creationTimestamp": created},
         "spec": {"templateName": "python", "ttlSeconds": ttl}
     }))
     .expect("a claim")
@@ -311,7 +382,7 @@ async fn an_empty_pool_gets_its_policies_then_its_members_then_its_status() {
         "/apis/networking.k8s.io/v1/namespaces/agents/networkpolicies/{}",
         contract::DEFAULT_DENY_POLICY
     );
-    let (result, calls) = world.reconcile(t, template::reconcile, echo).await;
+    let (result, calls) = world.reconcile(t, template::reconcile, apiserver).await;
     assert_eq!(
         result.expect("reconciled"),
         Action::requeue(Duration::from_secs(30))
@@ -377,7 +448,9 @@ async fn a_full_pool_with_a_current_status_writes_no_member_and_no_status() {
         pods: pods.to_vec(),
         ..World::default()
     };
-    let (result, calls) = first.reconcile(t.clone(), template::reconcile, echo).await;
+    let (result, calls) = first
+        .reconcile(t.clone(), template::reconcile, apiserver)
+        .await;
     result.expect("reconciled");
     let patch = calls
         .iter()
@@ -391,7 +464,7 @@ async fn a_full_pool_with_a_current_status_writes_no_member_and_no_status() {
         pods: pods.to_vec(),
         ..World::default()
     };
-    let (result, calls) = settled.reconcile(t, template::reconcile, echo).await;
+    let (result, calls) = settled.reconcile(t, template::reconcile, apiserver).await;
     result.expect("reconciled");
     assert!(
         !calls
@@ -416,7 +489,7 @@ async fn a_claim_binds_a_ready_member_with_a_guarded_replace_then_writes_its_sta
         ..World::default()
     };
     let (result, calls) = world
-        .reconcile(claim(None, NOW_ISH), claim::reconcile, echo)
+        .reconcile(claim(None, NOW_ISH), claim::reconcile, apiserver)
         .await;
     assert_eq!(result.expect("reconciled"), Action::await_change());
     assert_eq!(
@@ -454,7 +527,7 @@ async fn a_claim_that_loses_the_race_for_every_member_starts_a_cold_sandbox() {
             if c.method == Method::PUT {
                 conflict()
             } else {
-                echo(c, known)
+                apiserver(c, known)
             }
         })
         .await;
@@ -464,19 +537,22 @@ async fn a_claim_that_loses_the_race_for_every_member_starts_a_cold_sandbox() {
         [
             "PUT /apis/sandbox.gke.io/v1/namespaces/agents/sandboxes/python-a",
             "POST /apis/sandbox.gke.io/v1/namespaces/agents/sandboxes",
-            "POST /apis/events.k8s.io/v1/namespaces/agents/events",
             "PATCH /apis/sandbox.gke.io/v1/namespaces/agents/sandboxclaims/run-1/status",
+            "POST /apis/events.k8s.io/v1/namespaces/agents/events",
         ]
     );
     let cold = &calls[1].body;
-    assert_eq!(cold["metadata"]["generateName"], "run-1-");
+    assert_eq!(
+        cold["metadata"]["name"], "run-1-uidclaim",
+        "one cold sandbox per claim, by name"
+    );
     assert_eq!(cold["metadata"]["annotations"][annotation::LAUNCH], "cold");
     assert_eq!(
         cold["metadata"]["ownerReferences"][0]["kind"],
         "SandboxClaim"
     );
-    assert_eq!(calls[2].body["reason"], "PoolExhausted");
-    let status = &calls[3].body["status"];
+    assert_eq!(calls[3].body["reason"], "PoolExhausted");
+    let status = &calls[2].body["status"];
     assert_eq!(
         (status["phase"].clone(), status["launchType"].clone()),
         (json!("Pending"), json!("cold"))
@@ -487,7 +563,7 @@ async fn a_claim_that_loses_the_race_for_every_member_starts_a_cold_sandbox() {
 async fn a_claim_for_a_missing_template_waits_and_says_so() {
     let world = World::default();
     let (result, calls) = world
-        .reconcile(claim(None, NOW_ISH), claim::reconcile, echo)
+        .reconcile(claim(None, NOW_ISH), claim::reconcile, apiserver)
         .await;
     result.expect("reconciled");
     assert_eq!(
@@ -514,7 +590,7 @@ async fn an_expired_claim_is_deleted_and_a_huge_lifetime_is_not() {
         .reconcile(
             claim(Some(60), "2020-01-01T00:00:00Z"),
             claim::reconcile,
-            echo,
+            apiserver,
         )
         .await;
     assert_eq!(result.expect("reconciled"), Action::await_change());
@@ -532,7 +608,7 @@ async fn an_expired_claim_is_deleted_and_a_huge_lifetime_is_not() {
         .reconcile(
             claim(Some(i64::MAX), "2020-01-01T00:00:00Z"),
             claim::reconcile,
-            echo,
+            apiserver,
         )
         .await;
     assert_eq!(result.expect("reconciled"), Action::await_change());
@@ -559,7 +635,7 @@ async fn a_sandbox_without_a_pod_gets_the_hardened_pod_of_its_template() {
         ..World::default()
     };
     let (result, calls) = world
-        .reconcile(member("python-a"), sandbox::reconcile, echo)
+        .reconcile(member("python-a"), sandbox::reconcile, apiserver)
         .await;
     assert_eq!(
         result.expect("reconciled"),
@@ -593,7 +669,7 @@ async fn an_unclaimed_sandbox_whose_pod_ended_is_retired_and_a_claimed_one_kept(
         ..World::default()
     };
     let (result, calls) = world
-        .reconcile(member("python-a"), sandbox::reconcile, echo)
+        .reconcile(member("python-a"), sandbox::reconcile, apiserver)
         .await;
     assert_eq!(result.expect("reconciled"), Action::await_change());
     assert_eq!(
@@ -607,7 +683,9 @@ async fn an_unclaimed_sandbox_whose_pod_ended_is_retired_and_a_claimed_one_kept(
         .labels
         .get_or_insert_with(Default::default)
         .insert(label::CLAIM.to_string(), "run-1".to_string());
-    let (result, calls) = world.reconcile(claimed, sandbox::reconcile, echo).await;
+    let (result, calls) = world
+        .reconcile(claimed, sandbox::reconcile, apiserver)
+        .await;
     result.expect("reconciled");
     assert_eq!(
         paths(&calls),
@@ -615,4 +693,194 @@ async fn an_unclaimed_sandbox_whose_pod_ended_is_retired_and_a_claimed_one_kept(
     );
     assert_eq!(calls[0].body["status"]["phase"], "Failed");
     assert_eq!(calls[0].body["status"]["claim"], "run-1");
+}
+
+/// A pool member as the apiserver holds it once `claim` took it.
+fn taken_by(member_name: &str, claim: &str) -> Sandbox {
+    let mut sb = member(member_name);
+    sb.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(label::CLAIM.to_string(), claim.to_string());
+    sb.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(annotation::LAUNCH.to_string(), "warm".to_string());
+    sb.metadata.owner_references = serde_json::from_value(json!([{
+        "apiVersion": "sandbox.gke.io/v1", "kind": "SandboxClaim", "name": claim,
+        "uid": "uid-claim", "controller": true
+    }]))
+    .ok();
+    sb.metadata.resource_version = Some("2".into());
+    sb
+}
+
+/// The claim as the apiserver holds it once bound to `sandbox`.
+fn bound_claim(sandbox: &str) -> SandboxClaim {
+    let mut c = claim(None, NOW_ISH);
+    c.metadata.resource_version = Some("2".into());
+    c.status = serde_json::from_value(json!({
+        "phase": "Bound", "sandbox": sandbox, "podName": sandbox, "podIP": "10.244.0.7",
+        "launchType": "warm"
+    }))
+    .ok();
+    c
+}
+
+/// The sandboxes the apiserver shows bound to a claim.
+fn held_by(known: &Known, claim: &str) -> Vec<String> {
+    let mut out: Vec<String> = known
+        .iter()
+        .filter(|(path, o)| {
+            path.contains("/sandboxes/")
+                && o.pointer(&format!(
+                    "/metadata/labels/{}",
+                    label::CLAIM.replace('/', "~1")
+                ))
+                .and_then(Value::as_str)
+                    == Some(claim)
+        })
+        .filter_map(|(_, o)| o.pointer("/metadata/name")?.as_str().map(String::from))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_reconcile_on_a_stale_view_binds_no_second_warm_sandbox() {
+    // The caches still show the claim unbound and both members free; the apiserver
+    // already has the claim bound to python-a.
+    let stale = World {
+        templates: vec![template(2)],
+        sandboxes: vec![member("python-a"), member("python-b")],
+        pods: vec![
+            pod("python-a", "Running", true),
+            pod("python-b", "Running", true),
+        ],
+        ..World::default()
+    };
+    let mut server = stale.known();
+    known_of(&[taken_by("python-a", "run-1")], &mut server);
+    known_of(&[bound_claim("python-a")], &mut server);
+    let (result, calls, after) = stale
+        .reconcile_on(server, claim(None, NOW_ISH), claim::reconcile, apiserver)
+        .await;
+    assert_eq!(
+        result.expect("reconciled"),
+        Action::requeue(Duration::from_secs(1)),
+        "{:?}",
+        paths(&calls)
+    );
+    assert!(
+        calls.iter().any(|c| c.route().ends_with("/status")
+            && c.body.pointer("/metadata/resourceVersion") == Some(&json!("1"))),
+        "the status write carries the resourceVersion it read: {:?}",
+        paths(&calls)
+    );
+    assert_eq!(
+        held_by(&after, "run-1"),
+        ["python-a"],
+        "exactly one sandbox per claim: {:?}",
+        paths(&calls)
+    );
+    let b = &after["/apis/sandbox.gke.io/v1/namespaces/agents/sandboxes/python-b"];
+    assert_eq!(
+        b["metadata"]["ownerReferences"][0]["kind"], "SandboxTemplate",
+        "the surplus member went back to its pool"
+    );
+    assert!(
+        b.pointer("/metadata/annotations/sandbox.gke.io~1launch")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_reconcile_on_a_stale_view_undoes_its_cold_start() {
+    // The caches show an empty pool; the apiserver has the claim bound warm already.
+    let stale = World {
+        templates: vec![template(0)],
+        ..World::default()
+    };
+    let mut server = stale.known();
+    known_of(&[taken_by("python-a", "run-1")], &mut server);
+    known_of(&[bound_claim("python-a")], &mut server);
+    let (result, calls, after) = stale
+        .reconcile_on(server, claim(None, NOW_ISH), claim::reconcile, apiserver)
+        .await;
+    result.expect("reconciled");
+    assert!(
+        calls.iter().any(|c| c.is(
+            Method::POST,
+            "/apis/sandbox.gke.io/v1/namespaces/agents/sandboxes"
+        )),
+        "{:?}",
+        paths(&calls)
+    );
+    assert_eq!(
+        held_by(&after, "run-1"),
+        ["python-a"],
+        "{:?}",
+        paths(&calls)
+    );
+    assert!(
+        !calls.iter().any(|c| c.body["reason"] == "PoolExhausted"),
+        "no event for a cold start that was undone"
+    );
+
+    // The cold sandbox an earlier pass made is never deleted by a later stale one: the
+    // second creation is refused by name and the claim keeps it.
+    let mut server = stale.known();
+    let first = World {
+        templates: vec![template(0)],
+        ..World::default()
+    };
+    let (_, _, made) = first
+        .reconcile_on(
+            server.clone(),
+            claim(None, NOW_ISH),
+            claim::reconcile,
+            apiserver,
+        )
+        .await;
+    assert_eq!(held_by(&made, "run-1"), ["run-1-uidclaim"]);
+    server.extend(made);
+    let (_, calls, after) = stale
+        .reconcile_on(server, claim(None, NOW_ISH), claim::reconcile, apiserver)
+        .await;
+    assert!(
+        !calls.iter().any(|c| c.method == Method::DELETE),
+        "{:?}",
+        paths(&calls)
+    );
+    assert_eq!(held_by(&after, "run-1"), ["run-1-uidclaim"]);
+}
+
+#[tokio::test]
+async fn a_claim_holding_one_sandbox_gives_back_any_other_bound_to_it() {
+    let c = bound_claim("python-a");
+    let world = World {
+        templates: vec![template(2)],
+        sandboxes: vec![taken_by("python-a", "run-1"), taken_by("python-b", "run-1")],
+        pods: vec![
+            pod("python-a", "Running", true),
+            pod("python-b", "Running", true),
+        ],
+        claims: vec![c.clone()],
+        ..World::default()
+    };
+    let (result, calls, after) = world
+        .reconcile_on(world.known(), c, claim::reconcile, apiserver)
+        .await;
+    result.expect("reconciled");
+    assert!(
+        !calls.iter().any(|c| c.route().ends_with("/status")),
+        "an unchanged status is not rewritten: {:?}",
+        paths(&calls)
+    );
+    assert_eq!(
+        held_by(&after, "run-1"),
+        ["python-a"],
+        "{:?}",
+        paths(&calls)
+    );
 }

@@ -728,6 +728,11 @@ impl Cluster {
         }
     }
 
+    /// Where a process of the test bed logs.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{name}.log"))
+    }
+
     /// Log of a reconciler process, for failure messages.
     pub fn reconciler_log(&self, name: &str) -> String {
         let text = tail(&self.dir.join("logs").join(format!("{name}.log")), 4000);
