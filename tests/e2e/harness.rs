@@ -429,6 +429,13 @@ fn start() -> Result<Cluster, String> {
                 .join("tests/controlplane/kwok/stages.yaml")
                 .display()
                 .to_string(),
+            // More pod stages at a time than kwok's default 4 (about 8 pods Ready/s),
+            // so pool refills measure sandgate, not kwok.
+            "-c".into(),
+            root()
+                .join("tests/controlplane/kwok/config.yaml")
+                .display()
+                .to_string(),
             "--manage-all-nodes=false".into(),
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
             "--node-lease-duration-seconds=40".into(),
