@@ -1,26 +1,34 @@
-//! Warm claim binding against the real local control plane (DESIGN.md §7: p50 under
-//! 20 ms, p99 under 100 ms at 75 claims/s; a pool refills at 100 sandboxes/s or more).
+//! Warm claim binding against the real local control plane (DESIGN.md §7: exactly one
+//! sandbox per claim; p50 under 20 ms, p99 under 100 ms at 75 claims/s; a pool refills
+//! at 100 sandboxes/s or more).
 //!
-//! Starts the e2e control plane (tests/e2e/harness.rs) with the reconciler, fills a
-//! pool, then creates claims at a steady rate, each deleted once bound (an execution
-//! that ended), and reports the bind latency seen by the client (create sent → Bound
-//! observed through a watch) and the server's `startupTimeMs`.
+//! Starts the e2e control plane (tests/e2e/harness.rs: the webhook in the path, the
+//! reconciler as its own process, kwok nodes), then per rate and round: a fresh
+//! namespace and template whose pool of POOL is filled from empty (the refill rate),
+//! then claims created at a steady rate for SECONDS, each deleted once bound (an
+//! execution that ended). Reported per rate: the client's bind latency (create sent →
+//! Bound seen through a watch) p50/p90/p99/max, warm and cold binds, sandboxes created
+//! per claim, claims holding more than one sandbox, the apiserver's requests per bind
+//! (its own request counters, every client included, split into writes and reads, and
+//! the top written resources), the refill rate and the load average when the round
+//! started; the spread over the rounds is printed beside each figure.
 //!
-//! Run: cargo bench --bench claims   (RATE, SECONDS and POOL override the defaults 75/20/50; 50 is the shipped
-//! policies' maximum pool size)
+//! Run: cargo bench --bench claims
+//! Env: RATES (default 10,30,50,75), ROUNDS (3), SECONDS (20), POOL (50, the shipped
+//! policies' maximum pool size).
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use sandgate::crd::{Sandbox, SandboxClaim};
+use sandgate::crd::{ClaimPhase, LaunchType, Sandbox, SandboxClaim, SandboxPhase};
 use serde_json::json;
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -37,39 +45,233 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
+/// One round at one rate.
+#[derive(Debug, Clone, Default)]
+struct Round {
+    load_at_start: f64,
+    claims: usize,
+    bound: usize,
+    warm: usize,
+    errors: usize,
+    client_ms: Vec<f64>,
+    sandboxes_created: usize,
+    over_bound: usize,
+    writes: f64,
+    reads: f64,
+    top_writes: Vec<(String, f64)>,
+    refill_per_s: f64,
+    achieved_rate: f64,
+}
+
+impl Round {
+    fn p(&self, q: f64) -> f64 {
+        pct(&self.client_ms, q)
+    }
+
+    fn max(&self) -> f64 {
+        self.client_ms.last().copied().unwrap_or(f64::NAN)
+    }
+}
+
 fn main() {
     // `cargo test --benches` runs benches in test mode: nothing to do there.
     if std::env::args().any(|a| a == "--test" || a == "--list") {
         return;
     }
-    let rate = env_or("RATE", 75);
+    let rates: Vec<u64> = std::env::var("RATES")
+        .unwrap_or_else(|_| "10,30,50,75".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let rounds = env_or("ROUNDS", 3);
     let seconds = env_or("SECONDS", 20);
     let pool = env_or("POOL", 50);
     let c = harness::cluster();
-    let ns = format!("bench-{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let mut results: BTreeMap<u64, Vec<Round>> = BTreeMap::new();
+    for round in 0..rounds {
+        for &rate in &rates {
+            let ns = format!("bench-{}-{rate}-{round}", std::process::id());
+            let r = rt.block_on(run(c, &ns, rate, seconds, pool));
+            eprintln!(
+                "round {round} at {rate}/s: p50 {:.1} ms, p99 {:.1} ms, {} of {} bound ({} warm), {:.2} sandboxes/claim, {:.1} writes/bind, refill {:.0}/s",
+                r.p(0.5),
+                r.p(0.99),
+                r.bound,
+                r.claims,
+                r.warm,
+                r.sandboxes_created as f64 / r.claims.max(1) as f64,
+                r.writes,
+                r.refill_per_s
+            );
+            let _ = c.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+            results.entry(rate).or_default().push(r);
+            // Let the garbage collector finish with the round before the next one.
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    }
+    report(&results, rounds, seconds, pool);
+}
+
+/// "median (min–max)" over the rounds.
+fn spread(values: impl Iterator<Item = f64>, unit: &str, digits: usize) -> String {
+    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return "n/a".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let med = pct(&v, 0.5);
+    let (lo, hi) = (v[0], v[v.len() - 1]);
+    if v.len() == 1 {
+        format!("{med:.digits$}{unit}")
+    } else {
+        format!("{med:.digits$}{unit} ({lo:.digits$}–{hi:.digits$})")
+    }
+}
+
+fn report(results: &BTreeMap<u64, Vec<Round>>, rounds: u64, seconds: u64, pool: u64) {
+    println!(
+        "\n## Claim binding: {seconds} s per rate, pool of {pool}, {rounds} rounds (median, min–max over rounds)\n"
+    );
+    println!(
+        "| rate | achieved | load avg at start | client p50 | p90 | p99 | max | warm / cold | sandboxes per claim | over-bound claims | API writes per bind | reads per bind | refill from empty |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (rate, rs) in results {
+        let warm: usize = rs.iter().map(|r| r.warm).sum();
+        let bound: usize = rs.iter().map(|r| r.bound).sum();
+        let claims: usize = rs.iter().map(|r| r.claims).sum();
+        let errors: usize = rs.iter().map(|r| r.errors).sum();
+        println!(
+            "| {rate}/s | {} | {} | {} | {} | {} | {} | {warm} / {} of {claims}{} | {} | {} | {} | {} | {} |",
+            spread(rs.iter().map(|r| r.achieved_rate), "/s", 1),
+            spread(rs.iter().map(|r| r.load_at_start), "", 2),
+            spread(rs.iter().map(|r| r.p(0.5)), " ms", 1),
+            spread(rs.iter().map(|r| r.p(0.9)), " ms", 1),
+            spread(rs.iter().map(|r| r.p(0.99)), " ms", 1),
+            spread(rs.iter().map(Round::max), " ms", 0),
+            bound - warm,
+            if errors > 0 {
+                format!(", {errors} create errors")
+            } else {
+                String::new()
+            },
+            spread(
+                rs.iter()
+                    .map(|r| r.sandboxes_created as f64 / r.claims.max(1) as f64),
+                "",
+                2
+            ),
+            rs.iter().map(|r| r.over_bound).sum::<usize>(),
+            spread(rs.iter().map(|r| r.writes), "", 1),
+            spread(rs.iter().map(|r| r.reads), "", 1),
+            spread(rs.iter().map(|r| r.refill_per_s), "/s", 0),
+        );
+    }
+    println!("\nWrites per bind, by resource (median round of each rate):\n");
+    for (rate, rs) in results {
+        let mut sorted = rs.clone();
+        sorted.sort_by(|a, b| a.writes.total_cmp(&b.writes));
+        if let Some(mid) = sorted.get(sorted.len() / 2) {
+            let top: Vec<String> = mid
+                .top_writes
+                .iter()
+                .map(|(r, n)| format!("{r} {n:.1}"))
+                .collect();
+            println!("- {rate}/s: {}", top.join(", "));
+        }
+    }
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// The apiserver's request counters: (verb, resource[/subresource]) → count.
+fn api_requests(c: &harness::Cluster) -> HashMap<(String, String), f64> {
+    let o = c.kubectl(&["get", "--raw", "/metrics"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| -> String {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let mut resource = label("resource");
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        let n: f64 = value.trim().parse().unwrap_or(0.0);
+        *out.entry((label("verb"), resource)).or_insert(0.0) += n;
+    }
+    out
+}
+
+async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64) -> Round {
     let o = c.kubectl_stdin(
         &["create", "-f", "-"],
         Some(
             &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}).to_string(),
         ),
     );
-    assert!(o.status.success());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(c, &ns, rate, seconds, pool));
-}
-
-async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64) {
-    let kc = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kc = kube::config::Kubeconfig::read_from(&c.kubeconfig).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .unwrap();
-    let client = kube::Client::try_from(config).unwrap();
+        .expect("client config");
+    let client = kube::Client::try_from(config).expect("client");
     let sandboxes: Api<Sandbox> = Api::namespaced(client.clone(), ns);
     let claims: Api<SandboxClaim> = Api::namespaced(client.clone(), ns);
+    let mut round = Round {
+        load_at_start: load_average(),
+        ..Round::default()
+    };
+
+    // Every Sandbox created in the namespace, and which claims each was bound to.
+    let created: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let holders: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
+    let sandbox_watch = {
+        let (created, holders, sandboxes) = (created.clone(), holders.clone(), sandboxes.clone());
+        tokio::spawn(async move {
+            let mut stream = watcher(sandboxes, watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(sb)) = stream.next().await {
+                let name = sb.metadata.name.clone().unwrap_or_default();
+                created.lock().expect("lock").insert(name.clone());
+                if let Some(claim) = sb
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(sandgate::contract::label::CLAIM))
+                {
+                    holders
+                        .lock()
+                        .expect("lock")
+                        .entry(claim.clone())
+                        .or_default()
+                        .insert(name);
+                }
+            }
+        })
+    };
 
     // Fill: time from the template's creation to `pool` ready members.
     let template = json!({
@@ -82,17 +284,17 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
     let fill_start = Instant::now();
     let o = c.kubectl_stdin(&["create", "-f", "-"], Some(&template.to_string()));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ready = |list: &[Sandbox]| {
-        list.iter()
-            .filter(|s| {
-                s.status.as_ref().and_then(|st| st.phase)
-                    == Some(sandgate::crd::SandboxPhase::Ready)
-            })
-            .count()
-    };
     loop {
-        let list = sandboxes.list(&Default::default()).await.unwrap().items;
-        if ready(&list) as u64 >= pool {
+        let list = sandboxes
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items;
+        let ready = list
+            .iter()
+            .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(SandboxPhase::Ready))
+            .count();
+        if ready as u64 >= pool {
             break;
         }
         assert!(
@@ -101,33 +303,28 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let fill = fill_start.elapsed();
+    round.refill_per_s = pool as f64 / fill_start.elapsed().as_secs_f64();
+    let created_before = created.lock().expect("lock").len();
 
     // Claims at a steady rate; a watch records when each is seen Bound.
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let results: Arc<Mutex<Vec<(f64, i64, String)>>> = Arc::default();
+    let results: Arc<Mutex<Vec<(f64, LaunchType)>>> = Arc::default();
     let watch = {
         let (sent, results, claims) = (sent.clone(), results.clone(), claims.clone());
         tokio::spawn(async move {
-            let mut done = std::collections::HashSet::new();
+            let mut done = HashSet::new();
             let mut stream = watcher(claims.clone(), watcher::Config::default())
                 .applied_objects()
                 .boxed();
             while let Some(Ok(claim)) = stream.next().await {
                 let name = claim.metadata.name.clone().unwrap_or_default();
                 let st = claim.status.clone().unwrap_or_default();
-                if st.phase == Some(sandgate::crd::ClaimPhase::Bound) && done.insert(name.clone()) {
-                    let t0 = sent.lock().unwrap().get(&name).copied();
+                if st.phase == Some(ClaimPhase::Bound) && done.insert(name.clone()) {
+                    let t0 = sent.lock().expect("lock").get(&name).copied();
                     if let Some(t0) = t0 {
-                        let launch = format!(
-                            "{:?}",
-                            st.launch_type.unwrap_or(sandgate::crd::LaunchType::Warm)
-                        )
-                        .to_lowercase();
-                        results.lock().unwrap().push((
+                        results.lock().expect("lock").push((
                             t0.elapsed().as_secs_f64() * 1000.0,
-                            st.startup_time_ms.unwrap_or(-1),
-                            launch,
+                            st.launch_type.unwrap_or(LaunchType::Warm),
                         ));
                     }
                     let claims = claims.clone();
@@ -139,10 +336,10 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests_before = api_requests(c);
     let total = rate * seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
-    let mut errors = 0u64;
     let mut tasks = Vec::new();
     for i in 0..total {
         let due = start + interval * i as u32;
@@ -152,59 +349,64 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
             "apiVersion": "sandbox.gke.io/v1", "kind": "SandboxClaim",
             "metadata": {"name": name, "namespace": ns}, "spec": {"templateName": "bench"}
         }))
-        .unwrap();
+        .expect("a claim");
         let (claims, sent) = (claims.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
-            sent.lock().unwrap().insert(name, Instant::now());
+            sent.lock().expect("lock").insert(name, Instant::now());
             claims.create(&PostParams::default(), &claim).await.is_ok()
         }));
     }
     for t in tasks {
         if !t.await.unwrap_or(false) {
-            errors += 1;
+            round.errors += 1;
         }
     }
-    let send_time = start.elapsed();
+    round.achieved_rate = total as f64 / start.elapsed().as_secs_f64();
+    let expected = total as usize - round.errors;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (results.lock().unwrap().len() as u64) < total - errors && Instant::now() < deadline {
+    while results.lock().expect("lock").len() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let requests_after = api_requests(c);
+    // Surplus binds are given back right after the write that loses; let them show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     watch.abort();
-    let res = results.lock().unwrap().clone();
-    let mut client_ms: Vec<f64> = res.iter().map(|r| r.0).collect();
-    let mut server_ms: Vec<f64> = res
-        .iter()
-        .filter(|r| r.1 >= 0)
-        .map(|r| r.1 as f64)
-        .collect();
-    client_ms.sort_by(f64::total_cmp);
-    server_ms.sort_by(f64::total_cmp);
-    let warm = res.iter().filter(|r| r.2 == "warm").count();
-    println!(
-        "\n## Claim binding: {total} claims at {rate}/s over {seconds} s, pool of {pool} (measured {:.1} claims/s)",
-        total as f64 / send_time.as_secs_f64()
-    );
-    println!("| measure | p50 | p90 | p99 | max |");
-    println!("|---|---|---|---|---|");
-    let row = |label: &str, v: &[f64]| {
-        println!(
-            "| {label} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            pct(v, 0.5),
-            pct(v, 0.9),
-            pct(v, 0.99),
-            v.last().copied().unwrap_or(f64::NAN)
-        )
-    };
-    row("client: create sent → Bound seen (watch)", &client_ms);
-    row("server: status.startupTimeMs", &server_ms);
-    println!(
-        "\nbound {} of {total} ({warm} warm, {} cold), {errors} create errors",
-        res.len(),
-        res.len() - warm
-    );
-    println!(
-        "pool fill: {pool} sandboxes ready in {:.2} s = {:.0} sandboxes/s (from an empty pool)",
-        fill.as_secs_f64(),
-        pool as f64 / fill.as_secs_f64()
-    );
+    sandbox_watch.abort();
+
+    let res = results.lock().expect("lock").clone();
+    round.claims = total as usize;
+    round.bound = res.len();
+    round.warm = res.iter().filter(|r| r.1 == LaunchType::Warm).count();
+    round.client_ms = res.iter().map(|r| r.0).collect();
+    round.client_ms.sort_by(f64::total_cmp);
+    round.sandboxes_created = created.lock().expect("lock").len() - created_before;
+    round.over_bound = holders
+        .lock()
+        .expect("lock")
+        .values()
+        .filter(|s| s.len() > 1)
+        .count();
+    let binds = round.bound.max(1) as f64;
+    let mut by_resource: HashMap<String, f64> = HashMap::new();
+    for ((verb, resource), after) in &requests_after {
+        let d = after
+            - requests_before
+                .get(&(verb.clone(), resource.clone()))
+                .unwrap_or(&0.0);
+        if d <= 0.0 {
+            continue;
+        }
+        match verb.as_str() {
+            "GET" | "LIST" | "WATCH" => round.reads += d / binds,
+            _ => {
+                round.writes += d / binds;
+                *by_resource.entry(format!("{verb} {resource}")).or_default() += d / binds;
+            }
+        }
+    }
+    let mut top: Vec<(String, f64)> = by_resource.into_iter().collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    top.truncate(8);
+    round.top_writes = top;
+    round
 }
