@@ -85,6 +85,9 @@ pub struct Inputs<'a> {
     pub labelled: Vec<(&'a Sandbox, Option<&'a Pod>)>,
     /// The named sandbox was bound or created moments ago: the cache may not show it yet.
     pub recently_bound: bool,
+    /// The sandbox this reconciler bound the claim to moments ago, if any: a claim whose
+    /// status does not show it yet is a stale view.
+    pub remembered: Option<String>,
     pub template_exists: bool,
 }
 
@@ -156,6 +159,9 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
                 status: lost(&old, name),
             },
         }
+    } else if i.remembered.is_some() {
+        // Bound moments ago; this view of the claim predates that write.
+        Step::AwaitCache
     } else if let Some((sb, pod)) = i.labelled.first() {
         // Bound, but the status write did not land: adopt it.
         held(i, &old, sb, *pod, surplus(&sb.name_any()))
@@ -262,6 +268,17 @@ fn held(
         status,
         bound,
         surplus,
+    }
+}
+
+/// Whether a claim waits for its template to appear (nothing else it waits for is
+/// signalled by the template).
+pub fn waits_for_template(c: &SandboxClaim) -> bool {
+    match c.status.as_ref() {
+        None => true,
+        Some(s) => {
+            s.sandbox.is_none() && s.conditions.iter().any(|c| c.reason == "TemplateNotFound")
+        }
     }
 }
 
@@ -372,6 +389,7 @@ mod tests {
             named: None,
             labelled: vec![],
             recently_bound: false,
+            remembered: None,
             template_exists: true,
         });
         assert_eq!(p.step, Step::Bind);
@@ -385,6 +403,7 @@ mod tests {
             named: None,
             labelled: vec![],
             recently_bound: false,
+            remembered: None,
             template_exists: true,
         });
         assert_eq!(p.requeue, Some(MAX_REQUEUE));
@@ -400,6 +419,7 @@ mod tests {
             named: None,
             labelled: vec![],
             recently_bound: false,
+            remembered: None,
             template_exists: true,
         });
         assert_eq!(p.step, Step::Expire { ttl: 1 });
@@ -416,6 +436,7 @@ mod tests {
             named: None,
             labelled: vec![],
             recently_bound: false,
+            remembered: None,
             template_exists: false,
         });
         let Step::WaitForTemplate { status, announce } = first.step else {
@@ -431,6 +452,7 @@ mod tests {
             named: None,
             labelled: vec![],
             recently_bound: false,
+            remembered: None,
             template_exists: false,
         });
         assert!(matches!(
@@ -472,6 +494,7 @@ mod tests {
             named,
             labelled,
             recently_bound,
+            remembered: None,
             template_exists: true,
         };
         // The cache shows both bound to the claim: the one its status names is kept.
@@ -500,6 +523,22 @@ mod tests {
     }
 
     #[test]
+    fn a_view_older_than_this_reconcilers_own_bind_waits() {
+        let c = claim(None);
+        let p = plan(&Inputs {
+            claim: &c,
+            now: ts(1_767_225_600),
+            since_seen: Duration::ZERO,
+            named: None,
+            labelled: vec![],
+            recently_bound: false,
+            remembered: Some("a".into()),
+            template_exists: true,
+        });
+        assert_eq!(p.step, Step::AwaitCache, "never a second bind");
+    }
+
+    #[test]
     fn a_bound_sandbox_whose_status_write_was_lost_is_adopted() {
         let (a, b) = (sandbox("a"), sandbox("b"));
         let c = claim(None);
@@ -510,6 +549,7 @@ mod tests {
             named: None,
             labelled: vec![(&a, None), (&b, None)],
             recently_bound: false,
+            remembered: None,
             template_exists: true,
         });
         let Step::Report {

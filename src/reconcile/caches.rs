@@ -176,6 +176,56 @@ where
     (store, stream)
 }
 
+/// How many events a subscriber of a shared reflector may fall behind before the
+/// reflector waits for it.
+const SHARED_BUFFER: usize = 1024;
+
+/// One reflector whose applied objects `subscribers` controllers consume (one watch on
+/// the apiserver instead of one per consumer). The returned future drives the watch
+/// and must be polled for anything to arrive.
+pub fn reflect_shared<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    sync: &CacheSync,
+    subscribers: usize,
+) -> (
+    Store<K>,
+    Vec<reflector::ReflectHandle<K>>,
+    futures::future::BoxFuture<'static, ()>,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+    let handles = (0..subscribers)
+        .filter_map(|_| writer.subscribe())
+        .collect();
+    sync.register();
+    let lag = sync.lag;
+    let sync = sync.clone();
+    let mut reported = false;
+    let events = watcher(api, wc).default_backoff();
+    let events = match lag {
+        None => events.boxed(),
+        Some(lag) => lagged(events, lag).boxed(),
+    };
+    let drive = events.reflect_shared(writer).for_each(move |ev| {
+        if !reported && matches!(ev, Ok(watcher::Event::InitDone)) {
+            reported = true;
+            sync.one_synced();
+        }
+        std::future::ready(())
+    });
+    let drive = futures::FutureExt::boxed(drive);
+    (store, handles, drive)
+}
+
 /// The same events, each delivered `lag` after it arrived, in order (a forwarding task
 /// timestamps them, so the delay does not accumulate).
 fn lagged<S, T>(events: S, lag: Duration) -> impl futures::Stream<Item = T> + Send + 'static

@@ -60,6 +60,7 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action
         recently_bound: named_sandbox
             .as_deref()
             .is_some_and(|n| ctx.memory.taken.contains(&format!("{ns}/{n}"))),
+        remembered: ctx.memory.bound.recent(&uid),
         template_exists: template.is_some(),
     });
     let requeue = plan
@@ -187,7 +188,9 @@ async fn bind_warm(
             return Ok(Written::Conflict);
         }
         ctx.metrics.observe_bind(LaunchType::Warm, ms);
-        ctx.memory.first_seen.forget(&c.uid().unwrap_or_default());
+        let uid = c.uid().unwrap_or_default();
+        ctx.memory.bound.record(&uid, bound.name_any());
+        ctx.memory.first_seen.forget(&uid);
         return Ok(Written::Done);
     }
     Ok(Written::Unchanged)
@@ -220,6 +223,9 @@ async fn start_cold(
         }
         return Ok(written);
     }
+    ctx.memory
+        .bound
+        .record(&c.uid().unwrap_or_default(), created.name_any());
     if ours {
         ctx.event(
             c,
@@ -288,7 +294,12 @@ async fn write_status(
     old: &SandboxClaimStatus,
     status: SandboxClaimStatus,
 ) -> Result<Written> {
-    if &status == old {
+    let key = format!(
+        "claim/{}/{}",
+        c.namespace().unwrap_or_default(),
+        c.name_any()
+    );
+    if &status == old || ctx.memory.written.same(&key, &status) {
         return Ok(Written::Unchanged);
     }
     let api: Api<SandboxClaim> =
@@ -305,7 +316,10 @@ async fn write_status(
         )
         .await
     {
-        Ok(_) => Ok(Written::Done),
+        Ok(_) => {
+            ctx.memory.written.record(key, &status);
+            Ok(Written::Done)
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(Written::Conflict),
         Err(e) => Err(e.into()),
     }

@@ -13,6 +13,9 @@ const IN_FLIGHT_TTL: Duration = Duration::from_secs(30);
 const TAKEN_TTL: Duration = Duration::from_secs(10);
 /// Claims deleted before they were bound leave a first-seen time: forget old ones.
 const FIRST_SEEN_TTL: Duration = Duration::from_secs(600);
+/// How long a status this reconciler wrote is trusted over a cache that does not show
+/// it yet.
+const WRITTEN_TTL: Duration = Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -84,6 +87,47 @@ impl FirstSeen {
     }
 }
 
+/// Claims (by uid) this reconciler bound moments ago, with their sandbox: a reconcile
+/// whose view of the claim predates that write waits for it instead of binding again.
+#[derive(Default)]
+pub struct Bound(Mutex<HashMap<String, (String, Instant)>>);
+
+impl Bound {
+    pub fn record(&self, claim_uid: &str, sandbox: String) {
+        lock(&self.0).insert(claim_uid.to_string(), (sandbox, Instant::now()));
+    }
+
+    /// The sandbox `claim_uid` was bound to moments ago, if any.
+    pub fn recent(&self, claim_uid: &str) -> Option<String> {
+        let mut map = lock(&self.0);
+        map.retain(|_, (_, at)| at.elapsed() < TAKEN_TTL);
+        map.get(claim_uid).map(|(sb, _)| sb.clone())
+    }
+}
+
+/// The last status this reconciler wrote per object ("kind/ns/name"): a reconcile on a
+/// cache that does not show it yet would otherwise write it again.
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<String, (String, Instant)>>);
+
+impl Written {
+    /// Whether `status` is what was last written for `key`, moments ago.
+    pub fn same<T: serde::Serialize>(&self, key: &str, status: &T) -> bool {
+        let Ok(text) = serde_json::to_string(status) else {
+            return false;
+        };
+        let mut map = lock(&self.0);
+        map.retain(|_, (_, at)| at.elapsed() < WRITTEN_TTL);
+        map.get(key).is_some_and(|(last, _)| *last == text)
+    }
+
+    pub fn record<T: serde::Serialize>(&self, key: String, status: &T) {
+        if let Ok(text) = serde_json::to_string(status) {
+            lock(&self.0).insert(key, (text, Instant::now()));
+        }
+    }
+}
+
 /// Consecutive failures per object, for exponential backoff.
 #[derive(Default)]
 pub struct Failures(Mutex<HashMap<String, u32>>);
@@ -107,6 +151,8 @@ impl Failures {
 pub struct Memory {
     pub in_flight: InFlight,
     pub taken: Taken,
+    pub bound: Bound,
+    pub written: Written,
     pub first_seen: FirstSeen,
     pub failures: Failures,
 }
@@ -123,6 +169,16 @@ mod tests {
         assert_eq!(m.pending("ns/t", |_| false), 2);
         assert_eq!(m.pending("ns/t", |n| n == "t-a"), 1);
         assert_eq!(m.pending("ns/other", |_| false), 0);
+    }
+
+    #[test]
+    fn a_written_status_is_recognised_until_it_changes() {
+        let w = Written::default();
+        assert!(!w.same("claim/ns/c", &"Bound"));
+        w.record("claim/ns/c".into(), &"Bound");
+        assert!(w.same("claim/ns/c", &"Bound"));
+        assert!(!w.same("claim/ns/c", &"Failed"));
+        assert!(!w.same("claim/ns/other", &"Bound"));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub use metrics::Metrics;
 
 use crate::config::Config;
 use crate::contract::{self, label};
-use crate::crd::{ClaimPhase, Sandbox, SandboxClaim, SandboxTemplate};
+use crate::crd::{Sandbox, SandboxClaim, SandboxTemplate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -172,8 +172,11 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
     if let Some(lag) = opts.cache_lag {
         tracing::warn!(?lag, "fault injection: the reconciler's caches lag");
     }
-    let (templates, template_stream) = caches::reflect(templates_api.clone(), wc.clone(), &sync);
-    let (sandboxes, sandbox_stream) = caches::reflect(sandboxes_api.clone(), wc.clone(), &sync);
+    // Templates and sandboxes each feed several controllers: one watch each, shared.
+    let (templates, mut template_streams, drive_templates) =
+        caches::reflect_shared(templates_api, wc.clone(), &sync, 2);
+    let (sandboxes, mut sandbox_streams, drive_sandboxes) =
+        caches::reflect_shared(sandboxes_api, wc.clone(), &sync, 3);
     let (claims, claim_stream) = caches::reflect(claims_api.clone(), wc.clone(), &sync);
     let (pods, pod_stream) = caches::reflect(pods_api, pod_wc, &sync);
     let policies_wc = watcher::Config::default().labels(&contract::managed_selector());
@@ -183,8 +186,22 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
         &sync,
     );
 
-    let template_ctl = Controller::for_stream(template_stream, templates.clone());
-    let sandbox_ctl = Controller::for_stream(sandbox_stream, sandboxes.clone());
+    let (Some(templates_for_claims), Some(template_stream)) =
+        (template_streams.pop(), template_streams.pop())
+    else {
+        tracing::error!("shared template reflector gave no subscription");
+        return;
+    };
+    let (Some(sandboxes_for_claims), Some(sandboxes_for_templates), Some(sandbox_stream)) = (
+        sandbox_streams.pop(),
+        sandbox_streams.pop(),
+        sandbox_streams.pop(),
+    ) else {
+        tracing::error!("shared sandbox reflector gave no subscription");
+        return;
+    };
+    let template_ctl = Controller::for_shared_stream(template_stream, templates.clone());
+    let sandbox_ctl = Controller::for_shared_stream(sandbox_stream, sandboxes.clone());
     let claim_ctl = Controller::for_stream(claim_stream, claims.clone());
 
     let caches = Caches::new(templates, sandboxes, pods, claims, policies, synced);
@@ -194,7 +211,7 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
     // claim still refills its template) and by their NetworkPolicy, from the stream that
     // fills the policy cache (so a reconcile compares against what woke it).
     let templates = template_ctl
-        .watches(sandboxes_api.clone(), wc.clone(), |sb: Sandbox| {
+        .watches_shared_stream(sandboxes_for_templates, |sb: Arc<Sandbox>| {
             let ns = sb.namespace()?;
             let t = sb.labels().get(label::TEMPLATE)?.clone();
             Some(ObjectRef::new(&t).within(&ns))
@@ -222,14 +239,15 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
 
     let claims_store = ctx.caches.claims.clone();
     let claims = claim_ctl
-        .watches(sandboxes_api, wc.clone(), |sb: Sandbox| {
+        .watches_shared_stream(sandboxes_for_claims, |sb: Arc<Sandbox>| {
             let ns = sb.namespace()?;
             let c = sb.labels().get(label::CLAIM)?.clone();
             Some(ObjectRef::new(&c).within(&ns))
         })
-        .watches(templates_api, wc, move |t: SandboxTemplate| {
-            // A template appearing (or a pool member becoming ready) wakes the claims
-            // still waiting for it.
+        .watches_shared_stream(templates_for_claims, move |t: Arc<SandboxTemplate>| {
+            // A template appearing wakes the claims waiting for it. (Only those: every
+            // bind changes the template's status, and waking every unbound claim of
+            // the template each time would be a storm under load.)
             let ns = t.namespace().unwrap_or_default();
             let name = t.name_any();
             claims_store
@@ -238,7 +256,7 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
                 .filter(|c| {
                     c.namespace().as_deref() == Some(ns.as_str()) && c.spec.template_name == name
                 })
-                .filter(|c| c.status.as_ref().and_then(|s| s.phase) != Some(ClaimPhase::Bound))
+                .filter(|c| bind::waits_for_template(c))
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -252,6 +270,8 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
 
     tokio::select! {
         _ = async { tokio::join!(templates, sandboxes, claims) } => {}
+        _ = drive_templates => {}
+        _ = drive_sandboxes => {}
         _ = shutdown => {}
     }
 }

@@ -58,11 +58,13 @@ pub async fn reconcile(sb: Arc<Sandbox>, ctx: Arc<Context>) -> Result<Action> {
 
     let old = sb.status.clone().unwrap_or_default();
     let status = status(&sb, pod.as_deref(), &old);
-    if status != old {
+    let key = format!("sandbox/{ns}/{name}");
+    if status != old && !ctx.memory.written.same(&key, &status) {
         let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = serde_json::json!({"status": status});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        ctx.memory.written.record(key, &status);
     }
     Ok(Action::requeue(RESYNC))
 }

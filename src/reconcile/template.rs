@@ -164,7 +164,8 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
             ("claimed", claimed),
         ],
     );
-    if report.status != old {
+    let key = format!("template/{ns}/{name}");
+    if report.status != old && !ctx.memory.written.same(&key, &report.status) {
         if report.announce_unschedulable {
             ctx.event(
                 t.as_ref(),
@@ -179,6 +180,7 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
         templates
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        ctx.memory.written.record(key, &report.status);
     }
     Ok(Action::requeue(RESYNC))
 }
