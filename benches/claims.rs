@@ -59,6 +59,8 @@ struct Round {
     writes: f64,
     reads: f64,
     top_writes: Vec<(String, f64)>,
+    /// Requests the apiserver refused with 429 (priority and fairness) during the run.
+    throttled: f64,
     refill_per_s: f64,
     achieved_rate: f64,
 }
@@ -98,7 +100,7 @@ fn main() {
             let ns = format!("bench-{}-{rate}-{round}", std::process::id());
             let r = rt.block_on(run(c, &ns, rate, seconds, pool));
             eprintln!(
-                "round {round} at {rate}/s: p50 {:.1} ms, p99 {:.1} ms, {} of {} bound ({} warm), {:.2} sandboxes/claim, {:.1} writes/bind, refill {:.0}/s",
+                "round {round} at {rate}/s: p50 {:.1} ms, p99 {:.1} ms, {} of {} bound ({} warm), {:.2} sandboxes/claim, {:.1} writes/bind, {} 429s, refill {:.0}/s",
                 r.p(0.5),
                 r.p(0.99),
                 r.bound,
@@ -106,12 +108,18 @@ fn main() {
                 r.warm,
                 r.sandboxes_created as f64 / r.claims.max(1) as f64,
                 r.writes,
+                r.throttled,
                 r.refill_per_s
             );
-            let _ = c.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
             results.entry(rate).or_default().push(r);
-            // Let the garbage collector finish with the round before the next one.
-            std::thread::sleep(Duration::from_secs(5));
+            // The next round starts once this one's objects are gone: a round must not
+            // pay for the previous one's garbage collection.
+            let gone = Instant::now();
+            let _ = c.kubectl(&["delete", "namespace", &ns, "--wait=true", "--timeout=300s"]);
+            eprintln!(
+                "  namespace {ns} deleted in {:.1} s",
+                gone.elapsed().as_secs_f64()
+            );
         }
     }
     report(&results, rounds, seconds, pool);
@@ -138,16 +146,16 @@ fn report(results: &BTreeMap<u64, Vec<Round>>, rounds: u64, seconds: u64, pool: 
         "\n## Claim binding: {seconds} s per rate, pool of {pool}, {rounds} rounds (median, min–max over rounds)\n"
     );
     println!(
-        "| rate | achieved | load avg at start | client p50 | p90 | p99 | max | warm / cold | sandboxes per claim | over-bound claims | API writes per bind | reads per bind | refill from empty |"
+        "| rate | achieved | load avg at start | client p50 | p90 | p99 | max | warm / cold | sandboxes per claim | over-bound claims | API writes per bind | reads per bind | 429s | refill from empty |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (rate, rs) in results {
         let warm: usize = rs.iter().map(|r| r.warm).sum();
         let bound: usize = rs.iter().map(|r| r.bound).sum();
         let claims: usize = rs.iter().map(|r| r.claims).sum();
         let errors: usize = rs.iter().map(|r| r.errors).sum();
         println!(
-            "| {rate}/s | {} | {} | {} | {} | {} | {} | {warm} / {} of {claims}{} | {} | {} | {} | {} | {} |",
+            "| {rate}/s | {} | {} | {} | {} | {} | {} | {warm} / {} of {claims}{} | {} | {} | {} | {} | {} | {} |",
             spread(rs.iter().map(|r| r.achieved_rate), "/s", 1),
             spread(rs.iter().map(|r| r.load_at_start), "", 2),
             spread(rs.iter().map(|r| r.p(0.5)), " ms", 1),
@@ -169,6 +177,7 @@ fn report(results: &BTreeMap<u64, Vec<Round>>, rounds: u64, seconds: u64, pool: 
             rs.iter().map(|r| r.over_bound).sum::<usize>(),
             spread(rs.iter().map(|r| r.writes), "", 1),
             spread(rs.iter().map(|r| r.reads), "", 1),
+            spread(rs.iter().map(|r| r.throttled), "", 0),
             spread(rs.iter().map(|r| r.refill_per_s), "/s", 0),
         );
     }
@@ -194,7 +203,8 @@ fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The apiserver's request counters: (verb, resource[/subresource]) → count.
+/// The apiserver's request counters: (verb, resource[/subresource]) → count; 429s are
+/// counted under the verb "429".
 fn api_requests(c: &harness::Cluster) -> HashMap<(String, String), f64> {
     let o = c.kubectl(&["get", "--raw", "/metrics"]);
     let text = String::from_utf8_lossy(&o.stdout);
@@ -219,6 +229,9 @@ fn api_requests(c: &harness::Cluster) -> HashMap<(String, String), f64> {
             resource = format!("{resource}/{sub}");
         }
         let n: f64 = value.trim().parse().unwrap_or(0.0);
+        if label("code") == "429" {
+            *out.entry(("429".into(), String::new())).or_insert(0.0) += n;
+        }
         *out.entry((label("verb"), resource)).or_insert(0.0) += n;
     }
     out
@@ -299,7 +312,8 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
         }
         assert!(
             fill_start.elapsed() < Duration::from_secs(300),
-            "pool not filled"
+            "pool not filled ({ready} of {pool} ready)\n{}",
+            c.reconciler_log("reconciler")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -397,6 +411,7 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
             continue;
         }
         match verb.as_str() {
+            "429" => round.throttled += d,
             "GET" | "LIST" | "WATCH" => round.reads += d / binds,
             _ => {
                 round.writes += d / binds;

@@ -282,20 +282,48 @@ pub fn waits_for_template(c: &SandboxClaim) -> bool {
     }
 }
 
-/// Ready, unclaimed, live members of a template not taken moments ago, oldest first.
-pub fn warm_candidates(
+/// A pool member a claim may take, and whether its pod is ready.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub sandbox: Arc<Sandbox>,
+    pub ready: bool,
+}
+
+/// Unclaimed, live members of a template not taken moments ago: the ready ones first,
+/// then those still starting (and schedulable), each oldest first. A claim that finds
+/// no ready member takes one already starting rather than making a new sandbox: under
+/// load a cold sandbox per claim, on top of the refill, doubles the pods to create.
+pub fn candidates(
     members: Vec<Arc<Sandbox>>,
-    ready: impl Fn(&Sandbox) -> bool,
+    state: impl Fn(&Sandbox) -> MemberState,
     taken: &HashSet<String>,
-) -> Vec<Arc<Sandbox>> {
-    let mut out: Vec<Arc<Sandbox>> = members
+) -> Vec<Candidate> {
+    let mut out: Vec<(Candidate, Option<Timestamp>)> = members
         .into_iter()
         .filter(|s| !s.labels().contains_key(label::CLAIM) && s.meta().deletion_timestamp.is_none())
         .filter(|s| !taken.contains(&taken_key(s)))
-        .filter(|s| ready(s))
+        .filter_map(|s| {
+            let ready = match state(&s) {
+                MemberState::Ready => true,
+                MemberState::Starting => false,
+                MemberState::Stuck => return None,
+            };
+            let created = s.meta().creation_timestamp.clone().map(|t| t.0);
+            Some((Candidate { sandbox: s, ready }, created))
+        })
         .collect();
-    out.sort_by_key(|s| s.meta().creation_timestamp.clone().map(|t| t.0));
-    out
+    out.sort_by_key(|(c, created)| (!c.ready, *created));
+    out.into_iter().map(|(c, _)| c).collect()
+}
+
+/// What a pool member's pod says about taking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Ready,
+    /// Not ready yet, expected to be (no pod yet, or a pod on its way).
+    Starting,
+    /// Unschedulable or ended: not worth waiting for.
+    Stuck,
 }
 
 /// How a sandbox is named in [`super::memory::Taken`].
@@ -324,6 +352,27 @@ pub fn warm_status(
                 true,
                 "WarmSandbox",
                 format!("bound to warm sandbox {}", sb.name_any()),
+            )],
+        ),
+    }
+}
+
+/// The claim's status once it took the pool member `sb` that is still starting.
+pub fn starting_status(old: &SandboxClaimStatus, sb: &Sandbox) -> SandboxClaimStatus {
+    SandboxClaimStatus {
+        phase: Some(ClaimPhase::Pending),
+        sandbox: Some(sb.name_any()),
+        pod_name: Some(sb.name_any()),
+        pod_ip: None,
+        startup_time_ms: None,
+        launch_type: Some(LaunchType::Cold),
+        conditions: merge_conditions(
+            &old.conditions,
+            vec![condition(
+                "Bound",
+                false,
+                "PoolExhausted",
+                format!("took pool sandbox {}, still starting", sb.name_any()),
             )],
         ),
     }

@@ -84,9 +84,14 @@ pub fn cold_sandbox(template: &SandboxTemplate, claim: &SandboxClaim) -> Option<
     Some(sb)
 }
 
-/// A warm pool member handed to `claim`: labelled and annotated as the claim's, its
-/// controller reference moved from the template to the claim.
-pub fn warm_sandbox(member: &Sandbox, claim: &SandboxClaim) -> Option<Sandbox> {
+/// A pool member handed to `claim`: labelled and annotated as the claim's (`launch`:
+/// warm when it was ready, cold when it was still starting), its controller reference
+/// moved from the template to the claim.
+pub fn claimed_member(
+    member: &Sandbox,
+    claim: &SandboxClaim,
+    launch: LaunchType,
+) -> Option<Sandbox> {
     let mut sb = member.clone();
     sb.metadata
         .labels
@@ -95,10 +100,7 @@ pub fn warm_sandbox(member: &Sandbox, claim: &SandboxClaim) -> Option<Sandbox> {
     sb.metadata
         .annotations
         .get_or_insert_with(BTreeMap::new)
-        .insert(
-            annotation::LAUNCH.to_string(),
-            LaunchType::Warm.as_str().to_string(),
-        );
+        .insert(annotation::LAUNCH.to_string(), launch.as_str().to_string());
     sb.metadata.owner_references = Some(vec![owner_ref(claim)?]);
     Some(sb)
 }

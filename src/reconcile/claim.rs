@@ -12,12 +12,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::bind::{self, Inputs, Step};
+use super::bind::{self, Candidate, Inputs, MemberState, Step};
 use super::context::Context;
-use super::{Error, Result, build, status::pod_ready};
+use super::status::{pod_ended, pod_ready, pod_unschedulable};
+use super::{Error, Result, build};
 use crate::crd::{LaunchType, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxTemplate};
 
-/// How many warm members a claim tries before it falls back to a cold start.
+/// How many pool members a claim tries before it falls back to a cold start.
 const WARM_ATTEMPTS: usize = 8;
 /// When a claim looks again after losing a guarded write or waiting for its cache.
 const RETRY: Duration = Duration::from_secs(1);
@@ -122,7 +123,7 @@ pub async fn reconcile(c: Arc<SandboxClaim>, ctx: Arc<Context>) -> Result<Action
         }
         Step::Bind => {
             let template = template.ok_or_else(|| Error::Invalid("template vanished".into()))?;
-            let outcome = match bind_warm(&ctx, &c, &ns, &old, seen, &template).await? {
+            let outcome = match bind_member(&ctx, &c, &ns, &old, seen, &template).await? {
                 Written::Unchanged => start_cold(&ctx, &c, &ns, &old, &template).await?,
                 written => written,
             };
@@ -144,9 +145,9 @@ enum Written {
     Conflict,
 }
 
-/// Takes the first ready member another claim does not win and records it on the
-/// claim. `Unchanged` when no member could be taken.
-async fn bind_warm(
+/// Takes the first member another claim does not win (a ready one if any, else one
+/// still starting) and records it on the claim. `Unchanged` when none could be taken.
+async fn bind_member(
     ctx: &Context,
     c: &SandboxClaim,
     ns: &str,
@@ -155,11 +156,25 @@ async fn bind_warm(
     template: &SandboxTemplate,
 ) -> Result<Written> {
     let members = ctx.caches.members(ns, &c.spec.template_name);
-    let ready = |sb: &Sandbox| ctx.caches.pod_of(sb).as_deref().is_some_and(pod_ready);
-    let candidates = bind::warm_candidates(members, ready, &ctx.memory.taken.recent());
+    let state = |sb: &Sandbox| match ctx.caches.pod_of(sb).as_deref() {
+        Some(p) if pod_ready(p) => MemberState::Ready,
+        Some(p) if pod_unschedulable(p) || pod_ended(p) => MemberState::Stuck,
+        _ if sb.spec.template_generation != template.metadata.generation => MemberState::Stuck,
+        _ => MemberState::Starting,
+    };
+    let candidates = bind::candidates(members, state, &ctx.memory.taken.recent());
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), ns);
-    for cand in candidates.into_iter().take(WARM_ATTEMPTS) {
-        let Some(sb) = build::warm_sandbox(&cand, c) else {
+    for Candidate {
+        sandbox: cand,
+        ready,
+    } in candidates.into_iter().take(WARM_ATTEMPTS)
+    {
+        let launch = if ready {
+            LaunchType::Warm
+        } else {
+            LaunchType::Cold
+        };
+        let Some(sb) = build::claimed_member(&cand, c, launch) else {
             return Err(Error::Invalid("claim without name/uid".into()));
         };
         ctx.memory.taken.take(bind::taken_key(&cand));
@@ -180,17 +195,35 @@ async fn bind_warm(
             seen.elapsed(),
         );
         let pod = ctx.caches.pod_of(&bound);
-        let status = bind::warm_status(old, &bound, pod.as_deref(), ms);
+        let status = if ready {
+            bind::warm_status(old, &bound, pod.as_deref(), ms)
+        } else {
+            bind::starting_status(old, &bound)
+        };
         let written = write_status(ctx, c, old, status).await?;
         if written == Written::Conflict {
             // A reconcile on a newer view already settled this claim.
             give_back(ctx, &bound, Some(template)).await?;
             return Ok(Written::Conflict);
         }
-        ctx.metrics.observe_bind(LaunchType::Warm, ms);
         let uid = c.uid().unwrap_or_default();
         ctx.memory.bound.record(&uid, bound.name_any());
-        ctx.memory.first_seen.forget(&uid);
+        if ready {
+            ctx.metrics.observe_bind(LaunchType::Warm, ms);
+            ctx.memory.first_seen.forget(&uid);
+        } else {
+            ctx.event(
+                c,
+                EventType::Normal,
+                "PoolExhausted",
+                format!(
+                    "no warm sandbox of {} was ready; took {}, which is still starting",
+                    c.spec.template_name,
+                    bound.name_any()
+                ),
+            )
+            .await;
+        }
         return Ok(Written::Done);
     }
     Ok(Written::Unchanged)

@@ -121,6 +121,11 @@ impl Written {
         map.get(key).is_some_and(|(last, _)| *last == text)
     }
 
+    /// How long ago a status was last written for `key`.
+    pub fn since(&self, key: &str) -> Option<Duration> {
+        lock(&self.0).get(key).map(|(_, at)| at.elapsed())
+    }
+
     pub fn record<T: serde::Serialize>(&self, key: String, status: &T) {
         if let Ok(text) = serde_json::to_string(status) {
             lock(&self.0).insert(key, (text, Instant::now()));

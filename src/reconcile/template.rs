@@ -22,6 +22,9 @@ use crate::netpol::DefaultDeny as _;
 const CONCURRENT_CREATES: usize = 16;
 /// The periodic pass that heals a missed event.
 const RESYNC: Duration = Duration::from_secs(30);
+/// A pool's status is written at most this often: under load every bind and refill
+/// changes its counts, and a write per change cost more apiserver time than the binds.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Action> {
     ctx.caches.synced().await;
@@ -165,7 +168,19 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
         ],
     );
     let key = format!("template/{ns}/{name}");
-    if report.status != old && !ctx.memory.written.same(&key, &report.status) {
+    let changed = report.status != old && !ctx.memory.written.same(&key, &report.status);
+    if changed
+        && let Some(wait) = ctx
+            .memory
+            .written
+            .since(&key)
+            .and_then(|age| STATUS_EVERY.checked_sub(age))
+            .filter(|w| !w.is_zero())
+    {
+        // Written moments ago: the counts settle into the next write.
+        return Ok(Action::requeue(wait));
+    }
+    if changed {
         if report.announce_unschedulable {
             ctx.event(
                 t.as_ref(),

@@ -884,3 +884,60 @@ async fn a_claim_holding_one_sandbox_gives_back_any_other_bound_to_it() {
         paths(&calls)
     );
 }
+
+#[tokio::test]
+async fn with_no_ready_member_a_claim_takes_one_still_starting_instead_of_a_new_sandbox() {
+    let world = World {
+        templates: vec![template(1)],
+        sandboxes: vec![member("python-a")],
+        pods: vec![pod("python-a", "Pending", false)],
+        ..World::default()
+    };
+    let (result, calls) = world
+        .reconcile(claim(None, NOW_ISH), claim::reconcile, apiserver)
+        .await;
+    result.expect("reconciled");
+    assert_eq!(
+        paths(&calls),
+        [
+            "PUT /apis/sandbox.gke.io/v1/namespaces/agents/sandboxes/python-a",
+            "PATCH /apis/sandbox.gke.io/v1/namespaces/agents/sandboxclaims/run-1/status",
+            "POST /apis/events.k8s.io/v1/namespaces/agents/events",
+        ],
+        "no sandbox created: the pool's own starting member serves the claim"
+    );
+    assert_eq!(
+        calls[0].body["metadata"]["annotations"][annotation::LAUNCH],
+        "cold"
+    );
+    let status = &calls[1].body["status"];
+    assert_eq!(
+        (status["phase"].clone(), status["launchType"].clone()),
+        (json!("Pending"), json!("cold"))
+    );
+    assert_eq!(calls[2].body["reason"], "PoolExhausted");
+
+    // A member whose pod cannot be scheduled is not waited for.
+    let mut stuck = pod("python-a", "Pending", false);
+    stuck.status.get_or_insert_with(Default::default).conditions = serde_json::from_value(json!([
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    ]))
+    .ok();
+    let world = World {
+        templates: vec![template(1)],
+        sandboxes: vec![member("python-a")],
+        pods: vec![stuck],
+        ..World::default()
+    };
+    let (_, calls) = world
+        .reconcile(claim(None, NOW_ISH), claim::reconcile, apiserver)
+        .await;
+    assert!(
+        calls.iter().any(|c| c.is(
+            Method::POST,
+            "/apis/sandbox.gke.io/v1/namespaces/agents/sandboxes"
+        )),
+        "{:?}",
+        paths(&calls)
+    );
+}
