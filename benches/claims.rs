@@ -61,6 +61,8 @@ struct Round {
     top_writes: Vec<(String, f64)>,
     /// Requests the apiserver refused with 429 (priority and fairness) during the run.
     throttled: f64,
+    /// Writes per pool member while the pool filled from empty (every client counted).
+    writes_per_refill: f64,
     refill_per_s: f64,
     achieved_rate: f64,
 }
@@ -146,16 +148,16 @@ fn report(results: &BTreeMap<u64, Vec<Round>>, rounds: u64, seconds: u64, pool: 
         "\n## Claim binding: {seconds} s per rate, pool of {pool}, {rounds} rounds (median, min–max over rounds)\n"
     );
     println!(
-        "| rate | achieved | load avg at start | client p50 | p90 | p99 | max | warm / cold | sandboxes per claim | over-bound claims | API writes per bind | reads per bind | 429s | refill from empty |"
+        "| rate | achieved | load avg at start | client p50 | p90 | p99 | max | warm / cold | sandboxes per claim | over-bound claims | API writes per bind | reads per bind | 429s | refill from empty | writes per refill |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (rate, rs) in results {
         let warm: usize = rs.iter().map(|r| r.warm).sum();
         let bound: usize = rs.iter().map(|r| r.bound).sum();
         let claims: usize = rs.iter().map(|r| r.claims).sum();
         let errors: usize = rs.iter().map(|r| r.errors).sum();
         println!(
-            "| {rate}/s | {} | {} | {} | {} | {} | {} | {warm} / {} of {claims}{} | {} | {} | {} | {} | {} | {} |",
+            "| {rate}/s | {} | {} | {} | {} | {} | {} | {warm} / {} of {claims}{} | {} | {} | {} | {} | {} | {} | {} |",
             spread(rs.iter().map(|r| r.achieved_rate), "/s", 1),
             spread(rs.iter().map(|r| r.load_at_start), "", 2),
             spread(rs.iter().map(|r| r.p(0.5)), " ms", 1),
@@ -179,6 +181,7 @@ fn report(results: &BTreeMap<u64, Vec<Round>>, rounds: u64, seconds: u64, pool: 
             spread(rs.iter().map(|r| r.reads), "", 1),
             spread(rs.iter().map(|r| r.throttled), "", 0),
             spread(rs.iter().map(|r| r.refill_per_s), "/s", 0),
+            spread(rs.iter().map(|r| r.writes_per_refill), "", 1),
         );
     }
     println!("\nWrites per bind, by resource (median round of each rate):\n");
@@ -235,6 +238,18 @@ fn api_requests(c: &harness::Cluster) -> HashMap<(String, String), f64> {
         *out.entry((label("verb"), resource)).or_insert(0.0) += n;
     }
     out
+}
+
+/// Write requests (every verb but GET, LIST, WATCH) between two counter readings.
+fn writes_between(
+    before: &HashMap<(String, String), f64>,
+    after: &HashMap<(String, String), f64>,
+) -> f64 {
+    after
+        .iter()
+        .filter(|((verb, _), _)| !matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "429"))
+        .map(|(k, v)| (v - before.get(k).unwrap_or(&0.0)).max(0.0))
+        .sum()
 }
 
 async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64) -> Round {
@@ -294,6 +309,7 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
                  "networkPolicy": {"egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]},
                  "poolConfig": {"size": pool}}
     });
+    let fill_requests = api_requests(c);
     let fill_start = Instant::now();
     let o = c.kubectl_stdin(&["create", "-f", "-"], Some(&template.to_string()));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -318,6 +334,7 @@ async fn run(c: &harness::Cluster, ns: &str, rate: u64, seconds: u64, pool: u64)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     round.refill_per_s = pool as f64 / fill_start.elapsed().as_secs_f64();
+    round.writes_per_refill = writes_between(&fill_requests, &api_requests(c)) / pool as f64;
     let created_before = created.lock().expect("lock").len();
 
     // Claims at a steady rate; a watch records when each is seen Bound.
