@@ -357,8 +357,9 @@ pub fn warm_status(
     }
 }
 
-/// The claim's status once it took the pool member `sb` that is still starting.
-pub fn starting_status(old: &SandboxClaimStatus, sb: &Sandbox) -> SandboxClaimStatus {
+/// The claim's status while its sandbox `sb` starts (a pool member taken before it was
+/// ready, or its own cold sandbox): a cold launch, Pending until the pod is ready.
+pub fn starting_status(old: &SandboxClaimStatus, sb: &Sandbox, how: &str) -> SandboxClaimStatus {
     SandboxClaimStatus {
         phase: Some(ClaimPhase::Pending),
         sandbox: Some(sb.name_any()),
@@ -372,28 +373,7 @@ pub fn starting_status(old: &SandboxClaimStatus, sb: &Sandbox) -> SandboxClaimSt
                 "Bound",
                 false,
                 "PoolExhausted",
-                format!("took pool sandbox {}, still starting", sb.name_any()),
-            )],
-        ),
-    }
-}
-
-/// The claim's status while the cold sandbox `sb` starts.
-pub fn cold_status(old: &SandboxClaimStatus, sb: &Sandbox) -> SandboxClaimStatus {
-    SandboxClaimStatus {
-        phase: Some(ClaimPhase::Pending),
-        sandbox: Some(sb.name_any()),
-        pod_name: Some(sb.name_any()),
-        pod_ip: None,
-        startup_time_ms: None,
-        launch_type: Some(LaunchType::Cold),
-        conditions: merge_conditions(
-            &old.conditions,
-            vec![condition(
-                "Bound",
-                false,
-                "PoolExhausted",
-                format!("cold sandbox {} starting", sb.name_any()),
+                format!("{how} {} starting", sb.name_any()),
             )],
         ),
     }

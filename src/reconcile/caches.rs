@@ -75,24 +75,21 @@ impl Caches {
 
     /// Every Sandbox of a template (claimed or not).
     pub fn members(&self, namespace: &str, template: &str) -> Vec<Arc<Sandbox>> {
-        self.sandboxes
-            .state()
-            .into_iter()
-            .filter(|s| {
-                s.namespace().as_deref() == Some(namespace)
-                    && s.labels().get(label::TEMPLATE).map(String::as_str) == Some(template)
-            })
-            .collect()
+        self.sandboxes_labelled(namespace, label::TEMPLATE, template)
     }
 
     /// The Sandboxes the cache shows bound to a claim.
     pub fn claimed_by(&self, namespace: &str, claim: &str) -> Vec<Arc<Sandbox>> {
+        self.sandboxes_labelled(namespace, label::CLAIM, claim)
+    }
+
+    fn sandboxes_labelled(&self, namespace: &str, key: &str, value: &str) -> Vec<Arc<Sandbox>> {
         self.sandboxes
             .state()
             .into_iter()
             .filter(|s| {
                 s.namespace().as_deref() == Some(namespace)
-                    && s.labels().get(label::CLAIM).map(String::as_str) == Some(claim)
+                    && s.labels().get(key).map(String::as_str) == Some(value)
             })
             .collect()
     }

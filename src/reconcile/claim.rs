@@ -198,7 +198,7 @@ async fn bind_member(
         let status = if ready {
             bind::warm_status(old, &bound, pod.as_deref(), ms)
         } else {
-            bind::starting_status(old, &bound)
+            bind::starting_status(old, &bound, "took pool sandbox")
         };
         let written = write_status(ctx, c, old, status).await?;
         if written == Written::Conflict {
@@ -248,7 +248,7 @@ async fn start_cold(
         Err(e) => return Err(e.into()),
     };
     ctx.memory.taken.take(bind::taken_key(&created));
-    let status = bind::cold_status(old, &created);
+    let status = bind::starting_status(old, &created, "cold sandbox");
     let written = write_status(ctx, c, old, status).await?;
     if written == Written::Conflict {
         if ours {
