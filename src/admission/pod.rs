@@ -56,6 +56,12 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
     let mut violations = validate::pod(&after, cfg, change);
     if req.operation == Operation::Create {
         template_label_rule(&after, req, cfg, &mut violations);
+        // Volumes are immutable: they are judged when the pod is made.
+        validate::volume_types(
+            req.object.as_ref().and_then(|o| o.pointer("/spec/volumes")),
+            "spec",
+            &mut violations,
+        );
     }
     if !violations.is_empty() {
         return Decision::deny(who, violations);

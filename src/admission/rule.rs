@@ -13,6 +13,7 @@ pub enum Rule {
     PrivilegeEscalation,
     HostNamespaces,
     HostPath,
+    VolumeTypes,
     HostPort,
     Capabilities,
     Sysctls,
@@ -39,12 +40,13 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 26] = [
+    pub const ALL: [Rule; 27] = [
         Rule::RuntimeClass,
         Rule::Privileged,
         Rule::PrivilegeEscalation,
         Rule::HostNamespaces,
         Rule::HostPath,
+        Rule::VolumeTypes,
         Rule::HostPort,
         Rule::Capabilities,
         Rule::Sysctls,
@@ -75,6 +77,7 @@ impl Rule {
             Rule::PrivilegeEscalation => "privilege-escalation",
             Rule::HostNamespaces => "host-namespaces",
             Rule::HostPath => "host-path",
+            Rule::VolumeTypes => "volume-types",
             Rule::HostPort => "host-port",
             Rule::Capabilities => "capabilities",
             Rule::Sysctls => "sysctls",

@@ -20,7 +20,14 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
             Ok(t) => t,
             Err(v) => return Decision::deny(who, vec![v]),
         };
-    let violations = violations(&template, cfg);
+    let mut violations = violations(&template, cfg);
+    validate::volume_types(
+        req.object
+            .as_ref()
+            .and_then(|o| o.pointer("/spec/template/spec/volumes")),
+        "spec.template.spec",
+        &mut violations,
+    );
     if violations.is_empty() {
         Decision::allow_subject(who)
     } else {

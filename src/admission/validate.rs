@@ -40,6 +40,53 @@ const ALLOWED_SELINUX_TYPES: [&str; 4] = [
     "container_engine_t",
 ];
 
+/// The volume sources Pod Security "restricted" allows. Every other one is refused,
+/// including types this build does not know: `gitRepo` (CVE-2024-10220), `nfs`,
+/// `iscsi`, `rbd`, `cephfs`, `glusterfs` and the like are mounted by the node, outside
+/// the pod's sandbox and its egress policy. (`hostPath` has a rule of its own.)
+const ALLOWED_VOLUME_TYPES: [&str; 8] = [
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
+
+/// Volume types outside [`ALLOWED_VOLUME_TYPES`], judged on the object as written (a
+/// type the typed model does not know would otherwise vanish in deserialisation).
+/// `volumes` is the raw `spec.volumes` list, `prefix` the path of the spec.
+pub fn volume_types(volumes: Option<&serde_json::Value>, prefix: &str, out: &mut Vec<Violation>) {
+    let Some(list) = volumes.and_then(serde_json::Value::as_array) else {
+        return;
+    };
+    for (i, v) in list.iter().enumerate() {
+        let Some(fields) = v.as_object() else {
+            continue;
+        };
+        let name = fields
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        for kind in fields.keys() {
+            if kind == "name" || kind == "hostPath" || ALLOWED_VOLUME_TYPES.contains(&kind.as_str())
+            {
+                continue;
+            }
+            out.push(Violation::new(
+                Rule::VolumeTypes,
+                format!("{prefix}.volumes[{i}].{kind}"),
+                format!(
+                    "volume {name:?} is a {kind} volume; sandbox pods may only use {}",
+                    ALLOWED_VOLUME_TYPES.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
 /// What kind of write is being judged.
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {

@@ -361,6 +361,37 @@ fn bypass_attempts_are_denied_by_the_real_apiserver() {
         &with(&|p| p["spec"]["volumes"] = json!([{"name": "h", "hostPath": {"path": "/"}}])),
         "[host-path]",
     );
+    for (name, volume) in [
+        (
+            "nfs",
+            json!({"name": "v", "nfs": {"server": "10.0.0.5", "path": "/"}}),
+        ),
+        (
+            "gitRepo",
+            json!({"name": "v", "gitRepo": {"repository": "https://example.com/x.git"}}),
+        ),
+        (
+            "iscsi",
+            json!({"name": "v", "iscsi": {"targetPortal": "10.0.0.6:3260", "iqn": "iqn.2001-04.com.example:s", "lun": 0}}),
+        ),
+    ] {
+        must_deny(
+            c,
+            name,
+            &with(&|p| p["spec"]["volumes"] = json!([volume.clone()])),
+            "[volume-types]",
+        );
+    }
+    let twin = with(&|p| {
+        p["metadata"]["name"] = json!("scratch");
+        p["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
+    });
+    let o = create(c, &twin);
+    assert!(
+        o.status.success(),
+        "an emptyDir volume is allowed: {}",
+        out(&o)
+    );
     for field in ["hostNetwork", "hostPID", "hostIPC"] {
         must_deny(
             c,
