@@ -11,7 +11,7 @@ use serde::{Deserialize as _, Serialize};
 use serde_json::{Value, json};
 
 use crate::admission::review::{GroupVersionKind, GroupVersionResource};
-use crate::admission::{self, AdmissionRequest, Operation, Rule, Violation, Webhook};
+use crate::admission::{self, AdmissionRequest, Operation, Violation, Webhook};
 use crate::config::Config;
 use crate::contract::{self, label};
 use crate::policy::PolicySet;
@@ -282,13 +282,12 @@ pub fn check_document(
                 .is_some_and(|l| l.contains_key(label::SANDBOX) || l.contains_key(label::TEMPLATE))
     };
 
-    // (the webhook the object first meets, its group and resource, the object judged,
-    // the prefix of its fields in the manifest)
+    // (the webhook the object first meets, its group and resource, the object judged)
     // Pods and workloads are recognised by kind alone, whatever API version wrote them.
     let known = Kind::of_manifest(api_version, &kind).or_else(|| {
         Kind::of_kind(&kind).filter(|k| *k == Kind::Pod || k.pod_template_pointer().is_some())
     });
-    let (webhook, group, resource, object, prefix) = match known {
+    let (webhook, group, resource, object) = match known {
         _ if kind.is_empty() => {
             finding.verdict = Verdict::Error;
             finding.note = Some("document has no kind".into());
@@ -299,7 +298,6 @@ pub fn check_document(
             Kind::SandboxTemplate.group().to_string(),
             Kind::SandboxTemplate.resource().into(),
             obj.clone(),
-            String::new(),
         ),
         Some(Kind::Pod) => {
             if !in_scope("/metadata/labels") {
@@ -311,30 +309,21 @@ pub fn check_document(
                 String::new(),
                 Kind::Pod.resource().into(),
                 obj.clone(),
-                String::new(),
             )
         }
-        _ => match known.and_then(Kind::pod_template_pointer) {
-            Some(ptr) => {
+        _ => match known.filter(|k| k.pod_template_pointer().is_some()) {
+            Some(workload) => {
+                let ptr = workload.pod_template_pointer().unwrap_or_default();
                 if !in_scope(&format!("{ptr}/metadata/labels")) {
                     finding.note = Some(not_sandbox_note());
                     return finding;
                 }
-                let template = obj.pointer(ptr).cloned().unwrap_or(Value::Null);
-                let mut pod = json!({"apiVersion": "v1", "kind": Kind::Pod.kind()});
-                pod["metadata"] = template
-                    .get("metadata")
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
-                pod["metadata"]["namespace"] = json!(namespace);
-                pod["spec"] = template.get("spec").cloned().unwrap_or(Value::Null);
-                let prefix = ptr.trim_start_matches('/').replace('/', ".");
+                // Judged as the webhook judges it: as the pods it would make.
                 (
-                    Webhook::Mutate,
-                    String::new(),
-                    Kind::Pod.resource().into(),
-                    pod,
-                    prefix,
+                    Webhook::Validate,
+                    workload.group().to_string(),
+                    workload.resource().into(),
+                    obj.clone(),
                 )
             }
             None if policies.judges(&kind.to_ascii_lowercase()) => (
@@ -342,7 +331,6 @@ pub fn check_document(
                 resources::api_group(api_version).to_string(),
                 resources::guess_resource(&kind),
                 obj.clone(),
-                String::new(),
             ),
             None => {
                 finding.note = Some("not judged by sandgate".into());
@@ -350,19 +338,13 @@ pub fn check_document(
             }
         },
     };
-    // Workloads are judged as the pods they make.
-    let judged_kind = if resource == Kind::Pod.resource() {
-        Kind::Pod.kind().to_string()
-    } else {
-        kind.clone()
-    };
 
     let req = AdmissionRequest {
         uid: "offline".into(),
         kind: GroupVersionKind {
             group: group.clone(),
             version: "v1".into(),
-            kind: judged_kind,
+            kind: kind.clone(),
         },
         resource: GroupVersionResource {
             group,
@@ -396,16 +378,7 @@ pub fn check_document(
         }
     } else {
         finding.verdict = Verdict::Deny;
-        finding.violations = decision
-            .violations
-            .into_iter()
-            .map(|mut v| {
-                if !prefix.is_empty() && v.rule != Rule::Policy {
-                    v.field = format!("{prefix}.{}", v.field);
-                }
-                v
-            })
-            .collect();
+        finding.violations = decision.violations;
     }
     finding
 }

@@ -829,3 +829,108 @@ fn only_sandgate_touches_its_network_policies() {
         "other policies are not sandgate's business"
     );
 }
+
+fn workload_review(kind: &str, group: &str, resource: &str, object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0c9a2b6e-3333-4c2a-9f0e-000000000003",
+            "kind": {"group": group, "version": "v1", "kind": kind},
+            "resource": {"group": group, "version": "v1", "resource": resource},
+            "name": object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
+            "namespace": "agents",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": object,
+            "dryRun": false
+        }
+    })
+}
+
+#[test]
+fn workloads_are_refused_at_create_as_the_pods_they_would_make() {
+    let policies = sandgate::policy::PolicySet::empty();
+    let judge = |review: &Value| {
+        sandgate::admission::admit(
+            Webhook::Validate,
+            &request(review),
+            &Config::default(),
+            &policies,
+        )
+    };
+    let pod_spec = |privileged: bool| json!({"containers": [{"name": "c", "image": "python:3.11-slim", "securityContext": {"privileged": privileged}}]});
+    let deployment = |privileged: bool| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "runner", "namespace": "agents"},
+               "spec": {"selector": {"matchLabels": {"app": "r"}},
+                        "template": {"metadata": {"labels": {"app": "r", "sandbox.gke.io/sandbox": "r"}}, "spec": pod_spec(privileged)}}})
+    };
+    let d = judge(&workload_review(
+        "Deployment",
+        "apps",
+        "deployments",
+        deployment(true),
+    ));
+    assert!(
+        !d.allowed,
+        "a privileged template is refused with the Deployment"
+    );
+    assert_eq!(rules(&d), ["privileged"]);
+    assert_eq!(
+        d.violations[0].field,
+        "spec.template.spec.containers[0].securityContext.privileged"
+    );
+    assert!(
+        d.message().contains("deployment agents/runner"),
+        "{}",
+        d.message()
+    );
+    let twin = judge(&workload_review(
+        "Deployment",
+        "apps",
+        "deployments",
+        deployment(false),
+    ));
+    assert!(twin.allowed, "{}", twin.message());
+    assert!(twin.patch.is_none(), "workloads are never mutated");
+    assert!(twin.effects.is_empty());
+
+    // CronJobs keep their pod template deeper; the field says where.
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": "agents"},
+        "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": {
+            "metadata": {"labels": {"sandbox.gke.io/sandbox": "n"}},
+            "spec": {"restartPolicy": "Never", "hostNetwork": true, "containers": [{"name": "c", "image": "busybox"}]}}}}}});
+    let d = judge(&workload_review("CronJob", "batch", "cronjobs", cron));
+    assert_eq!(rules(&d), ["host-namespaces"]);
+    assert_eq!(
+        d.violations[0].field,
+        "spec.jobTemplate.spec.template.spec.hostNetwork"
+    );
+
+    // A template label set by anyone but sandgate is refused at the workload too.
+    let mut borrowed = deployment(false);
+    borrowed["spec"]["template"]["metadata"]["labels"]["sandbox.gke.io/template"] = json!("wide");
+    let d = judge(&workload_review(
+        "Deployment",
+        "apps",
+        "deployments",
+        borrowed,
+    ));
+    assert_eq!(rules(&d), ["template-label"]);
+
+    // At /mutate workloads pass untouched (they are judged once, at /validate).
+    let m = sandgate::admission::admit(
+        Webhook::Mutate,
+        &request(&workload_review(
+            "Deployment",
+            "apps",
+            "deployments",
+            deployment(true),
+        )),
+        &Config::default(),
+        &policies,
+    );
+    assert!(m.allowed && m.patch.is_none());
+}

@@ -12,6 +12,7 @@ pub mod review;
 pub mod rule;
 pub mod template;
 pub mod validate;
+pub mod workload;
 
 use std::fmt;
 

@@ -5,7 +5,7 @@
 
 use super::{
     AdmissionRequest, Decision, Operation, Rule, Violation, Webhook, in_scope, mutate,
-    netpol_guard, pod, subject, template,
+    netpol_guard, pod, subject, template, workload,
 };
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
@@ -22,6 +22,16 @@ pub fn admit(
     cfg: &Config,
     policies: &PolicySet,
 ) -> Decision {
+    // Workloads are judged once, at /validate, as the pods they would make.
+    if let Some(kind) = Kind::of_resource(&req.resource.group, &req.resource.resource)
+        .filter(|k| k.pod_template_pointer().is_some())
+    {
+        return if webhook == Webhook::Validate && in_scope(req, cfg) {
+            workload::admit(kind, req, cfg, policies)
+        } else {
+            Decision::allow()
+        };
+    }
     let mut d = builtin(webhook, req, cfg);
     if let Some(kind) = policy_kind(webhook, req, cfg, policies)
         && d.allowed

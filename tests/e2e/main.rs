@@ -514,29 +514,88 @@ fn bypass_attempts_are_denied_by_the_real_apiserver() {
     ]);
     assert!(o.status.success(), "resize down is allowed: {}", out(&o));
 
-    // A Deployment's ReplicaSet creating a privileged pod is refused too.
-    let deploy = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "sneaky", "namespace": n},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "sneaky"}},
-            "template": {"metadata": {"labels": {"app": "sneaky"}},
-                "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": true}}]}}}
-    });
-    let o = create(c, &deploy);
+    // A Deployment whose pods would be privileged is refused when it is created, with
+    // the field named in the Deployment; its compliant twin is admitted and its pods run.
+    let deploy = |name: &str, privileged: bool| {
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": n},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                "template": {"metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"privileged": privileged}}]}}}
+        })
+    };
+    let o = create(c, &deploy("sneaky", true));
+    assert!(
+        !o.status.success(),
+        "a privileged Deployment is refused at create"
+    );
+    let text = out(&o);
+    assert!(
+        text.contains("deployment")
+            && text.contains("spec.template.spec.containers[0].securityContext.privileged")
+            && text.contains("[privileged]"),
+        "{text}"
+    );
+    let o = create(c, &deploy("honest", false));
     assert!(o.status.success(), "{}", out(&o));
-    let mut message = String::new();
     wait(
-        "ReplicaSet reports the denial",
+        "the compliant Deployment's pod runs",
         Duration::from_secs(60),
         || {
-            let rs = get_json(c, &["replicaset", "-n", n, "-l", "app=sneaky"]);
-            message = rs["items"][0]["status"]["conditions"].to_string();
-            message.contains("sandgate denied")
+            let pods = get_json(c, &["pods", "-n", n, "-l", "app=honest"]);
+            pods["items"][0]["status"]["phase"] == "Running"
+                && pods["items"][0]["spec"]["runtimeClassName"] == "gvisor"
         },
     );
-    assert!(message.contains("[privileged]"), "{message}");
-    let pods = get_json(c, &["pods", "-n", n, "-l", "app=sneaky"]);
-    assert_eq!(pods["items"].as_array().map(Vec::len), Some(0));
+    // An update that would make its pods privileged is refused too.
+    let o = c.kubectl(&[
+        "patch", "deployment", "honest", "-n", n, "--type=json", "-p",
+        r#"[{"op": "add", "path": "/spec/template/spec/containers/0/securityContext/privileged", "value": true}]"#,
+    ]);
+    assert!(!o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("[privileged]"), "{}", out(&o));
+}
+
+/// Outside enforced namespaces only workloads whose pods carry a sandbox label reach
+/// sandgate: a labelled CronJob that breaks a rule is refused, an unrelated one never
+/// calls the webhook.
+#[test]
+fn labelled_workloads_are_judged_and_unrelated_ones_never_reach_sandgate() {
+    let c = cluster();
+    // Alone, so the webhook's request counter counts only this test's requests.
+    let _g = c.gate.write().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "workloads", false);
+    let n = ns.name.as_str();
+    let cron = |name: &str, labels: Value| {
+        json!({"apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": name, "namespace": n},
+            "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": {
+                "metadata": {"labels": labels},
+                "spec": {"restartPolicy": "Never", "hostPID": true,
+                         "containers": [{"name": "c", "image": "busybox"}]}}}}}})
+    };
+    let o = create(
+        c,
+        &cron("sandboxed", json!({"sandbox.gke.io/sandbox": "job"})),
+    );
+    assert!(
+        !o.status.success(),
+        "a labelled CronJob with hostPID is refused"
+    );
+    assert!(
+        out(&o).contains("spec.jobTemplate.spec.template.spec.hostPID"),
+        "{}",
+        out(&o)
+    );
+    let before = c.webhook_requests();
+    let o = create(c, &cron("ordinary", json!({"app": "batch"})));
+    assert!(o.status.success(), "{}", out(&o));
+    assert_eq!(
+        c.webhook_requests(),
+        before,
+        "an unrelated workload never reaches sandgate"
+    );
 }
 
 #[test]
