@@ -15,6 +15,7 @@ use crate::netpol::{DefaultDeny, KubeDefaultDeny, NoCluster};
 use crate::policy::store::PolicyStore;
 use crate::policy::{PolicyError, PolicySet};
 use crate::reconcile;
+use crate::runtime_check;
 use crate::server::metrics::WebhookMetrics;
 use crate::server::{self, AppState, Probes, Readiness, ServeError, ServeOptions};
 
@@ -46,6 +47,9 @@ pub struct Settings {
     pub probe_addr: Option<SocketAddr>,
     /// The reconciler (`sandgate reconcile`, `serve --reconcile`); needs a cluster.
     pub reconciler: Option<ReconcilerSettings>,
+    /// How often a webhook with a cluster compares the sandbox RuntimeClass with the
+    /// configuration.
+    pub runtime_check_every: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,8 @@ pub struct App {
     /// The webhook's state, when the process serves one.
     webhook: Option<Arc<AppState>>,
     reconcile_metrics: Option<reconcile::Metrics>,
+    /// `sandgate_runtime_class_ok`, when the webhook has a cluster to check.
+    runtime_class_ok: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl App {
@@ -96,6 +102,8 @@ impl App {
             .reconciler
             .is_some()
             .then(|| reconcile::Metrics::register(&mut registry));
+        let runtime_class_ok = (settings.webhook.is_some() && client.is_some())
+            .then(|| runtime_check::register(&mut registry));
         let probes = Probes {
             readiness: Arc::new(Readiness::default()),
             registry: Arc::new(registry),
@@ -125,7 +133,13 @@ impl App {
             probes,
             webhook,
             reconcile_metrics,
+            runtime_class_ok,
         })
+    }
+
+    /// What `/readyz` answers from.
+    pub fn readiness(&self) -> &Readiness {
+        &self.probes.readiness
     }
 
     /// The metrics of every component, in the exposition format.
@@ -163,6 +177,17 @@ impl App {
                 None
             }
         };
+        let runtime_check = match (&self.client, &self.runtime_class_ok) {
+            (Some(client), Some(ok)) => Some(tokio::spawn(runtime_check::watch(
+                client.clone(),
+                self.settings.config.runtime_class_name.clone(),
+                self.settings.config.runtime_handler.clone(),
+                self.probes.readiness.clone(),
+                ok.clone(),
+                self.settings.runtime_check_every,
+            ))),
+            _ => None,
+        };
         let reconciler = match (
             &self.settings.reconciler,
             &self.client,
@@ -182,6 +207,7 @@ impl App {
             webhook,
             probe_addr,
             probes,
+            runtime_check,
             reconciler,
             stop,
             readiness: self.probes.readiness.clone(),
@@ -240,6 +266,7 @@ pub struct Running {
     webhook: Option<server::Running>,
     probe_addr: Option<SocketAddr>,
     probes: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    runtime_check: Option<tokio::task::JoinHandle<()>>,
     reconciler: Option<tokio::task::JoinHandle<Result<(), reconcile::RunError>>>,
     /// Stops the reconciler (releasing its lease) and the probe port.
     stop: tokio::sync::watch::Sender<bool>,
@@ -280,6 +307,9 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), AppError> {
         self.readiness.set_serving(false);
         let _ = self.stop.send(true);
+        if let Some(check) = &self.runtime_check {
+            check.abort();
+        }
         let webhook = async {
             match self.webhook {
                 Some(w) => w

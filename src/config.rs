@@ -52,11 +52,13 @@ pub struct ResourceSettings {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigFile {
     pub runtime_class_name: Option<String>,
+    pub runtime_handler: Option<String>,
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceSettings>,
     pub exclude_namespaces: Option<Vec<String>>,
     pub template_label_creators: Option<Vec<String>>,
     pub network_policy_writers: Option<Vec<String>>,
+    pub runtime_class_writers: Option<Vec<String>>,
 }
 
 /// Flag overrides (`--runtime-class`, `--default-request cpu=250m`, ...).
@@ -85,6 +87,9 @@ pub struct Resource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub runtime_class_name: String,
+    /// The handler the configured RuntimeClass must name: were it re-created with
+    /// another (`runc`), pods admitted under the class name would run without gVisor.
+    pub runtime_handler: String,
     pub resources: Vec<Resource>,
     pub exclude_namespaces: BTreeSet<String>,
     /// Users or groups that may create pods carrying `sandbox.gke.io/template`: the
@@ -95,6 +100,8 @@ pub struct Config {
     /// (sandgate itself, cluster admins, and the controllers that clean up after
     /// deletions); anyone else could open a sandbox's egress by removing them.
     pub network_policy_writers: BTreeSet<String>,
+    /// Users or groups that may create, change or delete the configured RuntimeClass.
+    pub runtime_class_writers: BTreeSet<String>,
 }
 
 impl Default for Config {
@@ -261,6 +268,25 @@ impl Config {
             ));
         }
 
+        let runtime_handler = file
+            .runtime_handler
+            .unwrap_or_else(|| contract::DEFAULT_RUNTIME_HANDLER.to_string());
+        if !is_dns1123_label(&runtime_handler) {
+            return Err(ConfigError::Invalid(format!(
+                "runtimeHandler {runtime_handler:?} is not a valid RuntimeClass handler (lower-case DNS label)"
+            )));
+        }
+        let runtime_class_writers: BTreeSet<String> = file
+            .runtime_class_writers
+            .unwrap_or_else(|| vec![kubernetes::MASTERS_GROUP.to_string()])
+            .into_iter()
+            .collect();
+        if runtime_class_writers.iter().any(|c| c.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "runtimeClassWriters: empty user or group name".into(),
+            ));
+        }
+
         let network_policy_writers: BTreeSet<String> = file
             .network_policy_writers
             .unwrap_or_else(|| {
@@ -278,6 +304,8 @@ impl Config {
 
         Ok(Config {
             runtime_class_name,
+            runtime_handler,
+            runtime_class_writers,
             resources,
             exclude_namespaces,
             template_label_creators,
@@ -294,6 +322,8 @@ impl Config {
     pub fn to_file(&self) -> ConfigFile {
         ConfigFile {
             runtime_class_name: Some(self.runtime_class_name.clone()),
+            runtime_handler: Some(self.runtime_handler.clone()),
+            runtime_class_writers: Some(self.runtime_class_writers.iter().cloned().collect()),
             resources: self
                 .resources
                 .iter()

@@ -89,6 +89,10 @@ pub const CHECK_USER: &str = "sandgate-check";
 
 /// The RuntimeClass sandbox pods run under unless configured otherwise.
 pub const DEFAULT_RUNTIME_CLASS: &str = "gvisor";
+/// The containerd handler that RuntimeClass must name (gVisor's runsc).
+pub const DEFAULT_RUNTIME_HANDLER: &str = "runsc";
+/// How often the live RuntimeClass is compared with the configuration.
+pub const RUNTIME_CLASS_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// Namespaces left alone unless configured otherwise.
 pub const DEFAULT_EXCLUDED_NAMESPACES: [&str; 2] = [kubernetes::DNS_NAMESPACE, NAMESPACE];
 /// Deadline of one policy evaluation unless configured otherwise.

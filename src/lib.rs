@@ -12,7 +12,8 @@
 //! - [`app`]: the process wired from its settings, shared by `main` and the e2e tests;
 //! - [`check`]: offline judgement of manifests through the same pipeline;
 //! - [`cli`]: the command line and its renderers; [`metrics`]: the one registry;
-//! - [`netpol`]: the default-deny NetworkPolicy and the seam that ensures it.
+//! - [`netpol`]: the default-deny NetworkPolicy and the seam that ensures it;
+//! - [`runtime_check`]: the live sandbox RuntimeClass against the configuration.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod quantity;
 pub mod reconcile;
 pub mod resources;
+pub mod runtime_check;
 pub mod server;
 pub mod watch;
 

@@ -9,6 +9,7 @@ pub enum Kind {
     Pod,
     Namespace,
     NetworkPolicy,
+    RuntimeClass,
     SandboxTemplate,
     Sandbox,
     SandboxClaim,
@@ -22,10 +23,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Pod,
         Kind::Namespace,
         Kind::NetworkPolicy,
+        Kind::RuntimeClass,
         Kind::SandboxTemplate,
         Kind::Sandbox,
         Kind::SandboxClaim,
@@ -44,6 +46,7 @@ impl Kind {
             Kind::Pod => ("", "Pod", "pods"),
             Kind::Namespace => ("", "Namespace", "namespaces"),
             Kind::NetworkPolicy => ("networking.k8s.io", "NetworkPolicy", "networkpolicies"),
+            Kind::RuntimeClass => ("node.k8s.io", "RuntimeClass", "runtimeclasses"),
             Kind::SandboxTemplate => (
                 crate::contract::GROUP,
                 "SandboxTemplate",
@@ -153,6 +156,7 @@ mod tests {
                 Kind::Pod => names::<core::v1::Pod>(),
                 Kind::Namespace => names::<core::v1::Namespace>(),
                 Kind::NetworkPolicy => names::<networking::v1::NetworkPolicy>(),
+                Kind::RuntimeClass => names::<k8s_openapi::api::node::v1::RuntimeClass>(),
                 Kind::SandboxTemplate => names::<crate::crd::SandboxTemplate>(),
                 Kind::Sandbox => names::<crate::crd::Sandbox>(),
                 Kind::SandboxClaim => names::<crate::crd::SandboxClaim>(),

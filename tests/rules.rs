@@ -934,3 +934,45 @@ fn workloads_are_refused_at_create_as_the_pods_they_would_make() {
     );
     assert!(m.allowed && m.patch.is_none());
 }
+
+fn runtime_class_review(op: &str, object: Value, old: Value, user: Value) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "0c9a2b6e-4444-4c2a-9f0e-000000000004",
+        "kind": {"group": "node.k8s.io", "version": "v1", "kind": "RuntimeClass"},
+        "resource": {"group": "node.k8s.io", "version": "v1", "resource": "runtimeclasses"},
+        "name": "gvisor", "operation": op, "userInfo": user,
+        "object": object, "oldObject": old}})
+}
+
+#[test]
+fn the_sandbox_runtime_class_keeps_its_handler_and_its_writers() {
+    let rc = |name: &str, handler: &str| json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": name}, "handler": handler});
+    let admin = json!({"username": "root", "groups": ["system:masters"]});
+    let manager = json!({"username": "rc-manager", "groups": ["system:authenticated"]});
+    let d = decide(
+        Webhook::Validate,
+        &runtime_class_review("CREATE", rc("gvisor", "runc"), Value::Null, admin.clone()),
+    );
+    assert_eq!(rules(&d), ["runtime-class-handler"], "{}", d.message());
+    let ok = decide(
+        Webhook::Validate,
+        &runtime_class_review("CREATE", rc("gvisor", "runsc"), Value::Null, admin.clone()),
+    );
+    assert!(ok.allowed, "{}", ok.message());
+    let d = decide(
+        Webhook::Validate,
+        &runtime_class_review(
+            "DELETE",
+            Value::Null,
+            rc("gvisor", "runsc"),
+            manager.clone(),
+        ),
+    );
+    assert_eq!(rules(&d), ["managed-runtime-class"]);
+    // Every other class is left to RBAC.
+    let other = decide(
+        Webhook::Validate,
+        &runtime_class_review("CREATE", rc("kata", "kata"), Value::Null, manager),
+    );
+    assert!(other.allowed);
+}

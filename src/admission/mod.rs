@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod pod;
 pub mod review;
 pub mod rule;
+pub mod runtime_class;
 pub mod template;
 pub mod validate;
 pub mod workload;

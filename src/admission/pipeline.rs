@@ -5,7 +5,7 @@
 
 use super::{
     AdmissionRequest, Decision, Operation, Rule, Violation, Webhook, in_scope, mutate,
-    netpol_guard, pod, subject, template, workload,
+    netpol_guard, pod, runtime_class, subject, template, workload,
 };
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
@@ -93,6 +93,7 @@ pub fn builtin(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisi
         Some(Kind::Pod) => pod::decide(webhook, req, cfg),
         Some(Kind::SandboxTemplate) => template::decide(req, cfg),
         Some(Kind::NetworkPolicy) => netpol_guard::decide(req, cfg),
+        Some(Kind::RuntimeClass) => runtime_class::decide(req, cfg),
         _ => Decision::allow(),
     }
 }

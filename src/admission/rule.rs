@@ -33,6 +33,8 @@ pub enum Rule {
     MalformedObject,
     NetworkPolicy,
     ManagedNetworkPolicy,
+    RuntimeClassHandler,
+    ManagedRuntimeClass,
     /// sandgate itself failed to judge (fail closed).
     Internal,
     /// A Rego policy denied; the violation's field is the policy name.
@@ -40,7 +42,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 27] = [
+    pub const ALL: [Rule; 29] = [
         Rule::RuntimeClass,
         Rule::Privileged,
         Rule::PrivilegeEscalation,
@@ -66,6 +68,8 @@ impl Rule {
         Rule::MalformedObject,
         Rule::NetworkPolicy,
         Rule::ManagedNetworkPolicy,
+        Rule::RuntimeClassHandler,
+        Rule::ManagedRuntimeClass,
         Rule::Internal,
         Rule::Policy,
     ];
@@ -97,6 +101,8 @@ impl Rule {
             Rule::MalformedObject => "malformed-object",
             Rule::NetworkPolicy => "network-policy",
             Rule::ManagedNetworkPolicy => "managed-network-policy",
+            Rule::RuntimeClassHandler => "runtime-class-handler",
+            Rule::ManagedRuntimeClass => "managed-runtime-class",
             Rule::Internal => "internal",
             Rule::Policy => "policy",
         }

@@ -90,6 +90,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         reconciler: args
             .reconcile
             .then(|| reconciler_settings(&args.reconcile_opts)),
+        runtime_check_every: crate::contract::RUNTIME_CLASS_CHECK_EVERY,
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -129,6 +130,7 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
         webhook: None,
         probe_addr: Some(args.probe_addr),
         reconciler: Some(reconciler_settings(&args.reconcile)),
+        runtime_check_every: crate::contract::RUNTIME_CLASS_CHECK_EVERY,
     };
     run_app(&runtime, settings, Some(client))
 }

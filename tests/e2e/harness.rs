@@ -20,10 +20,15 @@ use sandgate::config::Config;
 use sandgate::server::{ServeOptions, devcerts};
 use serde_json::{Value, json};
 
+/// The user of [`Cluster::user_kubeconfig`].
+pub const PLAIN_USER: &str = "e2e-user";
+
 pub struct Cluster {
     pub bin: PathBuf,
     pub kubeconfig: PathBuf,
     pub reconciler_kubeconfig: PathBuf,
+    /// Authenticates as [`PLAIN_USER`], who has only the RBAC a test grants.
+    pub user_kubeconfig: PathBuf,
     dir: PathBuf,
     /// The shared reconciler process and its probe port.
     reconciler: Mutex<Option<(Child, u16)>>,
@@ -208,6 +213,15 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     rec.not_after = now + time::Duration::days(30);
     let rec_cert = rec.signed_by(&rec_key, &issuer).map_err(e)?;
 
+    // A namespace-admin-like user with no group, for tests of what a non-admin may do.
+    let user_key = KeyPair::generate().map_err(e)?;
+    let mut user = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    user.distinguished_name.push(DnType::CommonName, PLAIN_USER);
+    user.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    user.not_before = now - time::Duration::days(1);
+    user.not_after = now + time::Duration::days(30);
+    let user_cert = user.signed_by(&user_key, &issuer).map_err(e)?;
+
     let sa_key = KeyPair::generate().map_err(e)?;
     let files = dir.join("pki");
     std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
@@ -218,6 +232,8 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     write(&files.join("admin.key"), &admin_key.serialize_pem())?;
     write(&files.join("reconciler.crt"), &rec_cert.pem())?;
     write(&files.join("reconciler.key"), &rec_key.serialize_pem())?;
+    write(&files.join("user.crt"), &user_cert.pem())?;
+    write(&files.join("user.key"), &user_key.serialize_pem())?;
     write(&files.join("sa.key"), &sa_key.serialize_pem())?;
     write(&files.join("sa.pub"), &sa_key.public_key_pem())?;
     Ok(Pki { files })
@@ -532,6 +548,8 @@ fn start() -> Result<Cluster, String> {
     }
     let reconciler_kubeconfig = dir.join("reconciler.kubeconfig");
     write_kubeconfig_for(&reconciler_kubeconfig, &server, &pki, "reconciler")?;
+    let user_kubeconfig = dir.join("user.kubeconfig");
+    write_kubeconfig_for(&user_kubeconfig, &server, &pki, "user")?;
 
     // Children are owned by the watchdog from here on.
     std::mem::forget((etcd, apiserver, cm, sched, kwok));
@@ -539,6 +557,7 @@ fn start() -> Result<Cluster, String> {
         bin: kubectl_bin.parent().map(Path::to_path_buf).unwrap_or(bin),
         kubeconfig,
         reconciler_kubeconfig,
+        user_kubeconfig,
         dir: dir.clone(),
         reconciler: Mutex::new(None),
         webhook: Mutex::new(webhook),
@@ -605,6 +624,7 @@ fn start_webhook(dir: &Path, kubeconfig: &Path) -> Result<Webhook, String> {
         }),
         probe_addr: None,
         reconciler: None,
+        runtime_check_every: Duration::from_millis(500),
     };
     let kubeconfig = kubeconfig.to_path_buf();
     let (app, running) = runtime.block_on(async move {
@@ -755,6 +775,44 @@ impl Cluster {
     /// Runs kubectl as the admin and returns its output.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_stdin(args, None)
+    }
+
+    /// Runs kubectl as [`PLAIN_USER`].
+    pub fn kubectl_as_user(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(self.bin.join("kubectl"))
+            .arg(format!("--kubeconfig={}", self.user_kubeconfig.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+        drop(pipe);
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// The in-process webhook's readiness (what its /readyz answers).
+    pub fn webhook_ready(&self) -> Result<(), Vec<String>> {
+        let w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        w.app.readiness().check()
+    }
+
+    /// One metric of the in-process webhook (the first sample of that name).
+    pub fn webhook_metric(&self, name: &str) -> Option<f64> {
+        let w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        w.app
+            .metrics_text()
+            .lines()
+            .find(|l| l.split(['{', ' ']).next() == Some(name))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
     }
 
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {

@@ -710,3 +710,70 @@ fn sandgates_network_policies_are_guarded() {
     let o = c.kubectl_stdin(&apply, Some(&own.to_string()));
     assert!(o.status.success(), "{}", out(&o));
 }
+
+/// The sandbox RuntimeClass cannot be swapped for one without gVisor: a user who may
+/// manage RuntimeClasses may not delete it (other classes stay theirs), a cluster admin
+/// may not re-create it with another handler, and while it is missing the webhook says
+/// it is not ready and its metric drops to 0.
+#[test]
+fn the_sandbox_runtime_class_cannot_be_swapped() {
+    let c = cluster();
+    let _g = c.gate.write().unwrap_or_else(|e| e.into_inner());
+    let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "e2e-runtimeclass-manager"},
+         "rules": [{"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"],
+                    "verbs": ["get", "list", "create", "update", "patch", "delete"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "e2e-runtimeclass-manager"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "e2e-runtimeclass-manager"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": harness::PLAIN_USER}]}
+    ]});
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&rbac.to_string()));
+    assert!(o.status.success(), "{}", out(&o));
+
+    let o = c.kubectl_as_user(&["delete", "runtimeclass", "gvisor"], None);
+    assert!(
+        !o.status.success(),
+        "a RuntimeClass manager may not delete gvisor"
+    );
+    assert!(out(&o).contains("[managed-runtime-class]"), "{}", out(&o));
+    // Twin: any other class is the manager's to create and delete.
+    let other = json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                       "metadata": {"name": "e2e-other"}, "handler": "runc"});
+    let o = c.kubectl_as_user(&["create", "-f", "-"], Some(&other.to_string()));
+    assert!(o.status.success(), "{}", out(&o));
+    let o = c.kubectl_as_user(&["delete", "runtimeclass", "e2e-other"], None);
+    assert!(o.status.success(), "{}", out(&o));
+
+    // A cluster admin may delete it, but not bring it back with runc.
+    assert_eq!(c.webhook_metric("sandgate_runtime_class_ok"), Some(1.0));
+    let o = c.kubectl(&["delete", "runtimeclass", "gvisor"]);
+    assert!(o.status.success(), "{}", out(&o));
+    let swapped = json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                         "metadata": {"name": "gvisor"}, "handler": "runc"});
+    let o = create(c, &swapped);
+    assert!(
+        !o.status.success(),
+        "gvisor re-created with runc is refused"
+    );
+    assert!(out(&o).contains("[runtime-class-handler]"), "{}", out(&o));
+    wait(
+        "readiness reports the missing class",
+        Duration::from_secs(30),
+        || {
+            c.webhook_ready()
+                .is_err_and(|r| r.iter().any(|p| p.contains("runtime-class")))
+        },
+    );
+    assert_eq!(c.webhook_metric("sandgate_runtime_class_ok"), Some(0.0));
+
+    // Restored as deploy/ ships it: ready again.
+    let rc = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/runtimeclass.yaml");
+    let o = c.kubectl(&["apply", "-f", rc]);
+    assert!(o.status.success(), "{}", out(&o));
+    wait("readiness recovers", Duration::from_secs(30), || {
+        c.webhook_ready().is_ok()
+    });
+    assert_eq!(c.webhook_metric("sandgate_runtime_class_ok"), Some(1.0));
+}
