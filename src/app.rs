@@ -16,6 +16,7 @@ use crate::policy::store::PolicyStore;
 use crate::policy::{PolicyError, PolicySet};
 use crate::reconcile;
 use crate::runtime_check;
+use crate::secrets::{KubeTokenSecrets, TokenSecrets};
 use crate::server::metrics::WebhookMetrics;
 use crate::server::{self, AppState, Probes, Readiness, ServeError, ServeOptions};
 
@@ -114,13 +115,18 @@ impl App {
             "configuration loaded"
         );
         let webhook = webhook_parts.map(|(store, metrics)| {
-            let default_deny: Arc<dyn DefaultDeny> = match &client {
-                Some(c) => Arc::new(KubeDefaultDeny::new(c.clone())),
-                None => Arc::new(NoCluster),
-            };
+            let (default_deny, secrets): (Arc<dyn DefaultDeny>, Arc<dyn TokenSecrets>) =
+                match &client {
+                    Some(c) => (
+                        Arc::new(KubeDefaultDeny::new(c.clone())),
+                        Arc::new(KubeTokenSecrets::new(c.clone())),
+                    ),
+                    None => (Arc::new(NoCluster), Arc::new(crate::secrets::NoCluster)),
+                };
             AppState::from_parts(
                 settings.config.clone(),
                 default_deny,
+                secrets,
                 Arc::new(store),
                 metrics,
                 probes.registry.clone(),

@@ -54,6 +54,10 @@ pub mod kubernetes {
     pub const DNS_POD_LABEL: (&str, &str) = ("k8s-app", "kube-dns");
     /// Prefix of the token volume the ServiceAccount admission plugin injects.
     pub const INJECTED_TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
+    /// The type of a legacy, long-lived service-account token Secret.
+    pub const SERVICE_ACCOUNT_TOKEN_SECRET_TYPE: &str = "kubernetes.io/service-account-token";
+    /// The annotation such a Secret must carry: the ServiceAccount it is a token of.
+    pub const SERVICE_ACCOUNT_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
     /// The cluster-admin group (may change sandgate's NetworkPolicies).
     pub const MASTERS_GROUP: &str = "system:masters";
     /// Controllers that delete sandgate's NetworkPolicies with their owners.

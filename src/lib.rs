@@ -13,7 +13,8 @@
 //! - [`check`]: offline judgement of manifests through the same pipeline;
 //! - [`cli`]: the command line and its renderers; [`metrics`]: the one registry;
 //! - [`netpol`]: the default-deny NetworkPolicy and the seam that ensures it;
-//! - [`runtime_check`]: the live sandbox RuntimeClass against the configuration.
+//! - [`runtime_check`]: the live sandbox RuntimeClass against the configuration;
+//! - [`secrets`]: which Secrets are service-account tokens (the pipeline asks).
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -30,6 +31,7 @@ pub mod quantity;
 pub mod reconcile;
 pub mod resources;
 pub mod runtime_check;
+pub mod secrets;
 pub mod server;
 pub mod watch;
 

@@ -10,6 +10,7 @@ pub enum Kind {
     Namespace,
     NetworkPolicy,
     RuntimeClass,
+    Secret,
     SandboxTemplate,
     Sandbox,
     SandboxClaim,
@@ -23,11 +24,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Pod,
         Kind::Namespace,
         Kind::NetworkPolicy,
         Kind::RuntimeClass,
+        Kind::Secret,
         Kind::SandboxTemplate,
         Kind::Sandbox,
         Kind::SandboxClaim,
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Namespace => ("", "Namespace", "namespaces"),
             Kind::NetworkPolicy => ("networking.k8s.io", "NetworkPolicy", "networkpolicies"),
             Kind::RuntimeClass => ("node.k8s.io", "RuntimeClass", "runtimeclasses"),
+            Kind::Secret => ("", "Secret", "secrets"),
             Kind::SandboxTemplate => (
                 crate::contract::GROUP,
                 "SandboxTemplate",
@@ -157,6 +160,7 @@ mod tests {
                 Kind::Namespace => names::<core::v1::Namespace>(),
                 Kind::NetworkPolicy => names::<networking::v1::NetworkPolicy>(),
                 Kind::RuntimeClass => names::<k8s_openapi::api::node::v1::RuntimeClass>(),
+                Kind::Secret => names::<core::v1::Secret>(),
                 Kind::SandboxTemplate => names::<crate::crd::SandboxTemplate>(),
                 Kind::Sandbox => names::<crate::crd::Sandbox>(),
                 Kind::SandboxClaim => names::<crate::crd::SandboxClaim>(),

@@ -445,3 +445,125 @@ async fn policies_judge_the_same_inline_and_on_the_blocking_pool() {
         "{small}"
     );
 }
+
+/// Knows which Secrets are tokens; fails when told to.
+struct Tokens {
+    tokens: Vec<&'static str>,
+    fail: bool,
+}
+
+impl sandgate::secrets::TokenSecrets for Tokens {
+    fn tokens<'a>(
+        &'a self,
+        namespace: &'a str,
+        names: &'a [String],
+    ) -> sandgate::secrets::TokensFuture<'a> {
+        Box::pin(async move {
+            if self.fail {
+                return Err(sandgate::secrets::SecretsError {
+                    namespace: namespace.to_string(),
+                    name: names.first().cloned().unwrap_or_default(),
+                    reason: "apiserver unreachable".into(),
+                });
+            }
+            Ok(names
+                .iter()
+                .filter(|n| self.tokens.contains(&n.as_str()))
+                .cloned()
+                .collect())
+        })
+    }
+}
+
+fn state_with_secrets(tokens: Tokens) -> Arc<AppState> {
+    let mut registry = sandgate::metrics::Registry::new();
+    let metrics = sandgate::server::metrics::WebhookMetrics::register(&mut registry);
+    let s = AppState::from_parts(
+        Config::default(),
+        Arc::new(NoCluster),
+        Arc::new(tokens),
+        Arc::new(sandgate::policy::store::PolicyStore::fixed(
+            sandgate::policy::PolicySet::empty(),
+        )),
+        metrics,
+        Arc::new(registry),
+        Arc::default(),
+    );
+    s.readiness.set_serving(true);
+    s
+}
+
+#[tokio::test]
+async fn a_sandbox_pod_may_not_hold_a_service_account_token_secret() {
+    let with_secret = |name: &str, how: &str| {
+        let mut p = compliant_pod();
+        match how {
+            "volume" => set(
+                &mut p,
+                "/spec/volumes",
+                json!([{"name": "s", "secret": {"secretName": name}}]),
+            ),
+            "env" => set(
+                &mut p,
+                "/spec/containers/0/env",
+                json!([{"name": "T", "valueFrom": {"secretKeyRef": {"name": name, "key": "token"}}}]),
+            ),
+            "envFrom" => set(
+                &mut p,
+                "/spec/containers/0/envFrom",
+                json!([{"secretRef": {"name": name}}]),
+            ),
+            _ => set(
+                &mut p,
+                "/spec/volumes",
+                json!([{"name": "s", "projected": {"sources": [{"secret": {"name": name}}]}}]),
+            ),
+        }
+        pod_review("CREATE", p, None, None)
+    };
+    let state = || {
+        state_with_secrets(Tokens {
+            tokens: vec!["legacy-token"],
+            fail: false,
+        })
+    };
+    for how in ["volume", "env", "envFrom", "projected"] {
+        let r = review(state(), "/validate", &with_secret("legacy-token", how)).await;
+        assert_eq!(
+            r["response"]["allowed"], false,
+            "{how}: a token Secret is refused"
+        );
+        let msg = r["response"]["status"]["message"].as_str().unwrap_or("");
+        assert!(
+            msg.contains("[service-account-token]") && msg.contains("legacy-token"),
+            "{how}: {msg}"
+        );
+        // Twin: an ordinary Secret passes, with a warning naming it.
+        let r = review(state(), "/validate", &with_secret("app-config", how)).await;
+        assert_eq!(r["response"]["allowed"], true, "{how}: {r}");
+        let warnings = r["response"]["warnings"].to_string();
+        assert!(
+            warnings.contains("app-config") && warnings.contains("reaches the sandbox"),
+            "{how}: {warnings}"
+        );
+    }
+    // When the Secrets cannot be checked, the pod is refused (fail closed).
+    let down = state_with_secrets(Tokens {
+        tokens: vec![],
+        fail: true,
+    });
+    let r = review(down, "/validate", &with_secret("app-config", "volume")).await;
+    assert_eq!(r["response"]["allowed"], false);
+    // A pod with no Secret needs no check at all.
+    let down = state_with_secrets(Tokens {
+        tokens: vec![],
+        fail: true,
+    });
+    let r = review(
+        down,
+        "/validate",
+        &pod_review("CREATE", compliant_pod(), None, None),
+    )
+    .await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+}

@@ -976,3 +976,24 @@ fn the_sandbox_runtime_class_keeps_its_handler_and_its_writers() {
     );
     assert!(other.allowed);
 }
+
+#[test]
+fn token_secrets_are_refused_where_they_are_judged_and_other_secrets_pass() {
+    let secret = |kind: &str| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "0c9a2b6e-5555-4c2a-9f0e-000000000005",
+            "kind": {"group": "", "version": "v1", "kind": "Secret"},
+            "resource": {"group": "", "version": "v1", "resource": "secrets"},
+            "name": "bot-token", "namespace": "agents", "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "v1", "kind": "Secret", "type": kind,
+                       "metadata": {"name": "bot-token", "namespace": "agents",
+                                    "annotations": {"kubernetes.io/service-account.name": "bot"}}}}})
+    };
+    let d = decide(
+        Webhook::Validate,
+        &secret("kubernetes.io/service-account-token"),
+    );
+    assert_eq!(rules(&d), ["service-account-token"]);
+    assert!(decide(Webhook::Validate, &secret("Opaque")).allowed);
+}

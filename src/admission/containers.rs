@@ -3,8 +3,8 @@
 //! fields; the rules are written once against this trait.
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EphemeralContainer, Lifecycle, PodSpec, Probe, ResourceRequirements,
-    SecurityContext,
+    Container, ContainerPort, EnvFromSource, EnvVar, EphemeralContainer, Lifecycle, PodSpec, Probe,
+    ResourceRequirements, SecurityContext,
 };
 
 pub trait ContainerLike {
@@ -16,6 +16,8 @@ pub trait ContainerLike {
     fn ports(&self) -> &[ContainerPort];
     fn probes(&self) -> [(&'static str, Option<&Probe>); 3];
     fn lifecycle(&self) -> Option<&Lifecycle>;
+    fn env(&self) -> &[EnvVar];
+    fn env_from(&self) -> &[EnvFromSource];
 }
 
 macro_rules! container_like {
@@ -48,6 +50,12 @@ macro_rules! container_like {
             }
             fn lifecycle(&self) -> Option<&Lifecycle> {
                 self.lifecycle.as_ref()
+            }
+            fn env(&self) -> &[EnvVar] {
+                self.env.as_deref().unwrap_or_default()
+            }
+            fn env_from(&self) -> &[EnvFromSource] {
+                self.env_from.as_deref().unwrap_or_default()
             }
         }
     };

@@ -11,6 +11,7 @@ pub mod pod;
 pub mod review;
 pub mod rule;
 pub mod runtime_class;
+pub mod secret;
 pub mod template;
 pub mod validate;
 pub mod workload;
@@ -101,6 +102,60 @@ impl Effect {
     }
 }
 
+/// A fact the decision depends on that only the cluster knows. The caller checks it
+/// before answering, dry runs included (it writes nothing); a failed check denies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// None of these Secrets may be a service-account token: a pod mounting or reading
+    /// one would hold a credential for the apiserver.
+    NoTokenSecrets {
+        namespace: String,
+        refs: Vec<SecretRef>,
+    },
+}
+
+/// A Secret a pod references, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    pub name: String,
+    pub field: String,
+}
+
+impl Lookup {
+    /// The violations for the references found to be tokens.
+    pub fn tokens_found(
+        refs: &[SecretRef],
+        tokens: &std::collections::BTreeSet<String>,
+    ) -> Vec<Violation> {
+        refs.iter()
+            .filter(|r| tokens.contains(&r.name))
+            .map(|r| {
+                Violation::new(
+                    Rule::ServiceAccountToken,
+                    r.field.clone(),
+                    format!(
+                        "Secret {:?} is a service-account token; sandbox pods must not hold one",
+                        r.name
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// The violation when the check itself could not be made (fail closed).
+    pub fn failed(&self, reason: &dyn fmt::Display) -> Violation {
+        match self {
+            Lookup::NoTokenSecrets { .. } => Violation::new(
+                Rule::ServiceAccountToken,
+                "spec",
+                format!(
+                    "the Secrets the pod references could not be checked for service-account tokens ({reason}); retry later"
+                ),
+            ),
+        }
+    }
+}
+
 /// The answer to one admission request.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decision {
@@ -116,6 +171,8 @@ pub struct Decision {
     /// Side effects the caller performs before answering; the pipeline leaves them only
     /// on admitted requests that are not dry runs.
     pub effects: Vec<Effect>,
+    /// Cluster facts the caller checks before answering (on admitted requests only).
+    pub lookups: Vec<Lookup>,
     /// How each Rego policy ran, for metrics.
     pub policy_runs: Vec<PolicyRun>,
 }

@@ -5,7 +5,7 @@
 
 use super::{
     AdmissionRequest, Decision, Operation, Rule, Violation, Webhook, in_scope, mutate,
-    netpol_guard, pod, runtime_class, subject, template, workload,
+    netpol_guard, pod, runtime_class, secret, subject, template, workload,
 };
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
@@ -48,6 +48,9 @@ pub fn admit(
                 );
             }
         }
+    }
+    if !d.allowed {
+        d.lookups.clear();
     }
     if !d.allowed || req.is_dry_run() {
         d.effects.clear();
@@ -94,6 +97,7 @@ pub fn builtin(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisi
         Some(Kind::SandboxTemplate) => template::decide(req, cfg),
         Some(Kind::NetworkPolicy) => netpol_guard::decide(req, cfg),
         Some(Kind::RuntimeClass) => runtime_class::decide(req, cfg),
+        Some(Kind::Secret) => secret::decide(req),
         _ => Decision::allow(),
     }
 }

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use super::validate::{self, Change};
 use super::{
-    AdmissionRequest, Decision, Effect, Operation, Rule, Violation, Webhook, mutate, subject,
+    AdmissionRequest, Decision, Effect, Lookup, Operation, Rule, Violation, Webhook, mutate,
+    subject,
 };
 use crate::config::Config;
 use crate::contract::{annotation, label};
@@ -68,6 +69,27 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
     }
 
     let mut decision = Decision::allow_subject(who);
+    // At /validate, on the final object: every Secret reaching the sandbox is named in a
+    // warning, and none may be a service-account token (only the cluster knows which
+    // are: the server checks before answering).
+    if webhook == Webhook::Validate
+        && (req.operation == Operation::Create || sub == "ephemeralcontainers")
+        && let Some(spec) = after.spec.as_ref()
+    {
+        let refs = validate::secret_refs(spec, "spec");
+        for r in &refs {
+            decision.warnings.push(format!(
+                "{}: Secret {:?} reaches the sandbox; sandboxed code can read (and send) everything in it",
+                r.field, r.name
+            ));
+        }
+        if !refs.is_empty() {
+            decision.lookups.push(Lookup::NoTokenSecrets {
+                namespace: req.namespace.clone().unwrap_or_default(),
+                refs,
+            });
+        }
+    }
     if after != before {
         match diff(&before, &after) {
             Ok(patch) => decision.patch = Some(patch),

@@ -87,6 +87,57 @@ pub fn volume_types(volumes: Option<&serde_json::Value>, prefix: &str, out: &mut
     }
 }
 
+/// Every Secret that reaches the pod's containers: secret volumes, projected secret
+/// sources, `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`, with the field
+/// that names it. Sandboxed code is untrusted: whatever it can read, it can send.
+pub fn secret_refs(spec: &PodSpec, prefix: &str) -> Vec<super::SecretRef> {
+    let mut out = Vec::new();
+    let mut add = |name: &str, field: String| {
+        if !name.is_empty() {
+            out.push(super::SecretRef {
+                name: name.to_string(),
+                field,
+            });
+        }
+    };
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) {
+            add(name, format!("{prefix}.volumes[{i}].secret.secretName"));
+        }
+        for (j, src) in v
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .enumerate()
+        {
+            if let Some(s) = src.secret.as_ref() {
+                add(
+                    &s.name,
+                    format!("{prefix}.volumes[{i}].projected.sources[{j}].secret.name"),
+                );
+            }
+        }
+    }
+    for (list, i, c) in containers::all(spec) {
+        let p = format!("{prefix}.{}[{i}]", list.field());
+        for (j, e) in c.env().iter().enumerate() {
+            if let Some(r) = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
+                add(&r.name, format!("{p}.env[{j}].valueFrom.secretKeyRef.name"));
+            }
+        }
+        for (j, e) in c.env_from().iter().enumerate() {
+            if let Some(r) = e.secret_ref.as_ref() {
+                add(&r.name, format!("{p}.envFrom[{j}].secretRef.name"));
+            }
+        }
+    }
+    out
+}
+
 /// What kind of write is being judged.
 #[derive(Debug, Clone, Copy)]
 pub enum Change<'a> {

@@ -47,6 +47,8 @@ pub fn admit(kind: Kind, req: &AdmissionRequest, cfg: &Config, policies: &Policy
         // The workload itself is never changed: its pods are mutated when they are made.
         patch: None,
         effects: Vec::new(),
+        // The pods' Secrets are checked when the pods are made.
+        lookups: Vec::new(),
         policy_runs: inner.policy_runs,
     }
 }

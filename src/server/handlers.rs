@@ -14,7 +14,9 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::metrics::{RequestLabels, WebhookLabels};
 use super::{AppState, MAX_BODY_BYTES};
-use crate::admission::{self, AdmissionRequest, Decision, Effect, Webhook, pipeline, review};
+use crate::admission::{
+    self, AdmissionRequest, Decision, Effect, Lookup, Webhook, pipeline, review,
+};
 
 fn plain(status: StatusCode, text: String) -> Response {
     (
@@ -107,6 +109,7 @@ pub async fn admit(
 
     let (req, decision) = decide(&state, webhook, req, bytes.len()).await;
     state.metrics.record_policy_runs(&decision.policy_runs);
+    let decision = check_lookups(&state, decision).await;
     let decision = perform_effects(&state, decision).await;
 
     let label = decision.label();
@@ -169,6 +172,34 @@ async fn decide(
     let decision = result
         .unwrap_or_else(|e| pipeline::failed(&req, format!("policy evaluation crashed: {e}")));
     (req, decision)
+}
+
+/// Checks the cluster facts the decision depends on (the pipeline leaves them only on
+/// admitted requests); a fact that fails, or cannot be checked, denies (fail closed).
+async fn check_lookups(state: &AppState, decision: Decision) -> Decision {
+    for lookup in &decision.lookups {
+        match lookup {
+            Lookup::NoTokenSecrets { namespace, refs } => {
+                let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+                names.sort();
+                names.dedup();
+                match state.secrets.tokens(namespace, &names).await {
+                    Ok(tokens) => {
+                        let found = Lookup::tokens_found(refs, &tokens);
+                        if !found.is_empty() {
+                            return Decision::deny(decision.subject, found);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "Secrets not checked; denying");
+                        let violation = lookup.failed(&e);
+                        return decision.fail(violation);
+                    }
+                }
+            }
+        }
+    }
+    decision
 }
 
 /// Performs the decision's side effects (the pipeline leaves them only on admitted

@@ -24,6 +24,7 @@ use crate::metrics::Registry;
 use crate::netpol::DefaultDeny;
 use crate::policy::PolicySet;
 use crate::policy::store::PolicyStore;
+use crate::secrets::TokenSecrets;
 use crate::watch::Watch;
 use metrics::{ResultLabels, WebhookMetrics};
 pub use probes::{Probes, Readiness};
@@ -41,6 +42,8 @@ pub struct AppState {
     /// The process's registry (the webhook's metrics and whatever else registered).
     pub registry: Arc<Registry>,
     pub default_deny: Arc<dyn DefaultDeny>,
+    /// Which Secrets are service-account tokens (for `Lookup::NoTokenSecrets`).
+    pub secrets: Arc<dyn TokenSecrets>,
     pub readiness: Arc<Readiness>,
     /// A client that has not sent its whole body by then gets 408.
     pub body_timeout: Duration,
@@ -67,6 +70,7 @@ impl AppState {
         Self::from_parts(
             config,
             default_deny,
+            Arc::new(crate::secrets::NoCluster),
             Arc::new(policies),
             metrics,
             Arc::new(registry),
@@ -75,9 +79,11 @@ impl AppState {
     }
 
     /// From parts the process shares with other components.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_parts(
         config: Config,
         default_deny: Arc<dyn DefaultDeny>,
+        secrets: Arc<dyn TokenSecrets>,
         policies: Arc<PolicyStore>,
         metrics: WebhookMetrics,
         registry: Arc<Registry>,
@@ -89,6 +95,7 @@ impl AppState {
             metrics,
             registry,
             default_deny,
+            secrets,
             readiness,
             body_timeout: BODY_READ_TIMEOUT,
             policies,

@@ -777,3 +777,80 @@ fn the_sandbox_runtime_class_cannot_be_swapped() {
     });
     assert_eq!(c.webhook_metric("sandgate_runtime_class_ok"), Some(1.0));
 }
+
+/// "No service-account token" holds for legacy token Secrets too: none may be created in
+/// an enforced namespace, and no sandbox pod may mount or read one where it exists;
+/// ordinary Secrets still work, with a warning that the sandbox can read them.
+#[test]
+fn legacy_token_secrets_never_reach_a_sandbox() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let token = |ns: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+               "metadata": {"name": "bot-token", "namespace": ns,
+                            "annotations": {"kubernetes.io/service-account.name": "default"}}})
+    };
+    let opaque = |ns: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "app-config", "namespace": ns}, "stringData": {"k": "v"}})
+    };
+    // At the source: an enforced namespace refuses the token Secret, not an ordinary one.
+    let enforced = Ns::new(c, "tokens-enforced", true);
+    let o = create(c, &token(&enforced.name));
+    assert!(
+        !o.status.success(),
+        "a token Secret in an enforced namespace is refused"
+    );
+    assert!(out(&o).contains("[service-account-token]"), "{}", out(&o));
+    assert!(create(c, &opaque(&enforced.name)).status.success());
+
+    // At the pod: where such a Secret exists, a sandbox pod may not mount or read it.
+    let open = Ns::new(c, "tokens-open", false);
+    let n = open.name.as_str();
+    assert!(create(c, &token(n)).status.success());
+    assert!(create(c, &opaque(n)).status.success());
+    wait(
+        "the token controller fills the Secret",
+        Duration::from_secs(30),
+        || get_json(c, &["secret", "bot-token", "-n", n])["data"]["token"].is_string(),
+    );
+    let pod_with = |name: &str, edit: &dyn Fn(&mut Value)| {
+        let mut p = pod(name, n);
+        p["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": name});
+        edit(&mut p);
+        p
+    };
+    must_deny(
+        c,
+        "token volume",
+        &pod_with("mounts-token", &|p| {
+            p["spec"]["volumes"] = json!([{"name": "t", "secret": {"secretName": "bot-token"}}])
+        }),
+        "[service-account-token]",
+    );
+    must_deny(
+        c,
+        "token env",
+        &pod_with(
+            "reads-token",
+            &|p| p["spec"]["containers"][0]["env"] = json!([{"name": "T", "valueFrom": {"secretKeyRef": {"name": "bot-token", "key": "token"}}}]),
+        ),
+        "[service-account-token]",
+    );
+    let o = create(
+        c,
+        &pod_with("reads-config", &|p| {
+            p["spec"]["containers"][0]["envFrom"] = json!([{"secretRef": {"name": "app-config"}}])
+        }),
+    );
+    assert!(
+        o.status.success(),
+        "an ordinary Secret is allowed: {}",
+        out(&o)
+    );
+    assert!(
+        out(&o).contains("Warning") && out(&o).contains("app-config"),
+        "kubectl shows the warning: {}",
+        out(&o)
+    );
+}
