@@ -997,3 +997,51 @@ fn token_secrets_are_refused_where_they_are_judged_and_other_secrets_pass() {
     assert_eq!(rules(&d), ["service-account-token"]);
     assert!(decide(Webhook::Validate, &secret("Opaque")).allowed);
 }
+
+#[test]
+fn template_egress_is_judged_as_the_set_of_addresses_it_reaches() {
+    let with_egress = |egress: Value| {
+        let mut t = common::article_template();
+        t["spec"]["networkPolicy"]["egress"] = egress;
+        decide(Webhook::Validate, &template_review(t))
+    };
+    #[rustfmt::skip]
+    let cases: &[(&str, Value, Value)] = &[
+        ("the IPv6 internet split in two",
+         json!([{"to": [{"ipBlock": {"cidr": "::/1"}}, {"ipBlock": {"cidr": "8000::/1", "except": ["fd00::/8"]}}]}]),
+         json!([{"to": [{"ipBlock": {"cidr": "2001:db8::/32"}}]}])),
+        ("the metadata service as IPv4-mapped IPv6",
+         json!([{"to": [{"ipBlock": {"cidr": "::ffff:169.254.0.0/112"}}]}]),
+         json!([{"to": [{"ipBlock": {"cidr": "::ffff:10.0.0.0/104"}}]}])),
+        ("GCE's IPv6 metadata service",
+         json!([{"to": [{"ipBlock": {"cidr": "fd20:ce::/32"}}]}]),
+         json!([{"to": [{"ipBlock": {"cidr": "fd20:cf::/32"}}]}])),
+        ("AWS's IPv6 metadata service",
+         json!([{"to": [{"ipBlock": {"cidr": "fd00:ec2::254/128"}}]}]),
+         json!([{"to": [{"ipBlock": {"cidr": "fd00:ec3::/32"}}]}])),
+        ("every pod of every namespace",
+         json!([{"to": [{"namespaceSelector": {}}]}]),
+         json!([{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tools"}}}]}])),
+    ];
+    for (name, bad, twin) in cases {
+        let d = with_egress(bad.clone());
+        assert!(!d.allowed, "{name}: must be refused");
+        assert!(
+            rules(&d).contains(&"egress-reach"),
+            "{name}: {}",
+            d.message()
+        );
+        let ok = with_egress(twin.clone());
+        assert!(ok.allowed, "{name}: twin must pass: {}", ok.message());
+    }
+    // Every namespace but only labelled pods: allowed, with a warning.
+    let d = with_egress(
+        json!([{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "proxy"}}}]}]),
+    );
+    assert!(d.allowed, "{}", d.message());
+    assert!(
+        d.warnings.iter().any(|w| w.contains("every namespace")),
+        "{:?}",
+        d.warnings
+    );
+}

@@ -4,6 +4,7 @@
 //! server, `sandgate check` and the reconciler all go through it.
 
 pub mod containers;
+pub mod egress;
 pub mod mutate;
 pub mod netpol_guard;
 pub mod pipeline;

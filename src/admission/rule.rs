@@ -33,6 +33,7 @@ pub enum Rule {
     MalformedObject,
     NetworkPolicy,
     ManagedNetworkPolicy,
+    EgressReach,
     RuntimeClassHandler,
     ManagedRuntimeClass,
     /// sandgate itself failed to judge (fail closed).
@@ -42,7 +43,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 29] = [
+    pub const ALL: [Rule; 30] = [
         Rule::RuntimeClass,
         Rule::Privileged,
         Rule::PrivilegeEscalation,
@@ -68,6 +69,7 @@ impl Rule {
         Rule::MalformedObject,
         Rule::NetworkPolicy,
         Rule::ManagedNetworkPolicy,
+        Rule::EgressReach,
         Rule::RuntimeClassHandler,
         Rule::ManagedRuntimeClass,
         Rule::Internal,
@@ -101,6 +103,7 @@ impl Rule {
             Rule::MalformedObject => "malformed-object",
             Rule::NetworkPolicy => "network-policy",
             Rule::ManagedNetworkPolicy => "managed-network-policy",
+            Rule::EgressReach => "egress-reach",
             Rule::RuntimeClassHandler => "runtime-class-handler",
             Rule::ManagedRuntimeClass => "managed-runtime-class",
             Rule::Internal => "internal",

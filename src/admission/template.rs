@@ -4,7 +4,7 @@
 //! pods fail to start.
 
 use super::pod::parse_object;
-use super::{AdmissionRequest, Decision, Operation, Rule, Violation, subject, validate};
+use super::{AdmissionRequest, Decision, Operation, Rule, Violation, egress, subject, validate};
 use crate::config::Config;
 use crate::crd::SandboxTemplate;
 
@@ -28,8 +28,20 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
         "spec.template.spec",
         &mut violations,
     );
+    let (reach, warnings) = egress::rules(
+        template
+            .spec
+            .network_policy
+            .as_ref()
+            .and_then(|n| n.egress.as_deref())
+            .unwrap_or_default(),
+        "spec.networkPolicy.egress",
+    );
+    violations.extend(reach);
     if violations.is_empty() {
-        Decision::allow_subject(who)
+        let mut d = Decision::allow_subject(who);
+        d.warnings = warnings;
+        d
     } else {
         Decision::deny(who, violations)
     }

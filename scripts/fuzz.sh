@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing (cargo-fuzz / libFuzzer) of the request body → decision path
+# and of the policy input conversion, each for a bounded time.
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 300)
+#
+# Installs cargo-fuzz (pinned) into ~/.cache/sandgate/cargo-fuzz when missing. Uses the
+# nightly toolchain when rustup has one, else stable with RUSTC_BOOTSTRAP=1 (libFuzzer's
+# instrumentation needs unstable flags). Corpora live in ~/.cache/sandgate/fuzz/<target>
+# (seeded from tests/fixtures and policies/*_test.rego inputs); any crash is written to
+# fuzz/artifacts/<target>/ and fails the script: add it to tests/fuzz_regressions.rs.
+# Prints the executions of each run (libFuzzer's "stat::number_of_executed_units").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-300}"
+cache="$HOME/.cache/sandgate"
+tools="$cache/cargo-fuzz"
+if ! [ -x "$tools/bin/cargo-fuzz" ]; then
+  echo "fuzz: installing cargo-fuzz 0.13.2 into $tools" >&2
+  cargo install --locked --root "$tools" cargo-fuzz --version 0.13.2 >&2
+fi
+export PATH="$tools/bin:$PATH"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  toolchain=(+nightly)
+else
+  toolchain=()
+  export RUSTC_BOOTSTRAP=1
+fi
+export CARGO_TARGET_DIR="$cache/fuzz-target"
+for target in admission_body policy_input; do
+  corpus="$cache/fuzz/$target"
+  mkdir -p "$corpus"
+  cp tests/fixtures/*.json "$corpus/" 2>/dev/null || true
+  log="$(mktemp)"
+  echo "== fuzz $target for ${seconds}s"
+  # -rss_limit_mb: regorus and the policies stay far below; a leak would not.
+  cargo "${toolchain[@]}" fuzz run --fuzz-dir fuzz "$target" "$corpus" -- \
+    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 \
+    -print_final_stats=1 2>&1 | tee "$log" | grep -E "^#[0-9]+.*(pulse|DONE)|ERROR|panicked|stat::number_of_executed_units" || true
+  status=${PIPESTATUS[0]}
+  runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
+  echo "fuzz $target: ${runs:-0} executions, exit $status"
+  rm -f "$log"
+  [ "$status" -eq 0 ] || exit "$status"
+done

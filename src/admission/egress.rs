@@ -1,0 +1,312 @@
+//! What egress rules reach, judged as a set. NetworkPolicy rules are additive and each
+//! `ipBlock` is a range minus its exceptions, so the addresses a list of rules reaches is
+//! the union of those differences: checking one CIDR at a time misses ranges that split
+//! the internet between them, and IPv4 written as IPv4-mapped IPv6. Every address is
+//! placed in one 128-bit space (IPv4 as `::ffff:a.b.c.d`) and the union computed exactly.
+//!
+//! Refused: any reach to a cloud metadata service (169.254.169.254 in either notation,
+//! GCE's `fd20:ce::254`, AWS's `fd00:ec2::254`), all of the IPv6 internet (`2000::/3`),
+//! and a peer selecting every pod of every namespace (every other tenant's sandbox and
+//! the cluster's own services: lateral movement is a way out too). Warned: a peer
+//! selecting labelled pods in every namespace. IPv4 egress to the internet with the
+//! metadata range excepted stays allowed, as DESIGN.md §4 has it.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer};
+
+use super::{Rule, Violation};
+
+/// The metadata services, as 128-bit addresses (IPv4 mapped).
+fn metadata_addresses() -> [(u128, &'static str); 3] {
+    [
+        (mapped(Ipv4Addr::new(169, 254, 169, 254)), "169.254.169.254"),
+        (
+            u128::from(Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254)),
+            "fd20:ce::254",
+        ),
+        (
+            u128::from(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+            "fd00:ec2::254",
+        ),
+    ]
+}
+
+/// `2000::/3`: every global unicast IPv6 address.
+const IPV6_INTERNET: (u128, u128) = (0x2000 << 112, (0x4000 << 112) - 1);
+
+fn mapped(v4: Ipv4Addr) -> u128 {
+    (0xffff_u128 << 32) | u128::from(u32::from(v4))
+}
+
+/// A CIDR as an inclusive range of the 128-bit space; `None` when it is not one.
+pub fn range(cidr: &str) -> Option<(u128, u128)> {
+    let (addr, len) = cidr.trim().split_once('/')?;
+    let len: u32 = len.parse().ok()?;
+    let (base, prefix) = if let Ok(v4) = addr.parse::<Ipv4Addr>() {
+        if len > 32 {
+            return None;
+        }
+        (mapped(v4), 96 + len)
+    } else {
+        let v6: Ipv6Addr = addr.parse().ok()?;
+        if len > 128 {
+            return None;
+        }
+        (u128::from(v6), len)
+    };
+    let host_bits = 128 - prefix;
+    let mask = if host_bits == 128 {
+        0
+    } else {
+        u128::MAX << host_bits
+    };
+    let start = base & mask;
+    Some((start, start | !mask))
+}
+
+/// A set of addresses: sorted, disjoint, non-adjacent inclusive ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Set(Vec<(u128, u128)>);
+
+impl Set {
+    fn add(&mut self, (lo, hi): (u128, u128)) {
+        self.0.push((lo, hi));
+        self.0.sort_unstable();
+        let mut merged: Vec<(u128, u128)> = Vec::with_capacity(self.0.len());
+        for &(l, h) in &self.0 {
+            match merged.last_mut() {
+                Some((_, last)) if l <= last.saturating_add(1) => *last = (*last).max(h),
+                _ => merged.push((l, h)),
+            }
+        }
+        self.0 = merged;
+    }
+
+    fn remove(&mut self, (lo, hi): (u128, u128)) {
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        for &(l, h) in &self.0 {
+            if h < lo || l > hi {
+                out.push((l, h));
+                continue;
+            }
+            if l < lo {
+                out.push((l, lo - 1));
+            }
+            if h > hi {
+                out.push((hi + 1, h));
+            }
+        }
+        self.0 = out;
+    }
+
+    pub fn contains(&self, addr: u128) -> bool {
+        self.0.iter().any(|&(l, h)| l <= addr && addr <= h)
+    }
+
+    /// Whether every address of `lo..=hi` is in the set.
+    pub fn covers(&self, (lo, hi): (u128, u128)) -> bool {
+        self.0.iter().any(|&(l, h)| l <= lo && hi <= h)
+    }
+}
+
+/// The addresses one ipBlock reaches: its CIDR minus its exceptions. `None` when a CIDR
+/// does not parse (the apiserver refuses those; judging on would guess).
+pub fn block(b: &IPBlock) -> Option<Set> {
+    let mut set = Set::default();
+    set.add(range(&b.cidr)?);
+    for e in b.except.iter().flatten() {
+        set.remove(range(e)?);
+    }
+    Some(set)
+}
+
+/// Every rule that lets egress reach what sandbox pods must never reach. `prefix` is
+/// the path of the rule list (`spec.networkPolicy.egress`).
+pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> (Vec<Violation>, Vec<String>) {
+    let mut violations = Vec::new();
+    let mut warnings = Vec::new();
+    let mut union = Set::default();
+    // Where each part of the union came from, for the message.
+    let mut origins: Vec<(String, Set)> = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        for (j, peer) in rule.to.iter().flatten().enumerate() {
+            let field = format!("{prefix}[{i}].to[{j}]");
+            if let Some(b) = peer.ip_block.as_ref() {
+                match block(b) {
+                    Some(set) => {
+                        for &r in &set.0 {
+                            union.add(r);
+                        }
+                        origins.push((field.clone(), set));
+                    }
+                    None => violations.push(Violation::new(
+                        Rule::EgressReach,
+                        format!("{field}.ipBlock"),
+                        format!("{:?} is not a CIDR; it cannot be judged", b.cidr),
+                    )),
+                }
+            }
+            selector_peer(peer, &field, &mut violations, &mut warnings);
+        }
+    }
+    for (addr, shown) in metadata_addresses() {
+        if union.contains(addr) {
+            let field = origins
+                .iter()
+                .find(|(_, s)| s.contains(addr))
+                .map_or_else(|| prefix.to_string(), |(f, _)| format!("{f}.ipBlock"));
+            violations.push(Violation::new(
+                Rule::EgressReach,
+                field,
+                format!(
+                    "reaches the cloud metadata service {shown} (which hands out the node's credentials); except it (169.254.0.0/16, fd20:ce::/32, fd00:ec2::/32) or name narrower ranges"
+                ),
+            ));
+        }
+    }
+    if union.covers(IPV6_INTERNET) {
+        violations.push(Violation::new(
+            Rule::EgressReach,
+            prefix.to_string(),
+            "together these ipBlocks reach every IPv6 address of the internet (2000::/3); name the ranges the sandbox needs",
+        ));
+    }
+    (violations, warnings)
+}
+
+/// Peers that select pods by namespace: every namespace and every pod is the whole
+/// cluster (denied); every namespace with a pod selector reaches those pods of every
+/// tenant (warned).
+fn selector_peer(
+    peer: &NetworkPolicyPeer,
+    field: &str,
+    violations: &mut Vec<Violation>,
+    warnings: &mut Vec<String>,
+) {
+    let Some(ns) = peer.namespace_selector.as_ref() else {
+        return;
+    };
+    let every_namespace = ns.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && ns.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    if !every_namespace {
+        return;
+    }
+    let every_pod = peer.pod_selector.as_ref().is_none_or(|p| {
+        p.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && p.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    });
+    if every_pod {
+        violations.push(Violation::new(
+            Rule::EgressReach,
+            format!("{field}.namespaceSelector"),
+            "selects every pod of every namespace (other tenants' sandboxes and the cluster's own services); select the namespaces the sandbox needs",
+        ));
+    } else {
+        warnings.push(format!(
+            "{field}: namespaceSelector {{}} reaches the selected pods in every namespace, other tenants' included"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egress(v: serde_json::Value) -> Vec<NetworkPolicyEgressRule> {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn reasons(v: serde_json::Value) -> Vec<String> {
+        rules(&egress(v), "spec.egress")
+            .0
+            .into_iter()
+            .map(|v| v.message)
+            .collect()
+    }
+
+    #[test]
+    fn ranges_cover_what_they_say() {
+        assert_eq!(
+            range("0.0.0.0/0"),
+            Some((0xffff_u128 << 32, (0xffff_u128 << 32) | 0xffff_ffff))
+        );
+        assert_eq!(range("::/0"), Some((0, u128::MAX)));
+        assert_eq!(range("10.1.2.3/32").map(|(l, h)| h - l), Some(0));
+        assert!(range("10.0.0.0/33").is_none() && range("nonsense").is_none());
+    }
+
+    #[test]
+    fn the_metadata_service_is_unreachable_in_every_notation() {
+        for cidr in [
+            "169.254.0.0/16",
+            "0.0.0.0/0",
+            "::ffff:0:0/96",
+            "::ffff:169.254.169.254/128",
+            "fd00::/8",
+            "fd20:ce::/32",
+            "::/0",
+        ] {
+            let r = reasons(serde_json::json!([{"to": [{"ipBlock": {"cidr": cidr}}]}]));
+            assert!(r.iter().any(|m| m.contains("metadata")), "{cidr}: {r:?}");
+        }
+        // Excepted, in the same notation or the other: allowed.
+        for (cidr, except) in [
+            ("0.0.0.0/0", "169.254.0.0/16"),
+            ("::ffff:0:0/96", "::ffff:169.254.0.0/112"),
+        ] {
+            let r = reasons(
+                serde_json::json!([{"to": [{"ipBlock": {"cidr": cidr, "except": [except]}}]}]),
+            );
+            assert!(r.is_empty(), "{cidr} except {except}: {r:?}");
+        }
+        // An exception in one peer does not cover another peer's reach.
+        let r = reasons(serde_json::json!([{"to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+            {"ipBlock": {"cidr": "169.254.169.0/24"}}
+        ]}]));
+        assert!(r.iter().any(|m| m.contains("169.254.169.254")), "{r:?}");
+    }
+
+    #[test]
+    fn the_ipv6_internet_split_between_rules_is_still_the_internet() {
+        let r = reasons(serde_json::json!([
+            {"to": [{"ipBlock": {"cidr": "2000::/4"}}], "ports": [{"port": 443}]},
+            {"to": [{"ipBlock": {"cidr": "3000::/4"}}]}
+        ]));
+        assert!(r.iter().any(|m| m.contains("every IPv6")), "{r:?}");
+        let narrow = reasons(serde_json::json!([{"to": [{"ipBlock": {"cidr": "2001:db8::/32"}}]}]));
+        assert!(narrow.is_empty(), "{narrow:?}");
+        // IPv4 split in halves with the metadata range excepted stays allowed (§4).
+        let halves = reasons(serde_json::json!([{"to": [
+            {"ipBlock": {"cidr": "0.0.0.0/1"}},
+            {"ipBlock": {"cidr": "128.0.0.0/1", "except": ["169.254.0.0/16"]}}
+        ]}]));
+        assert!(halves.is_empty(), "{halves:?}");
+    }
+
+    #[test]
+    fn every_pod_of_every_namespace_is_refused_and_labelled_pods_warned() {
+        let (v, w) = rules(
+            &egress(serde_json::json!([{"to": [{"namespaceSelector": {}}]}])),
+            "spec.egress",
+        );
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(w.is_empty());
+        let (v, w) = rules(
+            &egress(
+                serde_json::json!([{"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "proxy"}}}]}]),
+            ),
+            "spec.egress",
+        );
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(w.len(), 1);
+        let (v, w) = rules(
+            &egress(
+                serde_json::json!([{"to": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}]),
+            ),
+            "spec.egress",
+        );
+        assert!(v.is_empty() && w.is_empty());
+    }
+}
