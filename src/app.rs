@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::facts::{ClusterFacts, KubeFacts};
 use crate::metrics::Registry;
 use crate::netpol::{DefaultDeny, KubeDefaultDeny, NoCluster};
 use crate::policy::store::PolicyStore;
 use crate::policy::{PolicyError, PolicySet};
 use crate::reconcile;
 use crate::runtime_check;
-use crate::secrets::{KubeTokenSecrets, TokenSecrets};
 use crate::server::metrics::WebhookMetrics;
 use crate::server::{self, AppState, Probes, Readiness, ServeError, ServeOptions};
 
@@ -115,18 +115,18 @@ impl App {
             "configuration loaded"
         );
         let webhook = webhook_parts.map(|(store, metrics)| {
-            let (default_deny, secrets): (Arc<dyn DefaultDeny>, Arc<dyn TokenSecrets>) =
-                match &client {
-                    Some(c) => (
-                        Arc::new(KubeDefaultDeny::new(c.clone())),
-                        Arc::new(KubeTokenSecrets::new(c.clone())),
-                    ),
-                    None => (Arc::new(NoCluster), Arc::new(crate::secrets::NoCluster)),
-                };
+            let (default_deny, facts): (Arc<dyn DefaultDeny>, Arc<dyn ClusterFacts>) = match &client
+            {
+                Some(c) => (
+                    Arc::new(KubeDefaultDeny::new(c.clone())),
+                    Arc::new(KubeFacts::new(c.clone())),
+                ),
+                None => (Arc::new(NoCluster), Arc::new(crate::facts::NoCluster)),
+            };
             AppState::from_parts(
                 settings.config.clone(),
                 default_deny,
-                secrets,
+                facts,
                 Arc::new(store),
                 metrics,
                 probes.registry.clone(),

@@ -14,7 +14,7 @@
 //! - [`cli`]: the command line and its renderers; [`metrics`]: the one registry;
 //! - [`netpol`]: the default-deny NetworkPolicy and the seam that ensures it;
 //! - [`runtime_check`]: the live sandbox RuntimeClass against the configuration;
-//! - [`secrets`]: which Secrets are service-account tokens (the pipeline asks).
+//! - [`facts`]: what only the cluster knows, for the pipeline's lookups.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod crd;
+pub mod facts;
 pub mod metrics;
 pub mod netpol;
 pub mod policy;
@@ -31,7 +32,6 @@ pub mod quantity;
 pub mod reconcile;
 pub mod resources;
 pub mod runtime_check;
-pub mod secrets;
 pub mod server;
 pub mod watch;
 

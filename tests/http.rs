@@ -452,17 +452,19 @@ struct Tokens {
     fail: bool,
 }
 
-impl sandgate::secrets::TokenSecrets for Tokens {
-    fn tokens<'a>(
+impl sandgate::facts::ClusterFacts for Tokens {
+    fn token_secrets<'a>(
         &'a self,
         namespace: &'a str,
         names: &'a [String],
-    ) -> sandgate::secrets::TokensFuture<'a> {
+    ) -> sandgate::facts::FactFuture<'a, std::collections::BTreeSet<String>> {
         Box::pin(async move {
             if self.fail {
-                return Err(sandgate::secrets::SecretsError {
-                    namespace: namespace.to_string(),
-                    name: names.first().cloned().unwrap_or_default(),
+                return Err(sandgate::facts::FactsError {
+                    what: format!(
+                        "Secret {namespace}/{}",
+                        names.first().cloned().unwrap_or_default()
+                    ),
                     reason: "apiserver unreachable".into(),
                 });
             }
@@ -472,6 +474,13 @@ impl sandgate::secrets::TokenSecrets for Tokens {
                 .cloned()
                 .collect())
         })
+    }
+
+    fn sandbox_namespace<'a>(
+        &'a self,
+        _namespace: &'a str,
+    ) -> sandgate::facts::FactFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
     }
 }
 

@@ -60,16 +60,18 @@ async fn opa_through_the_adapter_answers_as_sandgate_does() {
     let a = servers.agree("validate", &claim).await;
     assert_eq!(a["allowed"], false, "{a}");
 
-    // A template with several policy denials at once (sandgate's built-in rules, which
-    // OPA does not have, stop before the policies: they are left out of this one).
+    // A template with several policy denials at once. sandgate's built-in rules, which
+    // OPA does not have, stop before the policies, so none of them may fire here: an
+    // open egress would be refused by the built-in `egress-reach` first, an open
+    // ingress is the policies' alone.
     let mut bad = bodies::template();
-    bad["request"]["object"]["spec"]["networkPolicy"]["egress"] =
-        json!([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]);
+    bad["request"]["object"]["spec"]["networkPolicy"]["ingress"] =
+        json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]);
     bad["request"]["object"]["spec"]["poolConfig"] = json!({"size": 500});
     let a = servers.agree("validate", &bad).await;
     let message = a["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains("sandboxtemplate.pool") && message.contains("sandboxtemplate.egress"),
+        message.contains("sandboxtemplate.pool") && message.contains("sandboxtemplate.ingress"),
         "{a}"
     );
 }

@@ -183,7 +183,7 @@ async fn check_lookups(state: &AppState, decision: Decision) -> Decision {
                 let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
                 names.sort();
                 names.dedup();
-                match state.secrets.tokens(namespace, &names).await {
+                match state.facts.token_secrets(namespace, &names).await {
                     Ok(tokens) => {
                         let found = Lookup::tokens_found(refs, &tokens);
                         if !found.is_empty() {

@@ -20,11 +20,11 @@ use axum_server::{Control, Handle};
 
 use crate::admission::Webhook;
 use crate::config::Config;
+use crate::facts::ClusterFacts;
 use crate::metrics::Registry;
 use crate::netpol::DefaultDeny;
 use crate::policy::PolicySet;
 use crate::policy::store::PolicyStore;
-use crate::secrets::TokenSecrets;
 use crate::watch::Watch;
 use metrics::{ResultLabels, WebhookMetrics};
 pub use probes::{Probes, Readiness};
@@ -42,8 +42,8 @@ pub struct AppState {
     /// The process's registry (the webhook's metrics and whatever else registered).
     pub registry: Arc<Registry>,
     pub default_deny: Arc<dyn DefaultDeny>,
-    /// Which Secrets are service-account tokens (for `Lookup::NoTokenSecrets`).
-    pub secrets: Arc<dyn TokenSecrets>,
+    /// What only the cluster knows, for the decisions' lookups.
+    pub facts: Arc<dyn ClusterFacts>,
     pub readiness: Arc<Readiness>,
     /// A client that has not sent its whole body by then gets 408.
     pub body_timeout: Duration,
@@ -70,7 +70,7 @@ impl AppState {
         Self::from_parts(
             config,
             default_deny,
-            Arc::new(crate::secrets::NoCluster),
+            Arc::new(crate::facts::NoCluster),
             Arc::new(policies),
             metrics,
             Arc::new(registry),
@@ -83,7 +83,7 @@ impl AppState {
     pub fn from_parts(
         config: Config,
         default_deny: Arc<dyn DefaultDeny>,
-        secrets: Arc<dyn TokenSecrets>,
+        facts: Arc<dyn ClusterFacts>,
         policies: Arc<PolicyStore>,
         metrics: WebhookMetrics,
         registry: Arc<Registry>,
@@ -95,7 +95,7 @@ impl AppState {
             metrics,
             registry,
             default_deny,
-            secrets,
+            facts,
             readiness,
             body_timeout: BODY_READ_TIMEOUT,
             policies,

@@ -1,0 +1,123 @@
+//! Facts only the cluster knows, asked for by the admission pipeline (its `Lookup`s)
+//! and answered here, at the edge: which Secrets are service-account tokens, and
+//! whether a namespace hosts sandbox pods.
+//!
+//! A legacy `kubernetes.io/service-account-token` Secret carries the annotation naming
+//! its ServiceAccount (the apiserver requires it), so a metadata-only read is enough:
+//! sandgate never receives a Secret's data.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+
+use crate::contract::{self, kubernetes, label};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {what}: {reason}")]
+pub struct FactsError {
+    pub what: String,
+    pub reason: String,
+}
+
+pub type FactFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FactsError>> + Send + 'a>>;
+
+/// The facts the pipeline's lookups need.
+pub trait ClusterFacts: Send + Sync {
+    /// Which of `names` (in `namespace`) are service-account token Secrets.
+    fn token_secrets<'a>(
+        &'a self,
+        namespace: &'a str,
+        names: &'a [String],
+    ) -> FactFuture<'a, BTreeSet<String>>;
+
+    /// Whether `namespace` is enforced or already holds a sandbox pod.
+    fn sandbox_namespace<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, bool>;
+}
+
+/// No cluster (dev mode, in-process tests): no Secret is a token, no namespace hosts
+/// sandboxes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCluster;
+
+impl ClusterFacts for NoCluster {
+    fn token_secrets<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _names: &'a [String],
+    ) -> FactFuture<'a, BTreeSet<String>> {
+        Box::pin(async { Ok(BTreeSet::new()) })
+    }
+
+    fn sandbox_namespace<'a>(&'a self, _namespace: &'a str) -> FactFuture<'a, bool> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// Reads the facts through the apiserver. A Secret that does not exist is no token (the
+/// pod will wait for it, and it is judged if it is ever created in an enforced
+/// namespace).
+pub struct KubeFacts {
+    client: kube::Client,
+}
+
+impl KubeFacts {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl ClusterFacts for KubeFacts {
+    fn sandbox_namespace<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, bool> {
+        Box::pin(async move {
+            let err = |what: &str, e: kube::Error| FactsError {
+                what: format!("{what} {namespace}"),
+                reason: e.to_string(),
+            };
+            let namespaces: kube::Api<Namespace> = kube::Api::all(self.client.clone());
+            let ns = namespaces
+                .get_metadata_opt(namespace)
+                .await
+                .map_err(|e| err("namespace", e))?;
+            if ns.is_some_and(|n| contract::is_enforcing(n.metadata.labels.as_ref())) {
+                return Ok(true);
+            }
+            let pods: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), namespace);
+            let params = kube::api::ListParams::default()
+                .labels(label::SANDBOX)
+                .limit(1);
+            let found = pods
+                .list_metadata(&params)
+                .await
+                .map_err(|e| err("the sandbox pods of namespace", e))?;
+            Ok(!found.items.is_empty())
+        })
+    }
+
+    fn token_secrets<'a>(
+        &'a self,
+        namespace: &'a str,
+        names: &'a [String],
+    ) -> FactFuture<'a, BTreeSet<String>> {
+        Box::pin(async move {
+            let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), namespace);
+            let mut tokens = BTreeSet::new();
+            for name in names {
+                let meta = api.get_metadata_opt(name).await.map_err(|e| FactsError {
+                    what: format!("Secret {namespace}/{name}"),
+                    reason: e.to_string(),
+                })?;
+                let is_token = meta.is_some_and(|m| {
+                    m.metadata.annotations.as_ref().is_some_and(|a| {
+                        a.contains_key(kubernetes::SERVICE_ACCOUNT_NAME_ANNOTATION)
+                    })
+                });
+                if is_token {
+                    tokens.insert(name.clone());
+                }
+            }
+            Ok(tokens)
+        })
+    }
+}
