@@ -34,10 +34,13 @@ for target in admission_body policy_input; do
   log="$(mktemp)"
   echo "== fuzz $target for ${seconds}s"
   # -rss_limit_mb: regorus and the policies stay far below; a leak would not.
+  set +e
   cargo "${toolchain[@]}" fuzz run --fuzz-dir fuzz "$target" "$corpus" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 \
-    -print_final_stats=1 2>&1 | tee "$log" | grep -E "^#[0-9]+.*(pulse|DONE)|ERROR|panicked|stat::number_of_executed_units" || true
-  status=${PIPESTATUS[0]}
+    -print_final_stats=1 >"$log" 2>&1
+  status=$?
+  set -e
+  grep -E "^#[0-9]+.*(pulse|DONE)|ERROR|panicked|SUMMARY|stat::number_of_executed_units" "$log" | tail -20 || true
   runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
   echo "fuzz $target: ${runs:-0} executions, exit $status"
   rm -f "$log"

@@ -375,6 +375,12 @@ pub fn check_document(
         if excluded {
             finding.verdict = Verdict::Skip;
             finding.note = Some("namespace is excluded from sandgate".into());
+        } else if !decision.lookups.is_empty() {
+            let asked: Vec<String> = decision.lookups.iter().map(|l| l.question()).collect();
+            finding.note = Some(format!(
+                "the webhook also asks the cluster {}",
+                asked.join("; and ")
+            ));
         }
     } else {
         finding.verdict = Verdict::Deny;

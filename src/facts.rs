@@ -1,6 +1,6 @@
 //! Facts only the cluster knows, asked for by the admission pipeline (its `Lookup`s)
-//! and answered here, at the edge: which Secrets are service-account tokens, and
-//! whether a namespace hosts sandbox pods.
+//! and answered here, at the edge: which Secrets are service-account tokens, whether a
+//! namespace hosts sandbox pods, and a namespace's NetworkPolicies.
 //!
 //! A legacy `kubernetes.io/service-account-token` Secret carries the annotation naming
 //! its ServiceAccount (the apiserver requires it), so a metadata-only read is enough:
@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::contract::{self, kubernetes, label};
 
@@ -34,6 +35,9 @@ pub trait ClusterFacts: Send + Sync {
 
     /// Whether `namespace` is enforced or already holds a sandbox pod.
     fn sandbox_namespace<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, bool>;
+
+    /// Every NetworkPolicy of `namespace`.
+    fn network_policies<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, Vec<NetworkPolicy>>;
 }
 
 /// No cluster (dev mode, in-process tests): no Secret is a token, no namespace hosts
@@ -53,6 +57,10 @@ impl ClusterFacts for NoCluster {
     fn sandbox_namespace<'a>(&'a self, _namespace: &'a str) -> FactFuture<'a, bool> {
         Box::pin(async { Ok(false) })
     }
+
+    fn network_policies<'a>(&'a self, _namespace: &'a str) -> FactFuture<'a, Vec<NetworkPolicy>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Reads the facts through the apiserver. A Secret that does not exist is no token (the
@@ -69,6 +77,21 @@ impl KubeFacts {
 }
 
 impl ClusterFacts for KubeFacts {
+    fn network_policies<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, Vec<NetworkPolicy>> {
+        Box::pin(async move {
+            let api: kube::Api<NetworkPolicy> =
+                kube::Api::namespaced(self.client.clone(), namespace);
+            let list = api
+                .list(&kube::api::ListParams::default())
+                .await
+                .map_err(|e| FactsError {
+                    what: format!("the NetworkPolicies of namespace {namespace}"),
+                    reason: e.to_string(),
+                })?;
+            Ok(list.items)
+        })
+    }
+
     fn sandbox_namespace<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, bool> {
         Box::pin(async move {
             let err = |what: &str, e: kube::Error| FactsError {

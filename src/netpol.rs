@@ -118,15 +118,6 @@ impl DefaultDeny for KubeDefaultDeny {
 /// and pod selectors sit in ONE peer, so the rule means "kube-dns pods in kube-system",
 /// not "anything in kube-system or any kube-dns pod".
 pub fn default_deny(namespace: &str) -> NetworkPolicy {
-    let selector = |k: &str, v: &str| LabelSelector {
-        match_labels: Some(BTreeMap::from([(k.to_string(), v.to_string())])),
-        match_expressions: None,
-    };
-    let dns_port = |protocol: &str| NetworkPolicyPort {
-        protocol: Some(protocol.to_string()),
-        port: Some(IntOrString::Int(53)),
-        end_port: None,
-    };
     NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(DEFAULT_DENY_NAME.to_string()),
@@ -146,20 +137,39 @@ pub fn default_deny(namespace: &str) -> NetworkPolicy {
             policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
             ingress: None,
             egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(selector(
-                        kubernetes::NAMESPACE_NAME_LABEL,
-                        kubernetes::DNS_NAMESPACE,
-                    )),
-                    pod_selector: Some(selector(
-                        kubernetes::DNS_POD_LABEL.0,
-                        kubernetes::DNS_POD_LABEL.1,
-                    )),
-                    ip_block: None,
-                }]),
+                to: Some(vec![dns_peer()]),
                 ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
             }]),
         }),
+    }
+}
+
+/// The one peer sandbox pods may reach: kube-dns pods in kube-system (both selectors
+/// in the same peer element).
+pub fn dns_peer() -> NetworkPolicyPeer {
+    let selector = |k: &str, v: &str| LabelSelector {
+        match_labels: Some(BTreeMap::from([(k.to_string(), v.to_string())])),
+        match_expressions: None,
+    };
+    NetworkPolicyPeer {
+        namespace_selector: Some(selector(
+            kubernetes::NAMESPACE_NAME_LABEL,
+            kubernetes::DNS_NAMESPACE,
+        )),
+        pod_selector: Some(selector(
+            kubernetes::DNS_POD_LABEL.0,
+            kubernetes::DNS_POD_LABEL.1,
+        )),
+        ip_block: None,
+    }
+}
+
+/// Port 53 over `protocol`.
+pub fn dns_port(protocol: &str) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        protocol: Some(protocol.to_string()),
+        port: Some(IntOrString::Int(53)),
+        end_port: None,
     }
 }
 

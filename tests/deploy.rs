@@ -157,10 +157,34 @@ fn webhooks_fail_closed_and_are_scoped_to_sandbox_pods() {
     assert!(pod_entries.len() >= 4, "pod entries in both configurations");
 
     for (name, w) in &entries {
-        assert_eq!(
-            w["failurePolicy"], "Fail",
-            "{name}: sandbox objects fail closed"
-        );
+        // The one entry that may fail open: NetworkPolicies outside enforced namespaces
+        // (the rest of the cluster), and then only briefly.
+        let outside_enforced = w["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .is_some_and(|a| {
+                a.iter().any(|e| {
+                    e["key"] == "sandbox.gke.io/enforce"
+                        && e["operator"] == "NotIn"
+                        && e["values"] == serde_json::json!(["true"])
+                })
+            });
+        let only_network_policies = w["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["resources"] == serde_json::json!(["networkpolicies"]));
+        if w["failurePolicy"] == "Ignore" {
+            assert!(
+                outside_enforced && only_network_policies,
+                "{name}: only NetworkPolicies outside enforced namespaces may fail open"
+            );
+            assert!(w["timeoutSeconds"].as_i64().unwrap() <= 2, "{name}");
+        } else {
+            assert_eq!(
+                w["failurePolicy"], "Fail",
+                "{name}: sandbox objects fail closed"
+            );
+        }
         assert!(
             w["sideEffects"] == "NoneOnDryRun" || w["sideEffects"] == "None",
             "{name}: no side effect on dry run"
@@ -243,6 +267,17 @@ fn webhooks_fail_closed_and_are_scoped_to_sandbox_pods() {
             .iter()
             .any(|r| r == "sandboxtemplates")),
         "SandboxTemplates are validated at apply time"
+    );
+    // Other NetworkPolicies in enforced namespaces reach sandgate and fail closed.
+    assert!(
+        entries.iter().any(|(_, w)| {
+            w["rules"][0]["resources"] == serde_json::json!(["networkpolicies"])
+                && w["failurePolicy"] == "Fail"
+                && w["objectSelector"]["matchExpressions"][0]["operator"] == "NotIn"
+                && w["namespaceSelector"]["matchExpressions"][0]["key"] == "sandbox.gke.io/enforce"
+                && w["namespaceSelector"]["matchExpressions"][0]["operator"] == "In"
+        }),
+        "egress widening is judged in enforced namespaces, failing closed"
     );
 }
 

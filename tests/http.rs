@@ -446,25 +446,27 @@ async fn policies_judge_the_same_inline_and_on_the_blocking_pool() {
     );
 }
 
-/// Knows which Secrets are tokens; fails when told to.
-struct Tokens {
+/// What the cluster would say: which Secrets are tokens, which namespaces host
+/// sandboxes, the NetworkPolicies of every namespace; each fact fails when told to.
+#[derive(Default)]
+struct Facts {
     tokens: Vec<&'static str>,
-    fail: bool,
+    secrets_fail: bool,
+    sandbox_namespaces: Vec<&'static str>,
+    policies: Vec<Value>,
+    policies_fail: bool,
 }
 
-impl sandgate::facts::ClusterFacts for Tokens {
+impl sandgate::facts::ClusterFacts for Facts {
     fn token_secrets<'a>(
         &'a self,
         namespace: &'a str,
         names: &'a [String],
     ) -> sandgate::facts::FactFuture<'a, std::collections::BTreeSet<String>> {
         Box::pin(async move {
-            if self.fail {
+            if self.secrets_fail {
                 return Err(sandgate::facts::FactsError {
-                    what: format!(
-                        "Secret {namespace}/{}",
-                        names.first().cloned().unwrap_or_default()
-                    ),
+                    what: format!("the Secrets of {namespace}"),
                     reason: "apiserver unreachable".into(),
                 });
             }
@@ -478,19 +480,41 @@ impl sandgate::facts::ClusterFacts for Tokens {
 
     fn sandbox_namespace<'a>(
         &'a self,
-        _namespace: &'a str,
+        namespace: &'a str,
     ) -> sandgate::facts::FactFuture<'a, bool> {
-        Box::pin(async { Ok(false) })
+        Box::pin(async move { Ok(self.sandbox_namespaces.contains(&namespace)) })
+    }
+
+    fn network_policies<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> sandgate::facts::FactFuture<'a, Vec<k8s_openapi::api::networking::v1::NetworkPolicy>> {
+        Box::pin(async move {
+            if self.policies_fail {
+                return Err(sandgate::facts::FactsError {
+                    what: format!("the NetworkPolicies of {namespace}"),
+                    reason: "apiserver unreachable".into(),
+                });
+            }
+            self.policies
+                .iter()
+                .map(|p| serde_json::from_value(p.clone()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| sandgate::facts::FactsError {
+                    what: "a test policy".into(),
+                    reason: e.to_string(),
+                })
+        })
     }
 }
 
-fn state_with_secrets(tokens: Tokens) -> Arc<AppState> {
+fn state_with_facts(facts: Facts) -> Arc<AppState> {
     let mut registry = sandgate::metrics::Registry::new();
     let metrics = sandgate::server::metrics::WebhookMetrics::register(&mut registry);
     let s = AppState::from_parts(
         Config::default(),
         Arc::new(NoCluster),
-        Arc::new(tokens),
+        Arc::new(facts),
         Arc::new(sandgate::policy::store::PolicyStore::fixed(
             sandgate::policy::PolicySet::empty(),
         )),
@@ -531,9 +555,9 @@ async fn a_sandbox_pod_may_not_hold_a_service_account_token_secret() {
         pod_review("CREATE", p, None, None)
     };
     let state = || {
-        state_with_secrets(Tokens {
+        state_with_facts(Facts {
             tokens: vec!["legacy-token"],
-            fail: false,
+            ..Facts::default()
         })
     };
     for how in ["volume", "env", "envFrom", "projected"] {
@@ -557,16 +581,16 @@ async fn a_sandbox_pod_may_not_hold_a_service_account_token_secret() {
         );
     }
     // When the Secrets cannot be checked, the pod is refused (fail closed).
-    let down = state_with_secrets(Tokens {
-        tokens: vec![],
-        fail: true,
+    let down = state_with_facts(Facts {
+        secrets_fail: true,
+        ..Facts::default()
     });
     let r = review(down, "/validate", &with_secret("app-config", "volume")).await;
     assert_eq!(r["response"]["allowed"], false);
     // A pod with no Secret needs no check at all.
-    let down = state_with_secrets(Tokens {
-        tokens: vec![],
-        fail: true,
+    let down = state_with_facts(Facts {
+        secrets_fail: true,
+        ..Facts::default()
     });
     let r = review(
         down,
@@ -574,5 +598,62 @@ async fn a_sandbox_pod_may_not_hold_a_service_account_token_secret() {
         &pod_review("CREATE", compliant_pod(), None, None),
     )
     .await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+}
+
+/// Egress widening, through the server's lookups: a sandbox pod is refused where another
+/// policy selects it and opens egress (and when the policies cannot be read); a
+/// NetworkPolicy that opens egress is refused where sandboxes live.
+#[tokio::test]
+async fn no_other_network_policy_may_widen_a_sandbox_pods_egress() {
+    let open = |name: &str, selector: Value| {
+        json!({"metadata": {"name": name, "namespace": "default"},
+               "spec": {"podSelector": selector, "policyTypes": ["Egress"], "egress": [{}]}})
+    };
+    let state = |policies: Vec<Value>| {
+        state_with_facts(Facts {
+            policies,
+            sandbox_namespaces: vec!["default"],
+            ..Facts::default()
+        })
+    };
+    let pod = pod_review("CREATE", compliant_pod(), None, None);
+    let r = review(state(vec![open("allow-all", json!({}))]), "/validate", &pod).await;
+    assert_eq!(r["response"]["allowed"], false, "{r}");
+    let msg = r["response"]["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("allow-all") && msg.contains("[egress-widening]"),
+        "{msg}"
+    );
+    // Twins: a policy keeping sandbox pods out, and one selecting other pods.
+    let out = open(
+        "not-sandboxes",
+        json!({"matchExpressions": [{"key": "sandbox.gke.io/sandbox", "operator": "DoesNotExist"}]}),
+    );
+    let web = open("web", json!({"matchLabels": {"app": "web"}}));
+    let r = review(state(vec![out, web]), "/validate", &pod).await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+    // Unreadable policies: refused.
+    let down = state_with_facts(Facts {
+        policies_fail: true,
+        ..Facts::default()
+    });
+    let r = review(down, "/validate", &pod).await;
+    assert_eq!(r["response"]["allowed"], false, "{r}");
+
+    // The policy itself, in a namespace with sandboxes and in one without.
+    let write = |namespace: &str| {
+        let mut object = open("allow-all", json!({}));
+        object["metadata"]["namespace"] = json!(namespace);
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "np", "operation": "CREATE", "namespace": namespace, "name": "allow-all",
+            "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+            "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+            "userInfo": {"username": "alice"},
+            "object": object}})
+    };
+    let r = review(state(vec![]), "/validate", &write("default")).await;
+    assert_eq!(r["response"]["allowed"], false, "{r}");
+    let r = review(state(vec![]), "/validate", &write("web-apps")).await;
     assert_eq!(r["response"]["allowed"], true, "{r}");
 }

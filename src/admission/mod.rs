@@ -113,6 +113,19 @@ pub enum Lookup {
         namespace: String,
         refs: Vec<SecretRef>,
     },
+    /// A NetworkPolicy that would widen egress for the pods it selects, admitted only
+    /// if the namespace hosts no sandbox pods (it is not enforced and none is
+    /// labelled); otherwise `violation` denies it.
+    SandboxNamespace {
+        namespace: String,
+        violation: Violation,
+    },
+    /// No NetworkPolicy of the namespace but sandgate's may select a sandbox pod with
+    /// these labels and widen its egress ([`netpol_guard::widening_policies`]).
+    NoWideningPolicies {
+        namespace: String,
+        labels: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// A Secret a pod references, and where.
@@ -143,6 +156,25 @@ impl Lookup {
             .collect()
     }
 
+    /// What the webhook asks the cluster, in words (`check` cannot ask offline).
+    pub fn question(&self) -> String {
+        match self {
+            Lookup::NoTokenSecrets { refs, .. } => {
+                let names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
+                format!(
+                    "whether Secret(s) {} are service-account tokens",
+                    names.join(", ")
+                )
+            }
+            Lookup::SandboxNamespace { namespace, .. } => {
+                format!("whether namespace {namespace:?} hosts sandbox pods")
+            }
+            Lookup::NoWideningPolicies { namespace, .. } => format!(
+                "whether another NetworkPolicy of namespace {namespace:?} widens its egress"
+            ),
+        }
+    }
+
     /// The violation when the check itself could not be made (fail closed).
     pub fn failed(&self, reason: &dyn fmt::Display) -> Violation {
         match self {
@@ -151,6 +183,20 @@ impl Lookup {
                 "spec",
                 format!(
                     "the Secrets the pod references could not be checked for service-account tokens ({reason}); retry later"
+                ),
+            ),
+            Lookup::SandboxNamespace { violation, .. } => Violation::new(
+                Rule::EgressWidening,
+                violation.field.clone(),
+                format!(
+                    "widens egress, and whether the namespace hosts sandbox pods could not be checked ({reason}); retry later"
+                ),
+            ),
+            Lookup::NoWideningPolicies { .. } => Violation::new(
+                Rule::EgressWidening,
+                "metadata.namespace",
+                format!(
+                    "the namespace's NetworkPolicies could not be checked for egress they would add to this sandbox pod ({reason}); retry later"
                 ),
             ),
         }

@@ -1,12 +1,35 @@
-//! NetworkPolicies are additive, so sandgate's own (the namespace default-deny and the
-//! per-template policies) may be changed or deleted only by sandgate itself and the
-//! configured writers (cluster admins, the garbage collector, the namespace controller).
+//! NetworkPolicies are additive: one more policy that selects sandbox pods and allows
+//! egress reopens what the default-deny closed. So sandgate's own policies (the
+//! namespace default-deny and the per-template policies) may be changed or deleted only
+//! by sandgate and the configured writers (cluster admins, the garbage collector, the
+//! namespace controller), and no other policy may give sandbox pods egress beyond DNS to
+//! kube-dns: the egress a sandbox needs is its SandboxTemplate's `spec.networkPolicy`,
+//! where the template rules and the Rego policies judge it. A policy that excludes
+//! sandbox pods (`sandbox.gke.io/sandbox DoesNotExist`, which every sandbox pod fails:
+//! the mutation sets the label) is none of sandgate's business.
+//!
+//! The namespace decides whether an unexcluded policy selects sandbox pods, and only the
+//! cluster knows it: such writes carry a [`Lookup::SandboxNamespace`]. The other
+//! direction, a sandbox pod arriving where a widening policy already selects it, is
+//! caught at the pod ([`Lookup::NoWideningPolicies`], judged by [`widening_policies`]).
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::{Selector, SelectorExt};
 use serde_json::Value;
 
-use super::{AdmissionRequest, Decision, Operation, Rule, Violation, requester_in, subject};
+use super::pod::parse_object;
+use super::{
+    AdmissionRequest, Decision, Lookup, Operation, Rule, Violation, requester_in, subject,
+};
 use crate::config::Config;
 use crate::contract::{self, label};
+use crate::netpol;
 
 /// Whether a NetworkPolicy object is one of sandgate's: by the name sandgate gives it or
 /// the label it sets (the same contract functions that name and label them).
@@ -24,6 +47,16 @@ fn is_sandgates(object: Option<&Value>) -> bool {
     managed || contract::is_sandgate_policy_name(name)
 }
 
+/// The same test on a typed policy (from a list).
+fn is_sandgates_typed(np: &NetworkPolicy) -> bool {
+    contract::is_managed(np.metadata.labels.as_ref())
+        || np
+            .metadata
+            .name
+            .as_deref()
+            .is_some_and(contract::is_sandgate_policy_name)
+}
+
 /// The built-in decision on a NetworkPolicy request.
 pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
     if !matches!(
@@ -32,26 +65,266 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
     ) {
         return Decision::allow();
     }
-    if !(is_sandgates(req.object.as_ref()) || is_sandgates(req.old_object.as_ref())) {
-        return Decision::allow();
-    }
     if requester_in(req, &cfg.network_policy_writers) {
         return Decision::allow();
     }
-    let user = req.username();
-    let verb = match req.operation {
-        Operation::Create => "create",
-        Operation::Update => "change",
-        _ => "delete",
+    let who = subject("networkpolicy", req);
+    if is_sandgates(req.object.as_ref()) || is_sandgates(req.old_object.as_ref()) {
+        let user = req.username();
+        let verb = match req.operation {
+            Operation::Create => "create",
+            Operation::Update => "change",
+            _ => "delete",
+        };
+        return Decision::deny(
+            who,
+            vec![Violation::new(
+                Rule::ManagedNetworkPolicy,
+                "metadata.name",
+                format!(
+                    "is managed by sandgate; {user:?} may not {verb} it (it keeps sandbox pods from reaching the network)"
+                ),
+            )],
+        );
+    }
+    // Deleting a policy only ever takes allowances away.
+    if req.operation == Operation::Delete {
+        return Decision::allow();
+    }
+    let np = match parse_object::<NetworkPolicy>(req.object.as_ref(), "object", "NetworkPolicy") {
+        Ok(np) => np,
+        Err(v) => return Decision::deny(who, vec![v]),
     };
-    Decision::deny(
-        subject("networkpolicy", req),
-        vec![Violation::new(
-            Rule::ManagedNetworkPolicy,
-            "metadata.name",
-            format!(
-                "is managed by sandgate; {user:?} may not {verb} it (it keeps sandbox pods from reaching the network)"
+    let Some(spec) = np.spec.as_ref() else {
+        return Decision::allow_subject(who);
+    };
+    let Some(violation) = widening(spec) else {
+        return Decision::allow_subject(who);
+    };
+    let selector = spec.pod_selector.clone().unwrap_or_default();
+    if excludes_sandbox_pods(&selector) {
+        return Decision::allow_subject(who);
+    }
+    if names_sandbox_labels(&selector) {
+        return Decision::deny(who, vec![violation]);
+    }
+    let mut decision = Decision::allow_subject(who);
+    decision.lookups.push(Lookup::SandboxNamespace {
+        namespace: req.namespace.clone().unwrap_or_default(),
+        violation,
+    });
+    decision
+}
+
+/// The egress this policy adds beyond DNS to kube-dns, as the violation that refuses
+/// it; `None` when it allows no egress or only that.
+pub fn widening(spec: &NetworkPolicySpec) -> Option<Violation> {
+    // The apiserver defaults policyTypes; without Egress the egress rules are ignored.
+    if let Some(types) = spec.policy_types.as_ref().filter(|t| !t.is_empty())
+        && !types.iter().any(|t| t == "Egress")
+    {
+        return None;
+    }
+    let (i, _) = spec
+        .egress
+        .iter()
+        .flatten()
+        .enumerate()
+        .find(|(_, rule)| !is_dns_only(rule))?;
+    Some(Violation::new(
+        Rule::EgressWidening,
+        format!("spec.egress[{i}]"),
+        format!(
+            "allows sandbox pods egress beyond DNS to kube-dns, and NetworkPolicies add up: this would reopen what sandgate's default-deny closes. Give a sandbox egress through its SandboxTemplate's spec.networkPolicy, or keep sandbox pods out of this policy (podSelector matchExpressions [{{key: {}, operator: DoesNotExist}}])",
+            label::SANDBOX
+        ),
+    ))
+}
+
+/// A rule that lets pods reach only what the default-deny already allows: kube-dns in
+/// kube-system, on port 53.
+fn is_dns_only(rule: &NetworkPolicyEgressRule) -> bool {
+    let dns = netpol::dns_peer();
+    let ports = rule.ports.as_deref().unwrap_or_default();
+    let peers = rule.to.as_deref().unwrap_or_default();
+    !ports.is_empty()
+        && ports.iter().all(|p| {
+            p.port == Some(IntOrString::Int(53))
+                && p.end_port.is_none()
+                && matches!(p.protocol.as_deref(), None | Some("UDP") | Some("TCP"))
+        })
+        && !peers.is_empty()
+        && peers.iter().all(|p| same_peer(p, &dns))
+}
+
+fn same_peer(a: &NetworkPolicyPeer, b: &NetworkPolicyPeer) -> bool {
+    a.ip_block.is_none()
+        && b.ip_block.is_none()
+        && same_selector(a.namespace_selector.as_ref(), b.namespace_selector.as_ref())
+        && same_selector(a.pod_selector.as_ref(), b.pod_selector.as_ref())
+}
+
+/// Selector equality where an absent list or map is the same as an empty one (but an
+/// absent selector is not an empty one: `{}` selects everything).
+fn same_selector(a: Option<&LabelSelector>, b: Option<&LabelSelector>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.match_labels.clone().unwrap_or_default() == b.match_labels.clone().unwrap_or_default()
+                && a.match_expressions.as_deref().unwrap_or_default()
+                    == b.match_expressions.as_deref().unwrap_or_default()
+        }
+        _ => false,
+    }
+}
+
+/// Whether no sandbox pod can match: it requires the sandbox label to be absent.
+fn excludes_sandbox_pods(selector: &LabelSelector) -> bool {
+    selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .any(|e| e.key == label::SANDBOX && e.operator == "DoesNotExist")
+}
+
+/// Whether the selector asks for sandbox pods by sandgate's labels (so it selects
+/// sandbox pods wherever it is).
+fn names_sandbox_labels(selector: &LabelSelector) -> bool {
+    let ours = |k: &str| k == label::SANDBOX || k == label::TEMPLATE;
+    selector.match_labels.iter().flatten().any(|(k, _)| ours(k))
+        || selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .any(|e| ours(&e.key) && matches!(e.operator.as_str(), "In" | "Exists"))
+}
+
+/// The policies among `policies` (one namespace's) that select a pod with `labels` and
+/// widen its egress; sandgate's own are not counted. A selector that cannot be read
+/// counts as selecting (fail closed).
+pub fn widening_policies(
+    labels: &BTreeMap<String, String>,
+    policies: &[NetworkPolicy],
+) -> Vec<Violation> {
+    policies
+        .iter()
+        .filter(|np| !is_sandgates_typed(np))
+        .filter_map(|np| {
+            let spec = np.spec.as_ref()?;
+            let selector = spec.pod_selector.clone().unwrap_or_default();
+            let selects =
+                Selector::try_from(selector).map_or(true, |s| s.matches(labels));
+            if !selects {
+                return None;
+            }
+            let v = widening(spec)?;
+            let name = np.metadata.name.as_deref().unwrap_or_default();
+            Some(Violation::new(
+                Rule::EgressWidening,
+                "metadata.labels",
+                format!(
+                    "NetworkPolicy {name:?} selects this sandbox pod and, at {}, allows it egress beyond DNS to kube-dns; remove the policy, or keep sandbox pods out of it (podSelector matchExpressions [{{key: {}, operator: DoesNotExist}}])",
+                    v.field,
+                    label::SANDBOX
+                ),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: Value) -> NetworkPolicySpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn dns_rule() -> Value {
+        serde_json::to_value(&netpol::default_deny("x").spec.unwrap().egress.unwrap()[0]).unwrap()
+    }
+
+    #[test]
+    fn egress_beyond_kube_dns_widens_and_dns_alone_does_not() {
+        // Open egress, an ipBlock, DNS to any resolver, DNS with an endPort range.
+        for egress in [
+            json!([{}]),
+            json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]),
+            json!([{"ports": [{"port": 53, "protocol": "UDP"}]}]),
+            json!([{"to": [netpol::dns_peer()], "ports": [{"port": 53, "endPort": 65535}]}]),
+            json!([dns_rule(), {"to": [{"podSelector": {}}]}]),
+        ] {
+            let s = spec(json!({"podSelector": {}, "egress": egress}));
+            assert!(widening(&s).is_some(), "{egress}");
+        }
+        // Twins: the default-deny's own rule, no egress, egress ignored by policyTypes.
+        for s in [
+            json!({"podSelector": {}, "egress": [dns_rule()]}),
+            json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+            json!({"podSelector": {}, "policyTypes": ["Ingress"], "egress": [{}]}),
+            json!({"podSelector": {}, "ingress": [{}]}),
+        ] {
+            assert!(widening(&spec(s.clone())).is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn selectors_that_keep_sandbox_pods_out_or_ask_for_them() {
+        let sel = |v: Value| -> LabelSelector { serde_json::from_value(v).unwrap() };
+        let out =
+            sel(json!({"matchExpressions": [{"key": label::SANDBOX, "operator": "DoesNotExist"}]}));
+        assert!(excludes_sandbox_pods(&out) && !names_sandbox_labels(&out));
+        // NotIn does not keep them out: a sandbox pod may carry any value.
+        let not_in = sel(
+            json!({"matchExpressions": [{"key": label::SANDBOX, "operator": "NotIn", "values": ["true"]}]}),
+        );
+        assert!(!excludes_sandbox_pods(&not_in));
+        assert!(names_sandbox_labels(&sel(
+            json!({"matchLabels": {label::TEMPLATE: "python"}})
+        )));
+        assert!(names_sandbox_labels(&sel(
+            json!({"matchExpressions": [{"key": label::SANDBOX, "operator": "Exists"}]})
+        )));
+        assert!(!names_sandbox_labels(&sel(json!({}))));
+    }
+
+    #[test]
+    fn a_pod_is_told_which_policies_widen_its_egress() {
+        let np = |name: &str, selector: Value, labels: Value| -> NetworkPolicy {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"podSelector": selector, "egress": [{}]}
+            }))
+            .unwrap()
+        };
+        let policies = [
+            np("everything", json!({}), json!({})),
+            np("web", json!({"matchLabels": {"app": "web"}}), json!({})),
+            np(
+                "not-sandboxes",
+                json!({"matchExpressions": [{"key": label::SANDBOX, "operator": "DoesNotExist"}]}),
+                json!({}),
             ),
-        )],
-    )
+            np("sandgate-template-python", json!({}), json!({})),
+            np(
+                "ours",
+                json!({}),
+                json!({label::MANAGED_BY: label::MANAGED_BY_SANDGATE}),
+            ),
+        ];
+        let labels = |extra: &[(&str, &str)]| {
+            let mut l = BTreeMap::from([(label::SANDBOX.to_string(), "true".to_string())]);
+            l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            l
+        };
+        let names = |l| {
+            widening_policies(&l, &policies)
+                .into_iter()
+                .map(|v| v.message.split('"').nth(1).unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(labels(&[])), ["everything"]);
+        assert_eq!(names(labels(&[("app", "web")])), ["everything", "web"]);
+    }
 }

@@ -90,6 +90,22 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
             });
         }
     }
+    // At /validate: no other NetworkPolicy of the namespace may select the pod, with the
+    // labels it will have, and widen its egress (checked when it is made and whenever
+    // its labels change).
+    let labels_change = old
+        .as_ref()
+        .is_some_and(|o| o.metadata.labels != after.metadata.labels);
+    if webhook == Webhook::Validate
+        && sub.is_empty()
+        && (req.operation == Operation::Create || labels_change)
+        && let Some(ns) = req.namespace.as_deref().filter(|ns| !ns.is_empty())
+    {
+        decision.lookups.push(Lookup::NoWideningPolicies {
+            namespace: ns.to_string(),
+            labels: after.metadata.labels.clone().unwrap_or_default(),
+        });
+    }
     if after != before {
         match diff(&before, &after) {
             Ok(patch) => decision.patch = Some(patch),

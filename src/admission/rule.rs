@@ -33,6 +33,7 @@ pub enum Rule {
     MalformedObject,
     NetworkPolicy,
     ManagedNetworkPolicy,
+    EgressWidening,
     EgressReach,
     RuntimeClassHandler,
     ManagedRuntimeClass,
@@ -43,7 +44,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 30] = [
+    pub const ALL: [Rule; 31] = [
         Rule::RuntimeClass,
         Rule::Privileged,
         Rule::PrivilegeEscalation,
@@ -69,6 +70,7 @@ impl Rule {
         Rule::MalformedObject,
         Rule::NetworkPolicy,
         Rule::ManagedNetworkPolicy,
+        Rule::EgressWidening,
         Rule::EgressReach,
         Rule::RuntimeClassHandler,
         Rule::ManagedRuntimeClass,
@@ -103,6 +105,7 @@ impl Rule {
             Rule::MalformedObject => "malformed-object",
             Rule::NetworkPolicy => "network-policy",
             Rule::ManagedNetworkPolicy => "managed-network-policy",
+            Rule::EgressWidening => "egress-widening",
             Rule::EgressReach => "egress-reach",
             Rule::RuntimeClassHandler => "runtime-class-handler",
             Rule::ManagedRuntimeClass => "managed-runtime-class",
@@ -131,5 +134,17 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), Rule::ALL.len());
+    }
+
+    #[test]
+    fn every_rule_has_a_row_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        for r in Rule::ALL {
+            if matches!(r, Rule::Internal | Rule::Policy) {
+                continue;
+            }
+            let row = format!("| `{}` |", r.as_str());
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
     }
 }

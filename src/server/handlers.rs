@@ -15,7 +15,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use super::metrics::{RequestLabels, WebhookLabels};
 use super::{AppState, MAX_BODY_BYTES};
 use crate::admission::{
-    self, AdmissionRequest, Decision, Effect, Lookup, Webhook, pipeline, review,
+    self, AdmissionRequest, Decision, Effect, Lookup, Webhook, netpol_guard, pipeline, review,
 };
 
 fn plain(status: StatusCode, text: String) -> Response {
@@ -192,6 +192,36 @@ async fn check_lookups(state: &AppState, decision: Decision) -> Decision {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "Secrets not checked; denying");
+                        let violation = lookup.failed(&e);
+                        return decision.fail(violation);
+                    }
+                }
+            }
+            Lookup::SandboxNamespace {
+                namespace,
+                violation,
+            } => match state.facts.sandbox_namespace(namespace).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let violation = violation.clone();
+                    return decision.fail(violation);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sandbox namespace not checked; denying");
+                    let violation = lookup.failed(&e);
+                    return decision.fail(violation);
+                }
+            },
+            Lookup::NoWideningPolicies { namespace, labels } => {
+                match state.facts.network_policies(namespace).await {
+                    Ok(policies) => {
+                        let found = netpol_guard::widening_policies(labels, &policies);
+                        if !found.is_empty() {
+                            return Decision::deny(decision.subject, found);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "NetworkPolicies not checked; denying");
                         let violation = lookup.failed(&e);
                         return decision.fail(violation);
                     }

@@ -655,6 +655,123 @@ fn deploy_manifests_apply_on_a_real_apiserver() {
     }
 }
 
+/// A namespace user allowed by RBAC to manage NetworkPolicies (not a cluster admin).
+const AS_ALICE: [&str; 2] = ["--as=alice", "--as-group=system:authenticated"];
+
+fn network_policy_admin(c: &Cluster, ns: &str) {
+    let rbac = np_admin_rbac(ns);
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&rbac.to_string()));
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+/// Applies `policy` as alice.
+fn apply_as_alice(c: &Cluster, policy: &Value) -> Output {
+    let mut apply = vec!["apply", "-f", "-"];
+    apply.extend_from_slice(&AS_ALICE);
+    c.kubectl_stdin(&apply, Some(&policy.to_string()))
+}
+
+/// Other NetworkPolicies cannot reopen what the default-deny closes: one that gives
+/// sandbox pods egress is refused in an enforced namespace and wherever sandbox pods
+/// live, and a sandbox pod is refused where such a policy already selects it. Policies
+/// that add nothing, or keep sandbox pods out, pass.
+#[test]
+fn other_network_policies_may_not_widen_sandbox_egress() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let np = |name: &str, ns: &str, spec: Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    };
+    let allow_all = json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]});
+    let keep_out = json!({"podSelector": {"matchExpressions": [{"key": "sandbox.gke.io/sandbox", "operator": "DoesNotExist"}]},
+                          "policyTypes": ["Egress"], "egress": [{}]});
+    let refused = |o: &Output, what: &str| {
+        assert!(
+            !o.status.success() && out(o).contains("[egress-widening]"),
+            "{what}: {}",
+            out(o)
+        );
+    };
+
+    // An enforced namespace: every pod is a sandbox pod.
+    let enforced = Ns::new(c, "widen-enforced", true);
+    let e = enforced.name.as_str();
+    network_policy_admin(c, e);
+    refused(
+        &apply_as_alice(c, &np("allow-all", e, allow_all.clone())),
+        "open egress",
+    );
+    let internet = json!({"podSelector": {"matchLabels": {"app": "agent"}},
+        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]}]});
+    refused(
+        &apply_as_alice(c, &np("internet", e, internet)),
+        "the internet for some pods",
+    );
+    for (name, spec) in [
+        ("keep-out", keep_out.clone()),
+        (
+            "ingress-only",
+            json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+        ),
+        (
+            "deny-egress",
+            json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+        ),
+    ] {
+        let o = apply_as_alice(c, &np(name, e, spec));
+        assert!(o.status.success(), "{name} is allowed: {}", out(&o));
+    }
+
+    // Elsewhere: refused where a labelled sandbox pod lives, allowed where none does.
+    let hosting = Ns::new(c, "widen-hosting", false);
+    let h = hosting.name.as_str();
+    network_policy_admin(c, h);
+    let mut sandbox = pod("sandbox", h);
+    sandbox["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": "s"});
+    let o = create(c, &sandbox);
+    assert!(o.status.success(), "{}", out(&o));
+    refused(
+        &apply_as_alice(c, &np("allow-all", h, allow_all.clone())),
+        "beside a sandbox",
+    );
+    let o = apply_as_alice(c, &np("keep-out", h, keep_out));
+    assert!(o.status.success(), "{}", out(&o));
+
+    let plain = Ns::new(c, "widen-plain", false);
+    let p = plain.name.as_str();
+    network_policy_admin(c, p);
+    let o = apply_as_alice(c, &np("allow-all", p, allow_all));
+    assert!(o.status.success(), "no sandbox here: {}", out(&o));
+    let web = json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"], "egress": [{}]});
+    let o = apply_as_alice(c, &np("web", p, web));
+    assert!(o.status.success(), "{}", out(&o));
+    // ... and a sandbox pod arriving under it is refused, naming the policy.
+    let mut late = pod("late", p);
+    late["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": "late"});
+    let o = create(c, &late);
+    assert!(
+        !o.status.success()
+            && out(&o).contains("\"allow-all\"")
+            && out(&o).contains("[egress-widening]"),
+        "{}",
+        out(&o)
+    );
+    // Its twin, an ordinary pod, is none of sandgate's business.
+    let o = create(c, &pod("ordinary", p));
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+fn np_admin_rbac(ns: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "np-admin", "namespace": ns},
+         "rules": [{"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "create", "update", "patch", "delete"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "np-admin", "namespace": ns},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "np-admin"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}
+    ]})
+}
+
 #[test]
 fn sandgates_network_policies_are_guarded() {
     let c = cluster();
@@ -662,17 +779,8 @@ fn sandgates_network_policies_are_guarded() {
     let ns = Ns::new(c, "guard", true);
     let o = create(c, &pod("p", &ns.name));
     assert!(o.status.success(), "{}", out(&o));
-    // A namespace user allowed by RBAC to manage NetworkPolicies.
-    let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "np-admin", "namespace": ns.name},
-         "rules": [{"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "create", "update", "patch", "delete"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "np-admin", "namespace": ns.name},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "np-admin"},
-         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]}
-    ]});
-    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&rbac.to_string()));
-    assert!(o.status.success(), "{}", out(&o));
-    let as_alice = ["--as=alice", "--as-group=system:authenticated"];
+    network_policy_admin(c, &ns.name);
+    let as_alice = AS_ALICE;
     let mut del = vec![
         "delete",
         "networkpolicy",
@@ -705,9 +813,7 @@ fn sandgates_network_policies_are_guarded() {
     // Her own policies are hers.
     let own = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": "mine", "namespace": ns.name}, "spec": {"podSelector": {}}});
-    let mut apply = vec!["apply", "-f", "-"];
-    apply.extend_from_slice(&as_alice);
-    let o = c.kubectl_stdin(&apply, Some(&own.to_string()));
+    let o = apply_as_alice(c, &own);
     assert!(o.status.success(), "{}", out(&o));
 }
 
