@@ -107,7 +107,7 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         });
     }
     if after != before {
-        match diff(&before, &after) {
+        match diff(req.object.as_ref(), &before, &after) {
             Ok(patch) => decision.patch = Some(patch),
             Err(v) => return Decision::deny(decision.subject, vec![v]),
         }
@@ -178,9 +178,13 @@ fn is_mirror(pod: &Pod) -> bool {
         .is_some_and(|a| a.contains_key(annotation::MIRROR_POD))
 }
 
-/// The JSON Patch from `before` to `after`. Both sides go through the same typed
-/// round-trip, so fields the types do not know never show up as removals.
+/// The JSON Patch from `before` to `after`, to apply to `raw` (the object as sent).
+/// Both sides go through the same typed round-trip, so fields the types do not know
+/// never show up as removals. The types write some fields even when `raw` lacks them
+/// (`metadata` always): an operation inside such a field would not apply to `raw`, so
+/// the field is added whole instead (it has no unknown fields to keep).
 pub(crate) fn diff<T: serde::Serialize>(
+    raw: Option<&Value>,
     before: &T,
     after: &T,
 ) -> Result<json_patch::Patch, Violation> {
@@ -192,5 +196,37 @@ pub(crate) fn diff<T: serde::Serialize>(
             )
         })
     };
-    Ok(json_patch::diff(&to_value(before)?, &to_value(after)?))
+    let (before, after) = (to_value(before)?, to_value(after)?);
+    let patch = json_patch::diff(&before, &after);
+    let (Some(raw), Some(fields)) = (raw.and_then(Value::as_object), after.as_object()) else {
+        return Ok(patch);
+    };
+    let absent: Vec<&String> = fields.keys().filter(|k| !raw.contains_key(*k)).collect();
+    if absent.is_empty() {
+        return Ok(patch);
+    }
+    let top = |path: &str| {
+        let first = path.split('/').nth(1).unwrap_or_default();
+        first.replace("~1", "/").replace("~0", "~")
+    };
+    let (inside, mut ops): (Vec<_>, Vec<_>) = patch
+        .0
+        .into_iter()
+        .partition(|op| absent.contains(&&top(op.path().as_ref())));
+    let touched: std::collections::BTreeSet<String> =
+        inside.iter().map(|op| top(op.path().as_ref())).collect();
+    for key in touched {
+        let value = fields.get(&key).cloned().unwrap_or(Value::Null);
+        let op = serde_json::json!({"op": "add", "path": format!("/{}", key.replace('~', "~0").replace('/', "~1")), "value": value});
+        match serde_json::from_value(op) {
+            Ok(op) => ops.push(op),
+            Err(e) => {
+                return Err(Violation::internal(
+                    "object",
+                    format!("cannot build the patch: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(json_patch::Patch(ops))
 }
