@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -130,7 +130,25 @@ pub fn sandbox_pod(template: &SandboxTemplate, sandbox: &Sandbox, cfg: &Config) 
     let l = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
     l.insert(label::SANDBOX.to_string(), name);
     pod.metadata.owner_references = Some(vec![owner_ref(sandbox)?]);
+    if let Some(spec) = pod.spec.as_mut() {
+        keep_waiting(spec);
+    }
     Some(pod)
+}
+
+/// A pool member waits for code, which arrives later through exec. Its containers get
+/// an open stdin unless they say otherwise, so an interpreter image without a command
+/// (the article's `python:3.11-slim`, whose `python3` exits at once on an empty stdin)
+/// stays up as its image's own process, reading a script that never comes, instead of
+/// exiting into CrashLoopBackOff; a server's command ignores it. Nothing else changes:
+/// the code a claim runs sees the image as shipped. Init containers must finish, so
+/// they are left alone.
+fn keep_waiting(spec: &mut PodSpec) {
+    for c in &mut spec.containers {
+        if c.stdin.is_none() {
+            c.stdin = Some(true);
+        }
+    }
 }
 
 /// The template's own NetworkPolicy: its rules, selecting its pods, owned by it.
@@ -186,6 +204,12 @@ mod tests {
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
         assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(
+            spec.containers[0].stdin,
+            Some(true),
+            "kept waiting for code"
+        );
+        assert_eq!(spec.containers[0].command, None, "the image's own command");
         let l = pod.metadata.labels.as_ref().unwrap();
         assert_eq!(l[label::TEMPLATE], "t");
         assert_eq!(l[label::SANDBOX], "t-abcde");

@@ -17,8 +17,8 @@ pub struct Member {
     /// Template generation the member was built from.
     pub generation: Option<i64>,
     pub ready: bool,
-    /// The scheduler cannot place its pod: reported, never churned.
-    pub unschedulable: bool,
+    /// The scheduler cannot place its pod (its message): reported, never churned.
+    pub unschedulable: Option<String>,
     /// Time since the member was created.
     pub age: Duration,
 }
@@ -45,7 +45,7 @@ pub fn plan(
     let mut out = Plan::default();
     let mut rest: Vec<&Member> = Vec::new();
     for m in members {
-        let stuck = !m.ready && !m.unschedulable && m.age > ready_grace;
+        let stuck = !m.ready && m.unschedulable.is_none() && m.age > ready_grace;
         if stuck {
             out.replaced_stuck += 1;
             out.delete.push(m.name.clone());
@@ -89,6 +89,8 @@ pub struct PoolReport {
     pub unschedulable: Vec<String>,
     /// The Unschedulable condition is new: tell the user.
     pub announce_unschedulable: bool,
+    /// What the scheduler says about them.
+    pub because: Option<String>,
 }
 
 /// The status of a pool of `size` with these unclaimed `members` and `claimed` bound
@@ -103,9 +105,11 @@ pub fn report(
     let ready = members.iter().filter(|m| m.ready).count();
     let unschedulable: Vec<String> = members
         .iter()
-        .filter(|m| m.unschedulable)
+        .filter(|m| m.unschedulable.is_some())
         .map(|m| m.name.clone())
         .collect();
+    // The scheduler's words for the first of them (usually the same for all).
+    let because = members.iter().find_map(|m| m.unschedulable.clone());
     let pending = members.len() - ready;
     let mut conditions: Vec<Condition> = vec![condition(
         "PoolReady",
@@ -123,9 +127,10 @@ pub fn report(
             true,
             "PodsUnschedulable",
             format!(
-                "{} pool pod(s) cannot be scheduled: {}",
+                "{} pool pod(s) cannot be scheduled: {} ({})",
                 unschedulable.len(),
-                unschedulable.join(", ")
+                unschedulable.join(", "),
+                because.as_deref().unwrap_or_default()
             ),
         ));
     }
@@ -133,6 +138,7 @@ pub fn report(
     let announce_unschedulable =
         !unschedulable.is_empty() && !old.conditions.iter().any(|c| c.type_ == "Unschedulable");
     PoolReport {
+        because,
         status: SandboxTemplateStatus {
             observed_generation: generation,
             ready: count(ready),
@@ -148,10 +154,11 @@ pub fn report(
 }
 
 /// The event text for pool pods that cannot be scheduled.
-pub fn unschedulable_note(names: &[String], runtime_class: &str) -> String {
+pub fn unschedulable_note(names: &[String], because: Option<&str>, runtime_class: &str) -> String {
     format!(
-        "pool pods cannot be scheduled ({}); check nodes labelled {}={runtime_class}",
+        "pool pods cannot be scheduled ({}): {}; the pool needs room on nodes labelled {}={runtime_class}",
         names.join(", "),
+        because.unwrap_or("no reason given"),
         label::RUNTIME_NODE
     )
 }
@@ -167,7 +174,7 @@ mod tests {
             name: name.into(),
             generation: Some(generation),
             ready,
-            unschedulable: false,
+            unschedulable: None,
             age: Duration::from_secs(10),
         }
     }
@@ -206,12 +213,28 @@ mod tests {
         assert_eq!(p.replaced_stuck, 1);
 
         let mut unschedulable = stuck;
-        unschedulable.unschedulable = true;
-        let p = plan(2, Some(1), &[unschedulable, m("ok", 1, true)], 0, GRACE);
+        unschedulable.unschedulable = Some("0/1 nodes are available: 1 Insufficient cpu.".into());
+        let members = [unschedulable, m("ok", 1, true)];
+        let p = plan(2, Some(1), &members, 0, GRACE);
         assert!(
             p.delete.is_empty() && p.create == 0,
             "unschedulable pods are not churned: {p:?}"
         );
+        // The user is told why, in the scheduler's words.
+        let r = report(2, Some(1), &members, 0, &SandboxTemplateStatus::default());
+        assert!(r.announce_unschedulable);
+        let c = r
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Unschedulable");
+        assert!(
+            c.is_some_and(|c| c.message.contains("stuck") && c.message.contains("Insufficient cpu")),
+            "{:?}",
+            r.status.conditions
+        );
+        let note = unschedulable_note(&r.unschedulable, r.because.as_deref(), "gvisor");
+        assert!(note.contains("Insufficient cpu"), "{note}");
     }
 
     #[test]

@@ -42,16 +42,28 @@ pub fn pod_ready(pod: &Pod) -> bool {
 
 /// The scheduler reported it cannot place the pod.
 pub fn pod_unschedulable(pod: &Pod) -> bool {
-    pod.status
+    unschedulable_because(pod).is_some()
+}
+
+/// Why the scheduler cannot place the pod, in its own words ("0/3 nodes are available:
+/// 3 Insufficient cpu."), when it cannot.
+pub fn unschedulable_because(pod: &Pod) -> Option<String> {
+    let c = pod
+        .status
         .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.type_ == "PodScheduled"
-                    && c.status == "False"
-                    && c.reason.as_deref() == Some("Unschedulable")
-            })
-        })
+        .and_then(|s| s.conditions.as_ref())?
+        .iter()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })?;
+    Some(
+        c.message
+            .clone()
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "the scheduler found no node".to_string()),
+    )
 }
 
 /// The pod ran to completion or failed: it will not serve again.

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::plan::{self, Member};
-use super::status::{pod_ready, pod_unschedulable};
+use super::status::{pod_ready, unschedulable_because};
 use super::{Error, Result, build};
 use crate::contract::{self, label};
 use crate::crd::{Sandbox, SandboxTemplate};
@@ -94,7 +94,7 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
                 name: s.name_any(),
                 generation: s.spec.template_generation,
                 ready: pod.as_deref().is_some_and(pod_ready),
-                unschedulable: pod.as_deref().is_some_and(pod_unschedulable),
+                unschedulable: pod.as_deref().and_then(unschedulable_because),
                 age,
             }
         })
@@ -186,7 +186,11 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
                 t.as_ref(),
                 EventType::Warning,
                 "Unschedulable",
-                plan::unschedulable_note(&report.unschedulable, &ctx.cfg.runtime_class_name),
+                plan::unschedulable_note(
+                    &report.unschedulable,
+                    report.because.as_deref(),
+                    &ctx.cfg.runtime_class_name,
+                ),
             )
             .await;
         }

@@ -22,6 +22,32 @@ use serde_json::{Value, json};
 
 /// The user of [`Cluster::user_kubeconfig`].
 pub const PLAIN_USER: &str = "e2e-user";
+/// The name of the real node, when there is one (its kubelet's identity).
+pub const REAL_NODE: &str = "sandgate-node";
+
+/// What runs the pods: kwok's fake nodes, or one real node brought up by `start`.
+#[derive(Clone, Copy)]
+pub enum Nodes {
+    Kwok,
+    // Constructed by the real-node test binary (tests/realnode), which shares this file.
+    #[allow(dead_code)]
+    Real(fn(&NodeContext) -> Result<(), String>),
+}
+
+/// What a real node needs from the control plane.
+#[allow(dead_code)] // read by tests/realnode
+pub struct NodeContext<'a> {
+    /// The test bed's directory (logs/, pids/; removed at exit).
+    pub dir: &'a Path,
+    /// kubectl as the admin.
+    pub kubectl: &'a dyn Fn(&[&str]) -> Output,
+    /// The admin's kubeconfig (kube-router's).
+    pub admin_kubeconfig: &'a Path,
+    /// The kubelet's kubeconfig (user `system:node:<REAL_NODE>`).
+    pub node_kubeconfig: &'a Path,
+    /// The CA of every client certificate.
+    pub ca: &'a Path,
+}
 
 pub struct Cluster {
     pub bin: PathBuf,
@@ -47,11 +73,17 @@ struct Webhook {
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 
-/// The shared control plane; the first caller starts it.
+/// The shared control plane with kwok's nodes; the first caller starts it.
 pub fn cluster() -> &'static Cluster {
-    match CLUSTER
-        .get_or_init(|| start().map_err(|e| format!("test control plane failed to start:\n{e}")))
-    {
+    cluster_with(Nodes::Kwok)
+}
+
+/// The shared control plane; the first caller starts it with `nodes` (one kind per
+/// test binary).
+pub fn cluster_with(nodes: Nodes) -> &'static Cluster {
+    match CLUSTER.get_or_init(|| {
+        start(nodes).map_err(|e| format!("test control plane failed to start:\n{e}"))
+    }) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     }
@@ -222,6 +254,18 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     user.not_after = now + time::Duration::days(30);
     let user_cert = user.signed_by(&user_key, &issuer).map_err(e)?;
 
+    // The real node's kubelet, as the Node authorizer knows nodes.
+    let node_key = KeyPair::generate().map_err(e)?;
+    let mut node = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+    node.distinguished_name
+        .push(DnType::CommonName, format!("system:node:{REAL_NODE}"));
+    node.distinguished_name
+        .push(DnType::OrganizationName, "system:nodes");
+    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    node.not_before = now - time::Duration::days(1);
+    node.not_after = now + time::Duration::days(30);
+    let node_cert = node.signed_by(&node_key, &issuer).map_err(e)?;
+
     let sa_key = KeyPair::generate().map_err(e)?;
     let files = dir.join("pki");
     std::fs::create_dir_all(&files).map_err(|e| e.to_string())?;
@@ -234,6 +278,8 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     write(&files.join("reconciler.key"), &rec_key.serialize_pem())?;
     write(&files.join("user.crt"), &user_cert.pem())?;
     write(&files.join("user.key"), &user_key.serialize_pem())?;
+    write(&files.join("node.crt"), &node_cert.pem())?;
+    write(&files.join("node.key"), &node_key.serialize_pem())?;
     write(&files.join("sa.key"), &sa_key.serialize_pem())?;
     write(&files.join("sa.pub"), &sa_key.public_key_pem())?;
     Ok(Pki { files })
@@ -278,10 +324,12 @@ fn spawn(dir: &Path, name: &str, bin: &Path, args: &[String]) -> Result<Child, S
     Ok(child)
 }
 
-/// Kills everything in `<dir>/pids` and removes `dir` once this process is gone.
+/// Once this process is gone: runs `<dir>/teardown` if a real node wrote one, kills
+/// everything in `<dir>/pids` and removes `dir`.
 fn watchdog(dir: &Path) -> Result<(), String> {
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+         [ -x '{d}'/teardown ] && '{d}'/teardown >'{d}'/teardown.log 2>&1; \
          for f in '{d}'/pids/*.pid; do [ -f \"$f\" ] && kill $(cat \"$f\") 2>/dev/null; done; sleep 1; \
          for f in '{d}'/pids/*.pid; do [ -f \"$f\" ] && kill -9 $(cat \"$f\") 2>/dev/null; done; \
          rm -rf '{d}'",
@@ -327,7 +375,7 @@ fn alive(child: &mut Child, name: &str, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn start() -> Result<Cluster, String> {
+fn start(nodes: Nodes) -> Result<Cluster, String> {
     let bin = binaries()?;
     let dir = std::env::temp_dir().join(format!("sandgate-e2e-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("logs")).map_err(|e| e.to_string())?;
@@ -379,10 +427,14 @@ fn start() -> Result<Cluster, String> {
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),
-            "--authorization-mode=RBAC".into(),
+            "--authorization-mode=Node,RBAC".into(),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
             "--endpoint-reconciler-type=none".into(),
             "--allow-privileged=true".into(),
+            // exec and logs on a real node: the apiserver calls its kubelet as the admin.
+            format!("--kubelet-client-certificate={}", p("admin.crt")),
+            format!("--kubelet-client-key={}", p("admin.key")),
+            "--kubelet-preferred-address-types=InternalIP".into(),
         ],
     )?;
     let kubeconfig = dir.join("kubeconfig");
@@ -417,6 +469,11 @@ fn start() -> Result<Cluster, String> {
             // bottleneck of the claim benchmark.
             "--kube-api-qps=500".into(),
             "--kube-api-burst=1000".into(),
+            // A real node's pod network (its CNI and kube-router read the node's CIDR).
+            "--allocate-node-cidrs=true".into(),
+            "--cluster-cidr=10.244.0.0/16".into(),
+            "--node-cidr-mask-size=24".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
         ],
     )?;
     let mut sched = spawn(
@@ -434,32 +491,11 @@ fn start() -> Result<Cluster, String> {
             "--kube-api-burst=1000".into(),
         ],
     )?;
-    let mut kwok = spawn(
-        &dir,
-        "kwok",
-        &find(&bin, "kwok")?,
-        &[
-            kcfg.clone(),
-            "-c".into(),
-            root()
-                .join("tests/controlplane/kwok/stages.yaml")
-                .display()
-                .to_string(),
-            // More pod stages at a time than kwok's default 4 (about 8 pods Ready/s),
-            // so pool refills measure sandgate, not kwok.
-            "-c".into(),
-            root()
-                .join("tests/controlplane/kwok/config.yaml")
-                .display()
-                .to_string(),
-            "--manage-all-nodes=false".into(),
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
-            "--node-lease-duration-seconds=40".into(),
-            "--server-address=127.0.0.1:0".into(),
-            "--cidr=10.244.0.0/24".into(),
-            "--node-ip=127.0.0.1".into(),
-        ],
-    )?;
+    let mut kwok = if matches!(nodes, Nodes::Real(_)) {
+        None
+    } else {
+        Some(spawn_kwok(&dir, &bin, &kcfg)?)
+    };
 
     // The API sandgate ships, the RuntimeClass, and the nodes.
     let apply = |args: &[&str], what: &str| -> Result<(), String> {
@@ -502,34 +538,50 @@ fn start() -> Result<Cluster, String> {
         &["apply", "-f", &runc_path.display().to_string()],
         "creating RuntimeClass runc",
     )?;
-    let nodes = dir.join("nodes.json");
-    write(
-        &nodes,
-        &serde_json::to_string(&nodes_list()).map_err(|e| e.to_string())?,
-    )?;
-    apply(
-        &["apply", "-f", &nodes.display().to_string()],
-        "creating kwok nodes",
-    )?;
-    wait_until("kwok nodes", Duration::from_secs(60), || {
-        alive(&mut kwok, "kwok", &dir)?;
-        alive(&mut cm, "kube-controller-manager", &dir)?;
-        alive(&mut sched, "kube-scheduler", &dir)?;
-        let o = kc(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        Ok(text.split_whitespace().filter(|s| *s == "True").count() == 3)
-    })?;
     wait_until("default ServiceAccount", Duration::from_secs(60), || {
         alive(&mut cm, "kube-controller-manager", &dir)?;
+        alive(&mut sched, "kube-scheduler", &dir)?;
         Ok(kc(&["get", "serviceaccount", "default", "-n", "default"])
             .status
             .success())
     })?;
+    match (nodes, kwok.as_mut()) {
+        (Nodes::Real(start_node), _) => {
+            let node_kubeconfig = dir.join("node.kubeconfig");
+            write_kubeconfig_for(&node_kubeconfig, &server, &pki, "node")?;
+            start_node(&NodeContext {
+                dir: &dir,
+                kubectl: &kc,
+                admin_kubeconfig: &kubeconfig,
+                node_kubeconfig: &node_kubeconfig,
+                ca: &pki.files.join("ca.crt"),
+            })
+            .map_err(|e| format!("the real node: {e}"))?;
+        }
+        (Nodes::Kwok, Some(kwok)) => {
+            let nodes = dir.join("nodes.json");
+            write(
+                &nodes,
+                &serde_json::to_string(&nodes_list()).map_err(|e| e.to_string())?,
+            )?;
+            apply(
+                &["apply", "-f", &nodes.display().to_string()],
+                "creating kwok nodes",
+            )?;
+            wait_until("kwok nodes", Duration::from_secs(60), || {
+                alive(kwok, "kwok", &dir)?;
+                let o = kc(&[
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+                ]);
+                let text = String::from_utf8_lossy(&o.stdout).to_string();
+                Ok(text.split_whitespace().filter(|s| *s == "True").count() == 3)
+            })?;
+        }
+        (Nodes::Kwok, None) => return Err("kwok did not start".into()),
+    }
 
     // sandgate, in process, registered like deploy/webhooks.yaml.
     let webhook = start_webhook(&dir, &kubeconfig)?;
@@ -565,6 +617,36 @@ fn start() -> Result<Cluster, String> {
     };
     cluster.start_reconciler();
     Ok(cluster)
+}
+
+/// kwok, managing the fake nodes of [`nodes_list`].
+fn spawn_kwok(dir: &Path, bin: &Path, kcfg: &str) -> Result<Child, String> {
+    spawn(
+        dir,
+        "kwok",
+        &find(bin, "kwok")?,
+        &[
+            kcfg.to_string(),
+            "-c".into(),
+            root()
+                .join("tests/controlplane/kwok/stages.yaml")
+                .display()
+                .to_string(),
+            // More pod stages at a time than kwok's default 4 (about 8 pods Ready/s),
+            // so pool refills measure sandgate, not kwok.
+            "-c".into(),
+            root()
+                .join("tests/controlplane/kwok/config.yaml")
+                .display()
+                .to_string(),
+            "--manage-all-nodes=false".into(),
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake".into(),
+            "--node-lease-duration-seconds=40".into(),
+            "--server-address=127.0.0.1:0".into(),
+            "--cidr=10.244.0.0/24".into(),
+            "--node-ip=127.0.0.1".into(),
+        ],
+    )
 }
 
 /// Two fake gVisor nodes (labelled and tainted like deploy/runtimeclass.yaml expects)
