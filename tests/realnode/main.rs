@@ -441,11 +441,187 @@ fn the_articles_agent_runner_runs_unchanged() {
         blocks[0]
     );
     assert!(
-        blocks[1].contains("curl: (") && blocks[1].contains("attacker.com") && blocks[1].contains("exit_code: 0"),
+        blocks[1].contains("curl: (")
+            && blocks[1].contains("attacker.com")
+            && blocks[1].contains("exit_code: 0"),
         "curl fails with its own message, and the script exits 0:\n{}",
         blocks[1]
     );
     wait("the article's pool gone", Duration::from_secs(120), || {
         template_pods(c, ns, name).is_empty()
     });
+}
+
+/// A long-running pod in the python image: `server` serves TCP on each port (plain
+/// pods tolerate the node's taint themselves).
+fn server_pod(name: &str, ns: &str, labels: Value, ports: &[u16]) -> Value {
+    let listen = format!(
+        "import socket, threading, time\n\
+         def serve(port):\n\
+         \x20   s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         \x20   s.bind(('0.0.0.0', port)); s.listen(16)\n\
+         \x20   while True:\n\
+         \x20       c, _ = s.accept(); c.sendall(b'hello'); c.close()\n\
+         for p in {ports:?}:\n\
+         \x20   threading.Thread(target=serve, args=(p,), daemon=True).start()\n\
+         while True: time.sleep(3600)\n"
+    );
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
+           "spec": {"automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+                    "tolerations": [{"key": "sandbox.gke.io/runtime", "operator": "Exists"}],
+                    "containers": [{"name": "main", "image": "python:3.11-slim", "command": ["python3", "-c", listen]}]}})
+}
+
+fn pod_ip_when_ready(c: &Cluster, ns: &str, name: &str) -> String {
+    wait(
+        &format!("pod {ns}/{name} Ready"),
+        Duration::from_secs(120),
+        || {
+            jsonpath(
+                c,
+                &[
+                    "get",
+                    "pod",
+                    name,
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            ) == "True"
+        },
+    );
+    jsonpath(
+        c,
+        &[
+            "get",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+    )
+}
+
+/// Whether `from` (a pod) can open a TCP connection to `ip:port`: a refusal and a
+/// timeout both count as blocked (kube-router rejects; other engines drop).
+fn connects(c: &Cluster, ns: &str, from: &str, ip: &str, port: u16) -> bool {
+    let probe = format!(
+        "import socket, sys\ntry:\n    socket.create_connection(('{ip}', {port}), timeout=3).close()\nexcept OSError:\n    sys.exit(1)\n"
+    );
+    c.kubectl(&["exec", from, "-n", ns, "--", "python3", "-c", &probe])
+        .status
+        .success()
+}
+
+/// Egress, proven by a real NetworkPolicy engine refusing real connections to
+/// addresses on the test bed's own pod network: an "attacker" in a plain pod is
+/// reachable from a plain pod; a sandbox cannot reach it under sandgate's default-deny
+/// and can once that policy is gone (so it is the policy that refuses); DNS on port 53
+/// of a pod labelled kube-dns in kube-system stays open while another port of the same
+/// pod, port 53 of an unlabelled kube-system pod, and the node itself are refused.
+#[test]
+fn egress_is_refused_by_sandgates_policies_on_a_real_engine() {
+    let Some(c) = real_node() else { return };
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let outside = Ns::new(c, "egress-outside", false);
+    apply(
+        c,
+        &server_pod(
+            "attacker",
+            &outside.name,
+            json!({"app": "attacker"}),
+            &[8080],
+        ),
+    );
+    apply(
+        c,
+        &server_pod("plain", &outside.name, json!({"app": "plain"}), &[8081]),
+    );
+    let attacker = pod_ip_when_ready(c, &outside.name, "attacker");
+    pod_ip_when_ready(c, &outside.name, "plain");
+    // DNS as the default-deny names it, and a look-alike without the label.
+    apply(
+        c,
+        &server_pod(
+            "fake-dns",
+            "kube-system",
+            json!({"k8s-app": "kube-dns"}),
+            &[53, 8053],
+        ),
+    );
+    apply(
+        c,
+        &server_pod("not-dns", "kube-system", json!({"app": "not-dns"}), &[53]),
+    );
+    let dns = pod_ip_when_ready(c, "kube-system", "fake-dns");
+    let not_dns = pod_ip_when_ready(c, "kube-system", "not-dns");
+
+    assert!(
+        connects(c, &outside.name, "plain", &attacker, 8080),
+        "a plain pod reaches the attacker"
+    );
+    // A listener on the node, at its pod-network address.
+    let host = std::net::TcpListener::bind((node::GATEWAY, 0)).expect("a port on the bridge");
+    let host_port = host.local_addr().map(|a| a.port()).unwrap_or(0);
+    std::thread::spawn(move || for _ in host.incoming() {});
+    assert!(
+        connects(c, &outside.name, "plain", node::GATEWAY, host_port),
+        "a plain pod reaches the node"
+    );
+
+    let sandboxes = Ns::new(c, "egress-sandbox", true);
+    let s = sandboxes.name.as_str();
+    apply(c, &server_pod("probe", s, json!({}), &[9000]));
+    pod_ip_when_ready(c, s, "probe");
+    let rc = jsonpath(
+        c,
+        &[
+            "get",
+            "pod",
+            "probe",
+            "-n",
+            s,
+            "-o",
+            "jsonpath={.spec.runtimeClassName}",
+        ],
+    );
+    assert_eq!(rc, "gvisor");
+    // The engine applies a new pod's policies within a second or two.
+    wait(
+        "the sandbox refused the attacker",
+        Duration::from_secs(30),
+        || !connects(c, s, "probe", &attacker, 8080),
+    );
+    assert!(
+        connects(c, s, "probe", &dns, 53),
+        "DNS on port 53 of kube-dns stays open"
+    );
+    assert!(
+        !connects(c, s, "probe", &dns, 8053),
+        "another port of kube-dns is refused"
+    );
+    assert!(
+        !connects(c, s, "probe", &not_dns, 53),
+        "port 53 of another kube-system pod is refused"
+    );
+    assert!(
+        !connects(c, s, "probe", node::GATEWAY, host_port),
+        "nor the node itself"
+    );
+
+    // Without sandgate's policy (an admin removes it), the same sandbox gets out: it is
+    // the policy that refuses, not the network.
+    let o = c.kubectl(&["delete", "networkpolicy", "sandgate-default-deny", "-n", s]);
+    assert!(o.status.success(), "{}", out(&o));
+    wait(
+        "the sandbox reaches the attacker without the policy",
+        Duration::from_secs(30),
+        || connects(c, s, "probe", &attacker, 8080),
+    );
+    for pod in ["fake-dns", "not-dns"] {
+        let _ = c.kubectl(&["delete", "pod", pod, "-n", "kube-system", "--wait=false"]);
+    }
 }
