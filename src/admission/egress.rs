@@ -4,7 +4,8 @@
 //! the internet between them, and IPv4 written as IPv4-mapped IPv6. Every address is
 //! placed in one 128-bit space (IPv4 as `::ffff:a.b.c.d`) and the union computed exactly.
 //!
-//! Refused: any reach to a cloud metadata service (169.254.169.254 in either notation,
+//! Refused: a rule without `to` (every address on its ports) unless it is DNS alone,
+//! any reach to a cloud metadata service (169.254.169.254 in either notation,
 //! GCE's `fd20:ce::254`, AWS's `fd00:ec2::254`), all of the IPv6 internet (`2000::/3`),
 //! and a peer selecting every pod of every namespace (every other tenant's sandbox and
 //! the cluster's own services: lateral movement is a way out too). Warned: a peer
@@ -130,6 +131,18 @@ pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> (Vec<Violation>
     // Where each part of the union came from, for the message.
     let mut origins: Vec<(String, Set)> = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
+        if rule.to.as_ref().is_none_or(|to| to.is_empty()) {
+            // No `to`: every address on the rule's ports, the metadata services and
+            // the internet included. DNS alone is the tolerated case (DESIGN.md §4).
+            if !dns_ports_only(rule) {
+                violations.push(Violation::new(
+                    Rule::EgressReach,
+                    format!("{prefix}[{i}]"),
+                    "has no `to`, so it reaches every address on its ports (the cloud metadata services and the whole internet included); name its destinations",
+                ));
+            }
+            continue;
+        }
         for (j, peer) in rule.to.iter().flatten().enumerate() {
             let field = format!("{prefix}[{i}].to[{j}]");
             if let Some(b) = peer.ip_block.as_ref() {
@@ -173,6 +186,18 @@ pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> (Vec<Violation>
         ));
     }
     (violations, warnings)
+}
+
+/// Ports that are all DNS (53, no range): the one rule without `to` that is tolerated.
+fn dns_ports_only(rule: &NetworkPolicyEgressRule) -> bool {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let ports = rule.ports.as_deref().unwrap_or_default();
+    !ports.is_empty()
+        && ports.iter().all(|p| {
+            p.end_port.is_none()
+                && (matches!(&p.port, Some(IntOrString::Int(53)))
+                    || matches!(&p.port, Some(IntOrString::String(s)) if s == "53"))
+        })
 }
 
 /// Peers that select pods by namespace: every namespace and every pod is the whole
@@ -283,6 +308,24 @@ mod tests {
             {"ipBlock": {"cidr": "128.0.0.0/1", "except": ["169.254.0.0/16"]}}
         ]}]));
         assert!(halves.is_empty(), "{halves:?}");
+    }
+
+    #[test]
+    fn a_rule_without_to_reaches_everything_except_dns_alone() {
+        for egress in [
+            serde_json::json!([{"ports": [{"port": 443}]}]),
+            serde_json::json!([{}]),
+            serde_json::json!([{"ports": [{"port": 53, "endPort": 80}]}]),
+            serde_json::json!([{"ports": [{"port": 53}, {"port": 80}]}]),
+        ] {
+            let r = reasons(egress.clone());
+            assert!(r.iter().any(|m| m.contains("no `to`")), "{egress}: {r:?}");
+        }
+        // The article's rule: DNS with no `to` (the policies warn about it).
+        let r = reasons(
+            serde_json::json!([{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]),
+        );
+        assert!(r.is_empty(), "{r:?}");
     }
 
     #[test]

@@ -765,6 +765,18 @@ fn webhook_configurations(addr: SocketAddr, ca_pem: &str) -> Result<String, Stri
         .map_err(|e| e.to_string())
 }
 
+/// The sandgate binary: Cargo names it to tests and benchmarks; an example (the
+/// hand-run test bed) finds it beside itself in the target directory.
+fn sandgate_exe() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_sandgate") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.parent()?.join("sandgate")))
+        .unwrap_or_else(|| PathBuf::from("sandgate"))
+}
+
 /// A `sandgate reconcile` process as the sandgate identity, its pid recorded for the
 /// watchdog. Returns the child and its probe port.
 pub fn spawn_reconciler(c: &Cluster, name: &str, extra: &[&str]) -> (Child, u16) {
@@ -783,7 +795,7 @@ pub fn spawn_reconciler(c: &Cluster, name: &str, extra: &[&str]) -> (Child, u16)
         format!("--identity={name}"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let child = Command::new(env!("CARGO_BIN_EXE_sandgate"))
+    let child = Command::new(sandgate_exe())
         .args(&args)
         .env("KUBECONFIG", &c.reconciler_kubeconfig)
         .env(
