@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from types import TracebackType
 from typing import Any
 
@@ -34,10 +35,23 @@ DEFAULT_CLAIM_TIMEOUT = 120.0
 KILL_MARGIN = 2.0
 
 
+# One API client (and its connection pool) per kubeconfig and context for the process:
+# a claim then costs no new TLS handshake.
+_CLIENTS: dict[tuple[str | None, str | None], k8s.ApiClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def _api_client(kubeconfig: str | None, context: str | None) -> k8s.ApiClient:
+    path = kubeconfig or os.environ.get("KUBECONFIG") or None
+    with _CLIENTS_LOCK:
+        if (path, context) not in _CLIENTS:
+            _CLIENTS[(path, context)] = _new_api_client(path, context)
+        return _CLIENTS[(path, context)]
+
+
+def _new_api_client(path: str | None, context: str | None) -> k8s.ApiClient:
     """The kubeconfig (the argument, else KUBECONFIG, else ~/.kube/config), else the
     in-cluster identity."""
-    path = kubeconfig or os.environ.get("KUBECONFIG") or None
     try:
         api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=path, context=context)
         return api
