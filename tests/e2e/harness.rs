@@ -160,14 +160,20 @@ fn find(bin: &Path, name: &str) -> Result<PathBuf, String> {
 }
 
 fn binaries_from_script() -> Result<PathBuf, String> {
-    let script = root().join("scripts/build-controlplane.sh");
+    built_by("scripts/build-controlplane.sh")
+}
+
+/// Runs a build script of ours (`scripts/build-*.sh`: build or reuse, cached by inputs)
+/// and returns the directory it prints with `--print-dir`.
+pub fn built_by(script: &str) -> Result<PathBuf, String> {
+    let script = root().join(script);
     let status = Command::new("bash")
         .arg(&script)
         .env_remove("KUBEBUILDER_ASSETS")
         .status()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !status.success() {
-        return Err(format!("{} failed", script.display()));
+        return Err(format!("{} failed ({status})", script.display()));
     }
     let out = Command::new("bash")
         .arg(&script)

@@ -91,21 +91,8 @@ pub fn unavailable() -> Option<String> {
 
 /// The node's binaries and images, built or reused.
 fn build() -> Result<PathBuf, String> {
-    let script = root().join("scripts/build-node.sh");
-    eprintln!("real node: building or reusing its binaries and images (first build: ~30 min)...");
-    let status = Command::new("bash")
-        .arg(&script)
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !status.success() {
-        return Err(format!("{} failed ({status})", script.display()));
-    }
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("--print-dir")
-        .output()
-        .map_err(|e| e.to_string())?;
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    eprintln!("real node: building or reusing its binaries and images (first build: ~15 min)...");
+    crate::harness::built_by("scripts/build-node.sh")
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
