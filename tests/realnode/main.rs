@@ -212,6 +212,12 @@ fn template_pods(
         .collect()
 }
 
+/// One field of a SandboxTemplate, by JSONPath (`{.status.ready}`).
+fn template_field(c: &Cluster, ns: &str, name: &str, field: &str) -> String {
+    let path = format!("jsonpath={field}");
+    jsonpath(c, &["get", "sandboxtemplate", name, "-n", ns, "-o", &path])
+}
+
 /// The node's allocatable CPU, in millicores.
 fn allocatable_millicpu(c: &Cluster) -> u64 {
     let cpu = jsonpath(
@@ -264,20 +270,7 @@ fn the_article_template_keeps_real_gvisor_sandboxes_warm() {
             pods.len() == 5 && ready(&pods) == fit
         },
     );
-    let status = |field: &str| {
-        jsonpath(
-            c,
-            &[
-                "get",
-                "sandboxtemplate",
-                name,
-                "-n",
-                ns,
-                "-o",
-                &format!("jsonpath={field}"),
-            ],
-        )
-    };
+    let status = |field: &str| template_field(c, ns, name, field);
     wait("the template reports them", Duration::from_secs(30), || {
         status("{.status.ready}") == fit.to_string()
     });
@@ -397,20 +390,9 @@ fn the_articles_agent_runner_runs_unchanged() {
     assert!(o.status.success(), "{}", out(&o));
     let (ns, name) = ("default", "agent-execution-template");
     wait("warm members", Duration::from_secs(240), || {
-        jsonpath(
-            c,
-            &[
-                "get",
-                "sandboxtemplate",
-                name,
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.status.ready}",
-            ],
-        )
-        .parse::<u32>()
-        .unwrap_or(0)
+        template_field(c, ns, name, "{.status.ready}")
+            .parse::<u32>()
+            .unwrap_or(0)
             >= 2
     });
     let venv = sdk_venv();
