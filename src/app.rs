@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit;
 use crate::config::Config;
 use crate::facts::{ClusterFacts, KubeFacts};
 use crate::metrics::Registry;
@@ -35,6 +36,8 @@ pub struct ReconcilerSettings {
     pub options: reconcile::Options,
     /// `None`: a single replica, always acting.
     pub election: Option<reconcile::Election>,
+    /// The leader's audit of what already runs (judged with [`Settings::policies`]).
+    pub audit: Option<audit::Settings>,
 }
 
 /// Everything the process is asked to do.
@@ -92,12 +95,30 @@ impl App {
             return Err(AppError::NoCluster);
         }
         let mut registry = Registry::new();
-        let webhook_parts = match &settings.webhook {
-            Some(_) => Some((
-                load_policies(&settings.policies)?,
-                WebhookMetrics::register(&mut registry),
-            )),
-            None => None,
+        let audit_settings = settings.reconciler.as_ref().and_then(|r| r.audit.clone());
+        // One policy store for the webhook and the audit, so both judge with one set.
+        let store = if settings.webhook.is_some() || audit_settings.is_some() {
+            Some(Arc::new(load_policies(&settings.policies)?))
+        } else {
+            None
+        };
+        let webhook_parts = match (&settings.webhook, &store) {
+            (Some(_), Some(store)) => {
+                Some((store.clone(), WebhookMetrics::register(&mut registry)))
+            }
+            _ => None,
+        };
+        let auditor = match (audit_settings, &store) {
+            (Some(a), Some(store)) => Some(audit::Auditor {
+                settings: audit::Settings {
+                    // Without a webhook in the process, nobody else reloads the policies.
+                    reload_policies: settings.webhook.is_none(),
+                    ..a
+                },
+                policies: store.clone(),
+                metrics: audit::Metrics::register(&mut registry),
+            }),
+            _ => None,
         };
         let reconcile_metrics = settings
             .reconciler
@@ -127,12 +148,16 @@ impl App {
                 settings.config.clone(),
                 default_deny,
                 facts,
-                Arc::new(store),
+                store,
                 metrics,
                 probes.registry.clone(),
                 probes.readiness.clone(),
             )
         });
+        let mut settings = settings;
+        if let Some(r) = settings.reconciler.as_mut() {
+            r.options.audit = auditor;
+        }
         Ok(Self {
             settings,
             client,

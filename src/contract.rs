@@ -45,6 +45,45 @@ pub mod annotation {
     pub const APPARMOR_PREFIX: &str = "container.apparmor.security.beta.kubernetes.io/";
 }
 
+/// The audit (DESIGN.md §7c): the reports it writes, in the format Kyverno and
+/// Kubewarden write (`wgpolicyk8s.io/v1alpha2`), and how it names itself in them.
+pub mod audit {
+    use std::time::Duration;
+
+    /// The group and version of PolicyReport / ClusterPolicyReport.
+    pub const REPORT_GROUP: &str = "wgpolicyk8s.io";
+    pub const REPORT_VERSION: &str = "v1alpha2";
+    pub const REPORT_KIND: &str = "PolicyReport";
+    pub const REPORT_PLURAL: &str = "policyreports";
+    pub const CLUSTER_REPORT_KIND: &str = "ClusterPolicyReport";
+    pub const CLUSTER_REPORT_PLURAL: &str = "clusterpolicyreports";
+    /// The name of sandgate's report in each namespace, and of its cluster report.
+    pub const REPORT_NAME: &str = "sandgate";
+    /// `results[].source` (what Policy Reporter groups by).
+    pub const SOURCE: &str = "sandgate";
+    /// `results[].policy` of the built-in rules (a Rego policy reports its own name).
+    pub const BUILTIN_POLICY: &str = "sandgate";
+    /// `results[].rule` of a resource that passes every rule.
+    pub const PASS_RULE: &str = "admission";
+    /// The requester the audit's requests name: it is not anyone allowed to write
+    /// sandgate's objects, so nothing passes for who wrote it.
+    pub const USER: &str = "sandgate-audit";
+    /// On a report: a hash of its results, so an unchanged report is not rewritten.
+    pub const HASH_ANNOTATION: &str = "sandbox.gke.io/audit-hash";
+    /// On a report: how many results were left out to bound its size.
+    pub const OMITTED_ANNOTATION: &str = "sandbox.gke.io/audit-omitted";
+    /// The reason of the Warning event on an object the audit finds failing.
+    pub const EVENT_REASON: &str = "AuditFailed";
+    /// How often a full audit runs unless configured otherwise.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+    /// Apiserver requests per second the audit may make unless configured otherwise.
+    pub const DEFAULT_QPS: u32 = 20;
+    /// Results one report holds at most (failures first); the rest are counted only.
+    pub const DEFAULT_MAX_RESULTS: usize = 500;
+    /// Objects read per list request.
+    pub const PAGE_SIZE: u32 = 500;
+}
+
 /// Kubernetes names sandgate reads or points at, but does not own.
 pub mod kubernetes {
     /// The label every namespace carries with its own name.

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
+use crate::admission::{Decision, Lookup, netpol_guard};
 use crate::contract::{self, kubernetes, label};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,4 +144,63 @@ impl ClusterFacts for KubeFacts {
             Ok(tokens)
         })
     }
+}
+
+/// Checks the cluster facts a decision depends on (the pipeline leaves them only on
+/// admitted requests); a fact that fails, or cannot be checked, denies (fail closed).
+/// The webhook asks the apiserver; the audit asks its snapshot of the cluster.
+pub async fn resolve(facts: &dyn ClusterFacts, decision: Decision) -> Decision {
+    for lookup in &decision.lookups {
+        match lookup {
+            Lookup::NoTokenSecrets { namespace, refs } => {
+                let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+                names.sort();
+                names.dedup();
+                match facts.token_secrets(namespace, &names).await {
+                    Ok(tokens) => {
+                        let found = Lookup::tokens_found(refs, &tokens);
+                        if !found.is_empty() {
+                            return Decision::deny(decision.subject, found);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "Secrets not checked; denying");
+                        let violation = lookup.failed(&e);
+                        return decision.fail(violation);
+                    }
+                }
+            }
+            Lookup::SandboxNamespace {
+                namespace,
+                violation,
+            } => match facts.sandbox_namespace(namespace).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let violation = violation.clone();
+                    return decision.fail(violation);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "sandbox namespace not checked; denying");
+                    let violation = lookup.failed(&e);
+                    return decision.fail(violation);
+                }
+            },
+            Lookup::NoWideningPolicies { namespace, labels } => {
+                match facts.network_policies(namespace).await {
+                    Ok(policies) => {
+                        let found = netpol_guard::widening_policies(labels, &policies);
+                        if !found.is_empty() {
+                            return Decision::deny(decision.subject, found);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "NetworkPolicies not checked; denying");
+                        let violation = lookup.failed(&e);
+                        return decision.fail(violation);
+                    }
+                }
+            }
+        }
+    }
+    decision
 }

@@ -19,6 +19,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -48,7 +48,7 @@ fn is_sandgates(object: Option<&Value>) -> bool {
 }
 
 /// The same test on a typed policy (from a list).
-fn is_sandgates_typed(np: &NetworkPolicy) -> bool {
+pub fn is_sandgates_typed(np: &NetworkPolicy) -> bool {
     contract::is_managed(np.metadata.labels.as_ref())
         || np
             .metadata

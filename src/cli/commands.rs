@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{
-    CheckArgs, Cli, Command, CrdsArgs, OutputFormat, PolicyCommand, PolicyTestArgs, ReconcileArgs,
-    ReconcileOpts, ServeArgs, render,
+    AuditArgs, CheckArgs, Cli, Command, CrdsArgs, OutputFormat, PolicyCommand, PolicyTestArgs,
+    ReconcileArgs, ReconcileOpts, ServeArgs, render,
 };
 use crate::app::{App, ReconcilerSettings, Settings};
 use crate::server::{ServeOptions, devcerts, tls};
-use crate::{check, crd, policy, reconcile};
+use crate::{audit, check, crd, policy, reconcile};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -18,6 +18,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Reconcile(args) => reconcile(args),
         Command::Check(args) => check(&args),
+        Command::Audit(args) => audit_cluster(&args),
         Command::Policy(PolicyCommand::Test(args)) => policy_test(&args),
         Command::Crds(args) => crds(&args),
         Command::Version => {
@@ -124,9 +125,13 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot reach the cluster: {e}")),
     };
+    let policies = match args.policy.source() {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
     let settings = Settings {
         config,
-        policies: crate::app::PolicySource::None,
+        policies,
         webhook: None,
         probe_addr: Some(args.probe_addr),
         reconciler: Some(reconciler_settings(&args.reconcile)),
@@ -157,7 +162,14 @@ fn reconciler_settings(o: &ReconcileOpts) -> ReconcilerSettings {
             ready_grace: Duration::from_secs(o.ready_grace),
             instance: Some(identity.clone()),
             cache_lag: o.fault_cache_lag_ms.map(Duration::from_millis),
+            audit: None,
         },
+        audit: (!o.audit.no_audit).then(|| audit::Settings {
+            interval: Duration::from_secs(o.audit.audit_interval.max(1)),
+            qps: o.audit.audit_qps,
+            max_results: o.audit.audit_max_results.max(1),
+            reload_policies: false,
+        }),
         election: (!o.no_leader_election).then(|| reconcile::Election {
             namespace: o.lease_namespace.clone(),
             lease: o.lease_name.clone(),
@@ -191,6 +203,62 @@ fn check(args: &CheckArgs) -> ExitCode {
             Err(e) => return fail(format!("cannot encode the report: {e}")),
         },
         OutputFormat::Text => print!("{}", render::check_report(&report)),
+    }
+    ExitCode::from(report.exit_code())
+}
+
+fn load_policy_set(args: &super::PolicyArgs) -> Result<policy::PolicySet, String> {
+    match args.dir()? {
+        None => Ok(policy::PolicySet::empty()),
+        Some(dir) => policy::PolicySet::load_dir(&dir, args.deadline())
+            .map_err(|e| format!("policies in {}: {e}", dir.display())),
+    }
+}
+
+fn audit_cluster(args: &AuditArgs) -> ExitCode {
+    let cfg = match args.config.load() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let policies = match load_policy_set(&args.policy) {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(e) => return fail(e),
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let only: Option<std::collections::BTreeSet<String>> =
+        (!args.namespace.is_empty()).then(|| args.namespace.iter().cloned().collect());
+    let qps = args.qps;
+    let metrics = audit::Metrics::unregistered();
+    let requests = metrics.requests.clone();
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(async move {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+        let scanner = audit::scan::Scanner::new(client, cfg, qps, requests);
+        scanner
+            .scan(policies, only.as_ref())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let mut scan = match result {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    for ns in std::mem::take(&mut scan.missing_default_deny) {
+        let j = audit::scan::Scan::default_deny_missing(&ns, "sandgate's reconciler creates it");
+        scan.namespaces.entry(ns).or_default().push(j);
+    }
+    let report = audit::report::Listing::of(&scan, &metrics.requests, started.elapsed());
+    match args.output {
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(format!("cannot encode the report: {e}")),
+        },
+        OutputFormat::Text => print!("{}", render::audit_listing(&report, args.verbose)),
     }
     ExitCode::from(report.exit_code())
 }

@@ -58,6 +58,15 @@ pub enum Command {
     /// through their pod template when it would produce sandbox pods. Exit code: 0 all
     /// passed, 1 something denied, 2 input or policy error.
     Check(CheckArgs),
+    /// Audit what already runs in a cluster (kubeconfig) with the webhook's own rules.
+    ///
+    /// Judges every sandbox pod (labelled, or in a namespace labelled
+    /// sandbox.gke.io/enforce=true), SandboxTemplate, SandboxClaim and NetworkPolicy
+    /// beside sandbox pods as the webhook would if they were created now, and checks
+    /// that each sandbox namespace has its default-deny NetworkPolicy. Reads only: it
+    /// writes no report and changes nothing. Exit code: 0 all passed, 1 something
+    /// failed, 2 the cluster could not be read or an object could not be judged.
+    Audit(AuditArgs),
     /// Print the CustomResourceDefinitions (what deploy/crds/ holds), generated from the types.
     Crds(CrdsArgs),
     /// Work with Rego policies offline.
@@ -211,6 +220,26 @@ pub struct ReconcileOpts {
     /// many milliseconds late, as a loaded apiserver would.
     #[arg(long, hide = true, value_name = "MS")]
     pub fault_cache_lag_ms: Option<u64>,
+    #[command(flatten)]
+    pub audit: AuditOpts,
+}
+
+/// The leader's background audit (reconcile, and serve --reconcile).
+#[derive(Debug, Args, Clone)]
+pub struct AuditOpts {
+    /// Do not audit what already runs (no PolicyReports, no audit events or metrics).
+    #[arg(long)]
+    pub no_audit: bool,
+    /// Seconds between full audit sweeps (sweeps also run on start, when the policies
+    /// change and when a namespace becomes enforced).
+    #[arg(long, value_name = "SECONDS", default_value_t = contract::audit::DEFAULT_INTERVAL.as_secs())]
+    pub audit_interval: u64,
+    /// Apiserver requests per second the audit may make (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = contract::audit::DEFAULT_QPS)]
+    pub audit_qps: u32,
+    /// Results one PolicyReport holds at most (failures first; the summary counts all).
+    #[arg(long, value_name = "N", default_value_t = contract::audit::DEFAULT_MAX_RESULTS)]
+    pub audit_max_results: usize,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +249,29 @@ pub struct ReconcileArgs {
     pub probe_addr: SocketAddr,
     #[command(flatten)]
     pub reconcile: ReconcileOpts,
+    /// The policies the audit judges with (reloaded when they change).
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Audit only this namespace (repeatable) [default: every namespace].
+    #[arg(long, short = 'n', value_name = "NAMESPACE")]
+    pub namespace: Vec<String>,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Also list objects that pass.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Apiserver requests per second, at most (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = contract::audit::DEFAULT_QPS)]
+    pub qps: u32,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

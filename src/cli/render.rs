@@ -78,3 +78,48 @@ pub fn policy_tests(results: &[TestResult], summary: &Summary, verbose: bool) ->
     );
     out
 }
+
+/// `sandgate audit`'s text report: objects that need attention (all with `verbose`),
+/// each result under its object, then the totals.
+pub fn audit_listing(listing: &crate::audit::report::Listing, verbose: bool) -> String {
+    use crate::audit::view::Verdict as V;
+    let mut out = String::new();
+    for j in &listing.results {
+        let worst = j.worst();
+        let warned = j.outcomes.iter().any(|o| o.result == V::Warn);
+        if worst == V::Pass && !warned && !verbose {
+            continue;
+        }
+        let tag = match worst {
+            V::Fail => "FAIL ",
+            V::Error => "ERROR",
+            V::Warn => "WARN ",
+            V::Pass if warned => "WARN ",
+            V::Pass => "PASS ",
+        };
+        let _ = writeln!(out, "{tag} {}", j.resource.describe());
+        for o in j.outcomes.iter().filter(|o| o.result != V::Pass) {
+            let what = match &o.field {
+                Some(f) => format!("[{}] {f}: {}", o.rule, o.message),
+                None => format!("[{} {}] {}", o.policy, o.rule, o.message),
+            };
+            let _ = writeln!(out, "      {}: {what}", o.result.as_str());
+        }
+    }
+    let s = &listing.summary;
+    let _ = writeln!(
+        out,
+        "{} objects in {} namespaces: {} failing, {} errors; results {} pass, {} fail, {} warn, {} error ({} apiserver requests, {:.2} s)",
+        s.objects,
+        s.namespaces,
+        s.failing,
+        s.errors,
+        s.results.pass,
+        s.results.fail,
+        s.results.warn,
+        s.results.error,
+        s.api_requests,
+        s.seconds
+    );
+    out
+}

@@ -75,6 +75,8 @@ pub struct Options {
     pub instance: Option<String>,
     /// Fault injection: every watch event reaches the caches this late.
     pub cache_lag: Option<Duration>,
+    /// The audit, run by the leader beside the controllers.
+    pub audit: Option<crate::audit::Auditor>,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             ready_grace: contract::DEFAULT_READY_GRACE,
             instance: None,
             cache_lag: None,
+            audit: None,
         }
     }
 }
@@ -205,6 +208,20 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
     let claim_ctl = Controller::for_stream(claim_stream, claims.clone());
 
     let caches = Caches::new(templates, sandboxes, pods, claims, policies, synced);
+    let audit = opts.audit.clone().map(|a| {
+        a.run(
+            client.clone(),
+            cfg.clone(),
+            opts.instance.clone(),
+            shutdown.clone(),
+        )
+    });
+    let audit = async move {
+        match audit {
+            Some(a) => a.await,
+            None => std::future::pending().await,
+        }
+    };
     let ctx = Arc::new(Context::new(client.clone(), cfg, opts, caches, metrics));
 
     // Templates: triggered by their pool members (by label, so a member moving to a
@@ -269,7 +286,7 @@ pub async fn run(client: Client, cfg: Config, opts: Options, metrics: Metrics, s
         .for_each(|_| std::future::ready(()));
 
     tokio::select! {
-        _ = async { tokio::join!(templates, sandboxes, claims) } => {}
+        _ = async { tokio::join!(templates, sandboxes, claims, audit) } => {}
         _ = drive_templates => {}
         _ = drive_sandboxes => {}
         _ = shutdown => {}

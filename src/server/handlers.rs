@@ -14,9 +14,8 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use super::metrics::{RequestLabels, WebhookLabels};
 use super::{AppState, MAX_BODY_BYTES};
-use crate::admission::{
-    self, AdmissionRequest, Decision, Effect, Lookup, Webhook, netpol_guard, pipeline, review,
-};
+use crate::admission::{self, AdmissionRequest, Decision, Effect, Webhook, pipeline, review};
+use crate::facts;
 
 fn plain(status: StatusCode, text: String) -> Response {
     (
@@ -174,62 +173,9 @@ async fn decide(
     (req, decision)
 }
 
-/// Checks the cluster facts the decision depends on (the pipeline leaves them only on
-/// admitted requests); a fact that fails, or cannot be checked, denies (fail closed).
+/// Checks the cluster facts the decision depends on ([`facts::resolve`]).
 async fn check_lookups(state: &AppState, decision: Decision) -> Decision {
-    for lookup in &decision.lookups {
-        match lookup {
-            Lookup::NoTokenSecrets { namespace, refs } => {
-                let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
-                names.sort();
-                names.dedup();
-                match state.facts.token_secrets(namespace, &names).await {
-                    Ok(tokens) => {
-                        let found = Lookup::tokens_found(refs, &tokens);
-                        if !found.is_empty() {
-                            return Decision::deny(decision.subject, found);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "Secrets not checked; denying");
-                        let violation = lookup.failed(&e);
-                        return decision.fail(violation);
-                    }
-                }
-            }
-            Lookup::SandboxNamespace {
-                namespace,
-                violation,
-            } => match state.facts.sandbox_namespace(namespace).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    let violation = violation.clone();
-                    return decision.fail(violation);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "sandbox namespace not checked; denying");
-                    let violation = lookup.failed(&e);
-                    return decision.fail(violation);
-                }
-            },
-            Lookup::NoWideningPolicies { namespace, labels } => {
-                match state.facts.network_policies(namespace).await {
-                    Ok(policies) => {
-                        let found = netpol_guard::widening_policies(labels, &policies);
-                        if !found.is_empty() {
-                            return Decision::deny(decision.subject, found);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "NetworkPolicies not checked; denying");
-                        let violation = lookup.failed(&e);
-                        return decision.fail(violation);
-                    }
-                }
-            }
-        }
-    }
-    decision
+    facts::resolve(state.facts.as_ref(), decision).await
 }
 
 /// Performs the decision's side effects (the pipeline leaves them only on admitted

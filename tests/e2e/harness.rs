@@ -20,6 +20,9 @@ use sandgate::config::Config;
 use sandgate::server::{ServeOptions, devcerts};
 use serde_json::{Value, json};
 
+/// The shared reconciler's full-audit interval (short, so tests see a sweep soon).
+pub const SHARED_AUDIT_INTERVAL: &str = "--audit-interval=10";
+
 /// The user of [`Cluster::user_kubeconfig`].
 pub const PLAIN_USER: &str = "e2e-user";
 /// The name of the real node, when there is one (its kubelet's identity).
@@ -599,7 +602,16 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
         "registering the webhooks",
     )?;
 
-    // The reconciler's namespace, identity and RBAC exactly as deploy/ ships them.
+    // The reconciler's namespace, identity and RBAC exactly as deploy/ ships them, and
+    // the PolicyReport CRDs its audit writes (installed as the README says: if absent).
+    let reports = root()
+        .join("deploy/policy-reports.yaml")
+        .display()
+        .to_string();
+    apply(
+        &["create", "-f", &reports],
+        "installing the PolicyReport CRDs",
+    )?;
     for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
         let path = root().join("deploy").join(f).display().to_string();
         apply(&["apply", "-f", &path], &format!("applying deploy/{f}"))?;
@@ -842,8 +854,19 @@ impl Cluster {
     pub fn start_reconciler(&self) {
         let mut r = self.reconciler.lock().unwrap_or_else(|e| e.into_inner());
         if r.is_none() {
-            *r = Some(spawn_reconciler(self, "reconciler", &[]));
+            *r = Some(spawn_reconciler(
+                self,
+                "reconciler",
+                &[SHARED_AUDIT_INTERVAL],
+            ));
         }
+    }
+
+    /// The shared reconciler's probe port (its /metrics), while it runs.
+    #[allow(dead_code)] // used by the e2e binary, not by every user of this file
+    pub fn reconciler_port(&self) -> Option<u16> {
+        let r = self.reconciler.lock().unwrap_or_else(|e| e.into_inner());
+        r.as_ref().map(|(_, port)| *port)
     }
 
     /// Kills the shared reconciler (SIGKILL: no graceful lease release).

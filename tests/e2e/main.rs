@@ -1,6 +1,7 @@
 //! End-to-end: sandgate judged by a real kube-apiserver (see harness.rs). Each test
 //! works in its own namespace; kubectl is used where a user would type it.
 
+mod audit;
 mod harness;
 mod pools;
 
@@ -73,7 +74,7 @@ pub(crate) fn get_json(c: &Cluster, args: &[&str]) -> Value {
     serde_json::from_slice(&o.stdout).expect("json")
 }
 
-fn pod(name: &str, ns: &str) -> Value {
+pub(crate) fn pod(name: &str, ns: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns},
