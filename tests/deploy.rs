@@ -351,3 +351,105 @@ fn rbac_has_no_wildcards() {
         }
     }
 }
+
+/// Every field of `value` is declared by `schema` (an OpenAPI v3 structural schema);
+/// `metadata` is the apiserver's, not the CRD's.
+fn declared(value: &Value, schema: &Value, path: &str) {
+    match value {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let here = format!("{path}.{k}");
+                if here == ".metadata" {
+                    continue;
+                }
+                let sub = schema["properties"]
+                    .get(k)
+                    .or_else(|| schema.get("additionalProperties"))
+                    .unwrap_or_else(|| panic!("{here} is not in the CRD's schema"));
+                declared(v, sub, &here);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                declared(v, &schema["items"], &format!("{path}[{i}]"));
+            }
+        }
+        _ => {
+            if let Some(allowed) = schema["enum"].as_array() {
+                assert!(
+                    allowed.contains(value),
+                    "{path} = {value} is not in {allowed:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_policy_report_crds_declare_every_field_the_audit_writes() {
+    use sandgate::audit::report;
+    use sandgate::audit::view::{Judged, Outcome, ResourceRef, Verdict};
+    let crds = docs(&root().join("deploy/policy-reports.yaml"));
+    assert_eq!(crds.len(), 2);
+    for c in &crds {
+        check_strict(c);
+        assert_eq!(c["spec"]["group"], "wgpolicyk8s.io");
+        assert_eq!(c["spec"]["versions"][0]["name"], "v1alpha2");
+    }
+    // Installed only if absent (another tool's copy must not be replaced): not in the
+    // kustomization.
+    assert!(
+        !kustomized()
+            .iter()
+            .any(|o| o["spec"]["group"] == "wgpolicyk8s.io"),
+        "the report CRDs must stay out of kustomization.yaml"
+    );
+    let pod = ResourceRef {
+        kind: "Pod".into(),
+        api_version: "v1".into(),
+        namespace: Some("ns".into()),
+        name: "p".into(),
+        uid: "u".into(),
+    };
+    let judged = vec![
+        Judged {
+            resource: pod.clone(),
+            outcomes: vec![
+                Outcome::builtin(
+                    Verdict::Fail,
+                    "privileged",
+                    Some("spec.containers[0].securityContext.privileged".into()),
+                    "is true".into(),
+                ),
+                Outcome {
+                    result: Verdict::Warn,
+                    policy: "pod.run_as_non_root".into(),
+                    rule: "warn".into(),
+                    field: None,
+                    message: "may run as root".into(),
+                },
+            ],
+        },
+        Judged {
+            resource: ResourceRef {
+                name: "q".into(),
+                ..pod
+            },
+            outcomes: vec![Outcome::builtin(
+                Verdict::Pass,
+                "admission",
+                None,
+                "ok".into(),
+            )],
+        },
+    ];
+    for (ns, crd) in [(Some("ns"), &crds[0]), (None, &crds[1])] {
+        let r = report::build(ns, &judged, 10, 1);
+        assert_eq!(r.object["kind"], crd["spec"]["names"]["kind"]);
+        declared(
+            &r.object,
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            "",
+        );
+    }
+}

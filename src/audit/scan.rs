@@ -50,14 +50,14 @@ impl Scan {
         self.namespaces.entry(ns).or_default().push(j);
     }
 
-    /// The result a namespace gets for a missing default-deny (added by the caller
-    /// when it could not, or would not, create it).
+    /// The result a namespace gets for a missing default-deny (added to its report by
+    /// the caller when it could not, or would not, create it).
     pub fn default_deny_missing(namespace: &str, why: &str) -> Judged {
         Judged {
             resource: ResourceRef {
                 kind: Kind::Namespace.kind().into(),
                 api_version: view::api_version(Kind::Namespace),
-                namespace: Some(namespace.to_string()),
+                namespace: None,
                 name: namespace.to_string(),
                 uid: String::new(),
             },

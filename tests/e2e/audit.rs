@@ -26,6 +26,7 @@ fn compliant_pod(name: &str, ns: &str) -> Value {
                 },
                 "securityContext": {
                     "allowPrivilegeEscalation": false,
+                    "runAsNonRoot": true,
                     "capabilities": {"drop": ["ALL"]},
                     "seccompProfile": {"type": "RuntimeDefault"}
                 }

@@ -869,6 +869,13 @@ impl Cluster {
         r.as_ref().map(|(_, port)| *port)
     }
 
+    /// The shared reconciler's process id (benchmarks read its peak memory).
+    #[allow(dead_code)]
+    pub fn reconciler_pid(&self) -> Option<u32> {
+        let r = self.reconciler.lock().unwrap_or_else(|e| e.into_inner());
+        r.as_ref().map(|(child, _)| child.id())
+    }
+
     /// Kills the shared reconciler (SIGKILL: no graceful lease release).
     pub fn kill_reconciler(&self) {
         let mut r = self.reconciler.lock().unwrap_or_else(|e| e.into_inner());
