@@ -326,12 +326,24 @@ pub fn check_document(
                     obj.clone(),
                 )
             }
-            None if policies.judges(&kind.to_ascii_lowercase()) => (
-                Webhook::Validate,
-                resources::api_group(api_version).to_string(),
-                resources::guess_resource(&kind),
-                obj.clone(),
-            ),
+            None if resources::policy_key(resources::api_group(api_version), &kind)
+                .is_some_and(|key| policies.judges(&key)) =>
+            {
+                (
+                    Webhook::Validate,
+                    resources::api_group(api_version).to_string(),
+                    resources::guess_resource(&kind),
+                    obj.clone(),
+                )
+            }
+            None if contract::upstream::is_group(resources::api_group(api_version)) => {
+                finding.note = Some(format!(
+                    "{} objects are judged by sandgate.{}.* policies, and none is loaded",
+                    resources::api_group(api_version),
+                    contract::upstream::POLICY_SEGMENT
+                ));
+                return finding;
+            }
             None => {
                 finding.note = Some("not judged by sandgate".into());
                 return finding;
@@ -395,4 +407,50 @@ fn not_sandbox_note() -> String {
         label::SANDBOX,
         label::TEMPLATE
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policies() -> PolicySet {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+        PolicySet::load_dir(Path::new(dir), std::time::Duration::from_secs(1)).unwrap()
+    }
+
+    fn template(api_version: &str) -> Document {
+        let yaml = format!(
+            "apiVersion: {api_version}\nkind: SandboxTemplate\nmetadata: {{name: t, namespace: ns}}\n\
+             spec:\n  runtimeClassName: runc\n  template:\n    spec:\n      containers:\n\
+             \x20       - {{name: c, image: python:3.11-slim, securityContext: {{privileged: true}}}}\n"
+        );
+        parse_documents("t.yaml", &yaml).unwrap().remove(0)
+    }
+
+    /// Dispatch is on group and kind: sandgate's SandboxTemplate policies never judge
+    /// (and so never pass) upstream agent-sandbox's kind of the same name.
+    #[test]
+    fn an_upstream_template_is_not_taken_for_sandgates_own() {
+        let cfg = Config::default();
+        let set = policies();
+        let ours = check_document(
+            &template("sandbox.gke.io/v1"),
+            &cfg,
+            &Scope::default(),
+            &set,
+        );
+        assert_eq!(ours.verdict, Verdict::Deny, "{ours:?}");
+        let theirs = template("extensions.agents.x-k8s.io/v1beta1");
+        let f = check_document(&theirs, &cfg, &Scope::default(), &set);
+        assert_ne!(f.verdict, Verdict::Pass, "{f:?}");
+        assert!(
+            f.note
+                .as_deref()
+                .is_some_and(|n| n.contains("sandgate.agents")),
+            "{f:?}"
+        );
+        // Someone else's kind of that name is not judged either.
+        let f = check_document(&template("example.com/v1"), &cfg, &Scope::default(), &set);
+        assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+    }
 }

@@ -84,6 +84,23 @@ pub mod audit {
     pub const PAGE_SIZE: u32 = 500;
 }
 
+/// kubernetes-sigs/agent-sandbox, the upstream controller sandgate also governs.
+pub mod upstream {
+    /// The group of its `Sandbox`.
+    pub const GROUP: &str = "agents.x-k8s.io";
+    /// The group of its `SandboxTemplate`, `SandboxClaim` and `SandboxWarmPool`.
+    pub const EXTENSIONS_GROUP: &str = "extensions.agents.x-k8s.io";
+    /// The package segment of the policies that judge its kinds:
+    /// `sandgate.agents.<kind>.<name>`, so they never meet sandgate's own kinds of the
+    /// same name (`sandgate.sandboxtemplate.*` judges only `sandbox.gke.io`'s).
+    pub const POLICY_SEGMENT: &str = "agents";
+
+    /// Whether an API group is one of upstream's.
+    pub fn is_group(group: &str) -> bool {
+        group == GROUP || group == EXTENSIONS_GROUP
+    }
+}
+
 /// Kubernetes names sandgate reads or points at, but does not own.
 pub mod kubernetes {
     /// The label every namespace carries with its own name.

@@ -114,6 +114,26 @@ impl Kind {
     }
 }
 
+/// Which policies judge an object of this group and kind: the key of
+/// `sandgate.<key>.<name>` packages. A kind sandgate knows is judged by its policies
+/// only in its own group (`pod`, `sandboxtemplate`...); upstream agent-sandbox kinds by
+/// `agents.<kind>` policies; any other kind by the policies of its lower-case name, as
+/// DESIGN.md §5 lets authors judge kinds sandgate does not know. `None`: a kind of
+/// sandgate's name from another group, which no policy of that name may judge.
+pub fn policy_key(group: &str, kind: &str) -> Option<String> {
+    let lower = kind.to_ascii_lowercase();
+    if crate::contract::upstream::is_group(group) {
+        return Some(format!(
+            "{}.{lower}",
+            crate::contract::upstream::POLICY_SEGMENT
+        ));
+    }
+    match Kind::of_kind(kind) {
+        Some(known) if known.group() != group => None,
+        _ => Some(lower),
+    }
+}
+
 /// The group of an `apiVersion` (`apps/v1` → `apps`, `v1` → the core group `""`).
 pub fn api_group(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(g, _)| g)
@@ -175,6 +195,32 @@ mod tests {
             let (g, kind, r) = k.names();
             assert_eq!(from_type, (g.into(), kind.into(), r.into()), "{k:?}");
         }
+    }
+
+    #[test]
+    fn policies_judge_a_kind_in_its_own_group_only() {
+        assert_eq!(policy_key("", "Pod").as_deref(), Some("pod"));
+        assert_eq!(
+            policy_key("sandbox.gke.io", "SandboxTemplate").as_deref(),
+            Some("sandboxtemplate")
+        );
+        // Upstream's SandboxTemplate is not sandgate's.
+        assert_eq!(
+            policy_key("extensions.agents.x-k8s.io", "SandboxTemplate").as_deref(),
+            Some("agents.sandboxtemplate")
+        );
+        assert_eq!(
+            policy_key("agents.x-k8s.io", "Sandbox").as_deref(),
+            Some("agents.sandbox")
+        );
+        // Someone else's kind of the same name is judged by no policy of that name.
+        assert_eq!(policy_key("example.com", "SandboxTemplate"), None);
+        assert_eq!(policy_key("example.com", "Pod"), None);
+        // Kinds sandgate does not know keep the DESIGN §5 rule.
+        assert_eq!(
+            policy_key("example.com", "Widget").as_deref(),
+            Some("widget")
+        );
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub fn template_pod(template: &SandboxTemplate, cfg: &Config) -> Pod {
     pod
 }
 
-/// The lower-case kind whose policies judge this request, when policies run for it: on
+/// The key of the policies that judge this request ([`crate::resources::policy_key`]:
+/// the kind, in its group), when policies run for it: on
 /// the final object (`/validate`), for CREATE and UPDATE, in scope, and only if some
 /// policy judges that kind. (The built-in rules must also have allowed it.)
 pub fn policy_kind(
@@ -135,7 +136,7 @@ pub fn policy_kind(
     cfg: &Config,
     policies: &PolicySet,
 ) -> Option<String> {
-    let kind = req.kind.kind.to_ascii_lowercase();
+    let kind = crate::resources::policy_key(&req.kind.group, &req.kind.kind)?;
     (webhook == Webhook::Validate
         && matches!(req.operation, Operation::Create | Operation::Update)
         && in_scope(req, cfg)

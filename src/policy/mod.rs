@@ -2,7 +2,9 @@
 //! prepared once from a directory; each evaluation clones the prepared engine (cheap:
 //! modules and data are shared), so evaluations run in parallel without locks.
 //!
-//! Contract: packages `sandgate.<kind>.<name>` (`<kind>` the lower-case resource kind),
+//! Contract: packages `sandgate.<kind>.<name>` (`<kind>` the lower-case resource kind;
+//! upstream agent-sandbox kinds `sandgate.agents.<kind>.<name>`, see
+//! [`crate::resources::policy_key`]),
 //! rules `deny contains msg` and `warn contains msg` where `msg` is a string or an
 //! object with a `msg` field, `input.review` the AdmissionRequest. Packages under
 //! `sandgate.lib` are shared helpers and never evaluated on their own. Data files
@@ -32,7 +34,9 @@ pub enum PolicyError {
     Read { path: String, reason: String },
     #[error("{0}")]
     Compile(String),
-    #[error("{file}: package {package} is not sandgate.<kind>.<name> (nor a sandgate.lib helper)")]
+    #[error(
+        "{file}: package {package} is not sandgate.<kind>.<name>, sandgate.agents.<kind>.<name> (upstream agent-sandbox kinds) nor a sandgate.lib helper"
+    )]
     Package { file: String, package: String },
     #[error("{file}: data file is not a mapping of keys to values: {reason}")]
     Data { file: String, reason: String },
@@ -263,7 +267,28 @@ impl PolicySet {
                 {
                     continue;
                 }
-                ["data", root, kind, name] if *root == contract::POLICY_PACKAGE_ROOT => {
+                ["data", root, segment, kind, name]
+                    if *root == contract::POLICY_PACKAGE_ROOT
+                        && *segment == contract::upstream::POLICY_SEGMENT =>
+                {
+                    let has = |rule: &str| {
+                        engine
+                            .has_declared_rule_rooted_at(file, rule)
+                            .unwrap_or(false)
+                    };
+                    policies.push(Policy {
+                        name: format!("{segment}.{kind}.{name}"),
+                        kind: format!("{segment}.{kind}"),
+                        package: package.clone(),
+                        file: file.clone(),
+                        has_deny: has("deny"),
+                        has_warn: has("warn"),
+                    });
+                }
+                ["data", root, kind, name]
+                    if *root == contract::POLICY_PACKAGE_ROOT
+                        && *kind != contract::upstream::POLICY_SEGMENT =>
+                {
                     let has = |rule: &str| {
                         engine
                             .has_declared_rule_rooted_at(file, rule)
@@ -490,6 +515,34 @@ fn messages(policy: &str, v: &regorus::Value) -> Vec<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one(file: &str, rego: &str) -> Result<PolicySet, PolicyError> {
+        PolicySet::from_sources(&[(file.into(), rego.into())], &[], DEFAULT_DEADLINE)
+    }
+
+    #[test]
+    fn upstream_kinds_have_their_own_packages() {
+        let deny = "import rego.v1\ndeny contains \"no\" if { true }\n";
+        let set = one(
+            "a.rego",
+            &format!("package sandgate.agents.sandboxtemplate.x\n{deny}"),
+        )
+        .unwrap();
+        assert!(set.judges("agents.sandboxtemplate"));
+        assert!(!set.judges("sandboxtemplate"));
+        assert_eq!(set.policies()[0].name, "agents.sandboxtemplate.x");
+        let review = serde_json::json!({"operation": "CREATE"});
+        assert_eq!(
+            set.evaluate("agents.sandboxtemplate", &review)
+                .denials
+                .len(),
+            1
+        );
+        assert!(set.evaluate("sandboxtemplate", &review).denials.is_empty());
+        // `agents` is not a kind of its own.
+        let e = one("b.rego", &format!("package sandgate.agents.x\n{deny}")).unwrap_err();
+        assert!(matches!(e, PolicyError::Package { .. }), "{e}");
+    }
 
     #[test]
     fn one_stalled_evaluation_does_not_make_a_kind_look_slow() {
