@@ -279,7 +279,7 @@ pub fn check_document(
             || obj
                 .pointer(labels_ptr)
                 .and_then(Value::as_object)
-                .is_some_and(|l| l.contains_key(label::SANDBOX) || l.contains_key(label::TEMPLATE))
+                .is_some_and(|l| contract::has_sandbox_label(|k| l.contains_key(k), cfg.upstream))
     };
 
     // (the webhook the object first meets, its group and resource, the object judged)

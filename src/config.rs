@@ -59,6 +59,15 @@ pub struct ConfigFile {
     pub template_label_creators: Option<Vec<String>>,
     pub network_policy_writers: Option<Vec<String>>,
     pub runtime_class_writers: Option<Vec<String>>,
+    pub upstream_agent_sandbox: Option<UpstreamSettings>,
+}
+
+/// kubernetes-sigs/agent-sandbox support (`upstreamAgentSandbox`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamSettings {
+    /// Whether pods of upstream Sandboxes are sandbox pods (default true).
+    pub enabled: Option<bool>,
 }
 
 /// Flag overrides (`--runtime-class`, `--default-request cpu=250m`, ...).
@@ -102,6 +111,9 @@ pub struct Config {
     pub network_policy_writers: BTreeSet<String>,
     /// Users or groups that may create, change or delete the configured RuntimeClass.
     pub runtime_class_writers: BTreeSet<String>,
+    /// Whether pods of kubernetes-sigs/agent-sandbox Sandboxes (labelled
+    /// `agents.x-k8s.io/sandbox-name-hash`) are sandbox pods (DESIGN.md §2, case 3).
+    pub upstream: bool,
 }
 
 impl Default for Config {
@@ -302,6 +314,11 @@ impl Config {
             .into_iter()
             .collect();
 
+        let upstream = file
+            .upstream_agent_sandbox
+            .and_then(|u| u.enabled)
+            .unwrap_or(true);
+
         Ok(Config {
             runtime_class_name,
             runtime_handler,
@@ -310,6 +327,7 @@ impl Config {
             exclude_namespaces,
             template_label_creators,
             network_policy_writers,
+            upstream,
         })
     }
 
@@ -341,6 +359,9 @@ impl Config {
             exclude_namespaces: Some(self.exclude_namespaces.iter().cloned().collect()),
             template_label_creators: Some(self.template_label_creators.iter().cloned().collect()),
             network_policy_writers: Some(self.network_policy_writers.iter().cloned().collect()),
+            upstream_agent_sandbox: Some(UpstreamSettings {
+                enabled: Some(self.upstream),
+            }),
         }
     }
 }

@@ -99,6 +99,18 @@ pub mod upstream {
     pub fn is_group(group: &str) -> bool {
         group == GROUP || group == EXTENSIONS_GROUP
     }
+
+    /// The prefix of the labels upstream's controller puts on its pods.
+    pub const LABEL_PREFIX: &str = "agents.x-k8s.io/";
+    /// On every pod of an upstream Sandbox (DESIGN.md §2, case 3): a hash of its name.
+    pub const SANDBOX_NAME_HASH: &str = "agents.x-k8s.io/sandbox-name-hash";
+    /// On a Sandbox: the pod upstream's controller takes for it (and deletes with it).
+    pub const POD_NAME_ANNOTATION: &str = "agents.x-k8s.io/pod-name";
+
+    /// Whether a pod's labels make it one of upstream's sandbox pods.
+    pub fn is_sandbox_pod(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+        labels.is_some_and(|l| l.contains_key(SANDBOX_NAME_HASH))
+    }
 }
 
 /// Kubernetes names sandgate reads or points at, but does not own.
@@ -202,9 +214,17 @@ pub fn managed_selector() -> String {
     format!("{}={}", label::MANAGED_BY, label::MANAGED_BY_SANDGATE)
 }
 
-/// Whether a label map marks its owner as a sandbox pod.
-pub fn is_sandbox_labelled(labels: Option<&BTreeMap<String, String>>) -> bool {
-    labels.is_some_and(|l| l.contains_key(label::SANDBOX) || l.contains_key(label::TEMPLATE))
+/// Whether a label map marks its owner as a sandbox pod: sandgate's labels, or
+/// (when `upstream` support is on) upstream agent-sandbox's.
+pub fn is_sandbox_labelled(labels: Option<&BTreeMap<String, String>>, upstream: bool) -> bool {
+    labels.is_some_and(|l| has_sandbox_label(|k| l.contains_key(k), upstream))
+}
+
+/// The same test over any label map (`has` says whether a key is present).
+pub fn has_sandbox_label(has: impl Fn(&str) -> bool, upstream: bool) -> bool {
+    has(label::SANDBOX)
+        || has(label::TEMPLATE)
+        || (upstream && has(self::upstream::SANDBOX_NAME_HASH))
 }
 
 /// Whether a namespace's labels enforce sandboxing on every pod in it.

@@ -107,15 +107,21 @@ impl ClusterFacts for KubeFacts {
             if ns.is_some_and(|n| contract::is_enforcing(n.metadata.labels.as_ref())) {
                 return Ok(true);
             }
+            // Every sandbox pod admitted by sandgate carries the sandbox label (the
+            // mutation sets it); upstream's pods admitted while sandgate was away carry
+            // only theirs.
             let pods: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), namespace);
-            let params = kube::api::ListParams::default()
-                .labels(label::SANDBOX)
-                .limit(1);
-            let found = pods
-                .list_metadata(&params)
-                .await
-                .map_err(|e| err("the sandbox pods of namespace", e))?;
-            Ok(!found.items.is_empty())
+            for selector in [label::SANDBOX, contract::upstream::SANDBOX_NAME_HASH] {
+                let params = kube::api::ListParams::default().labels(selector).limit(1);
+                let found = pods
+                    .list_metadata(&params)
+                    .await
+                    .map_err(|e| err("the sandbox pods of namespace", e))?;
+                if !found.items.is_empty() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         })
     }
 

@@ -254,7 +254,9 @@ fn webhooks_fail_closed_and_are_scoped_to_sandbox_pods() {
             .as_array()
             .is_some_and(|a| {
                 a.iter().any(|e| {
-                    (e["key"] == "sandbox.gke.io/sandbox" || e["key"] == "sandbox.gke.io/template")
+                    (e["key"] == "sandbox.gke.io/sandbox"
+                        || e["key"] == "sandbox.gke.io/template"
+                        || e["key"] == "agents.x-k8s.io/sandbox-name-hash")
                         && e["operator"] == "Exists"
                 })
             });
@@ -451,5 +453,100 @@ fn the_policy_report_crds_declare_every_field_the_audit_writes() {
             &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
             "",
         );
+    }
+}
+
+/// Whether a label selector (matchLabels / matchExpressions, as JSON) selects `labels`.
+fn selects(selector: &Value, labels: &std::collections::BTreeMap<&str, &str>) -> bool {
+    let by_label = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k.as_str()).copied() == v.as_str());
+    let by_expr = selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|e| {
+            let key = e["key"].as_str().unwrap_or_default();
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let got = labels.get(key).copied();
+            match e["operator"].as_str().unwrap_or_default() {
+                "In" => got.is_some_and(|v| values.contains(&v)),
+                "NotIn" => !got.is_some_and(|v| values.contains(&v)),
+                "Exists" => got.is_some(),
+                "DoesNotExist" => got.is_none(),
+                other => panic!("unknown operator {other}"),
+            }
+        });
+    by_label && by_expr
+}
+
+/// DESIGN.md §2 through the shipped selectors: every sandbox pod (enforced namespace,
+/// sandgate's labels, or upstream agent-sandbox's) is sent exactly once to each
+/// webhook on CREATE, and no other pod ever is.
+#[test]
+fn every_sandbox_pod_reaches_each_webhook_exactly_once_and_no_other_pod_does() {
+    let objects = kustomized();
+    let keys = [
+        "sandbox.gke.io/sandbox",
+        "sandbox.gke.io/template",
+        "agents.x-k8s.io/sandbox-name-hash",
+    ];
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let pod_entries: Vec<Value> = find(&objects, kind)["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| {
+                w["rules"][0]["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r == "pods")
+            })
+            .cloned()
+            .collect();
+        for namespace in ["agents", "kube-system", "sandgate-system"] {
+            for enforced in [false, true] {
+                for mask in 0..8u8 {
+                    let mut ns = std::collections::BTreeMap::from([(
+                        "kubernetes.io/metadata.name",
+                        namespace,
+                    )]);
+                    if enforced {
+                        ns.insert("sandbox.gke.io/enforce", "true");
+                    }
+                    let pod: std::collections::BTreeMap<&str, &str> = keys
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1 << i) != 0)
+                        .map(|(_, k)| (*k, "x"))
+                        .collect();
+                    let sent = pod_entries
+                        .iter()
+                        .filter(|w| {
+                            selects(&w["namespaceSelector"], &ns)
+                                && selects(&w["objectSelector"], &pod)
+                        })
+                        .count();
+                    let excluded = namespace != "agents";
+                    let sandbox = !excluded && (enforced || mask != 0);
+                    assert_eq!(
+                        sent,
+                        usize::from(sandbox),
+                        "{kind}: namespace {namespace} enforced={enforced}, pod labels {pod:?}"
+                    );
+                }
+            }
+        }
     }
 }

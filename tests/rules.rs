@@ -367,6 +367,51 @@ fn label_removal_or_change_on_update_is_denied() {
     assert!(d.allowed && d.patch.is_none(), "{}", d.message());
 }
 
+/// Upstream agent-sandbox's label puts its pods in scope, so it is held like
+/// sandgate's; with upstream support off it is an ordinary label.
+#[test]
+fn the_upstream_sandbox_label_cannot_be_removed_or_changed() {
+    const HASH: &str = "agents.x-k8s.io/sandbox-name-hash";
+    let mut p = pod();
+    p["metadata"]["labels"] = json!({HASH: "5f1c2a"});
+    let d = decide(Webhook::Mutate, &create(p.clone()));
+    let old = patched(&p, &d);
+    let mut removed = old.clone();
+    removed["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove(HASH);
+    let mut changed = old.clone();
+    changed["metadata"]["labels"][HASH] = json!("other");
+    for (name, new) in [("removed", &removed), ("changed", &changed)] {
+        let d = decide(
+            Webhook::Validate,
+            &pod_review("UPDATE", new.clone(), Some(old.clone()), None),
+        );
+        assert!(!d.allowed, "upstream label {name} must be denied");
+        assert_eq!(rules(&d), vec!["sandbox-labels"]);
+    }
+    // Twin: another agents.x-k8s.io label is upstream's business, not a scope label.
+    let mut other = old.clone();
+    other["metadata"]["labels"]["agents.x-k8s.io/launch-type"] = json!("warm");
+    let d = decide(
+        Webhook::Validate,
+        &pod_review("UPDATE", other, Some(old.clone()), None),
+    );
+    assert!(d.allowed, "{}", d.message());
+    // Support off: the label is nobody's scope.
+    let file: sandgate::config::ConfigFile =
+        serde_yaml::from_str("upstreamAgentSandbox: {enabled: false}").unwrap();
+    let off = Config::build(file, Default::default()).unwrap();
+    assert!(!off.upstream);
+    let d = builtin(
+        Webhook::Validate,
+        &request(&pod_review("UPDATE", removed, Some(old), None)),
+        &off,
+    );
+    assert!(d.allowed, "{}", d.message());
+}
+
 #[test]
 fn resize_may_lower_limits_but_never_raise_them() {
     let old = stored_pod();

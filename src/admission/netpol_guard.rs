@@ -190,7 +190,9 @@ fn excludes_sandbox_pods(selector: &LabelSelector) -> bool {
 /// Whether the selector asks for sandbox pods by sandgate's labels (so it selects
 /// sandbox pods wherever it is).
 fn names_sandbox_labels(selector: &LabelSelector) -> bool {
-    let ours = |k: &str| k == label::SANDBOX || k == label::TEMPLATE;
+    let ours = |k: &str| {
+        k == label::SANDBOX || k == label::TEMPLATE || k == contract::upstream::SANDBOX_NAME_HASH
+    };
     selector.match_labels.iter().flatten().any(|(k, _)| ours(k))
         || selector
             .match_expressions

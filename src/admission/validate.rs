@@ -172,7 +172,7 @@ pub fn pod(pod: &Pod, cfg: &Config, change: Change<'_>) -> Vec<Violation> {
             }
         }
         Change::Update { old, sub_resource } => {
-            label_rules(old, pod, &mut out);
+            label_rules(old, pod, cfg.upstream, &mut out);
             if sub_resource == "resize" {
                 resize_rules(old, pod, &mut out);
             }
@@ -493,7 +493,7 @@ fn annotation_rules(pod: &Pod, out: &mut Vec<Violation>) {
 /// sandbox.gke.io/* labels are fixed at creation: removing or changing one would take
 /// the pod out of its NetworkPolicies, adding a template label would put it under that
 /// template's (possibly wider) egress rules.
-fn label_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
+fn label_rules(old: &Pod, new: &Pod, upstream: bool, out: &mut Vec<Violation>) {
     let empty = BTreeMap::new();
     let old_labels = old.metadata.labels.as_ref().unwrap_or(&empty);
     let new_labels = new.metadata.labels.as_ref().unwrap_or(&empty);
@@ -506,10 +506,12 @@ fn label_rules(old: &Pod, new: &Pod, out: &mut Vec<Violation>) {
             ));
         }
     }
-    for (k, v) in old_labels
-        .iter()
-        .filter(|(k, _)| k.starts_with(LABEL_PREFIX))
-    {
+    // Upstream agent-sandbox's label puts its pods in scope: it is held like ours.
+    let held = |k: &str| {
+        k.starts_with(LABEL_PREFIX)
+            || (upstream && k == crate::contract::upstream::SANDBOX_NAME_HASH)
+    };
+    for (k, v) in old_labels.iter().filter(|(k, _)| held(k)) {
         match new_labels.get(k) {
             None => out.push(Violation::new(
                 Rule::SandboxLabels,

@@ -240,7 +240,11 @@ impl Scanner {
             )
             .await?;
         }
-        for selector in [label::SANDBOX, label::TEMPLATE] {
+        let mut selectors = vec![label::SANDBOX, label::TEMPLATE];
+        if self.cfg.upstream {
+            selectors.push(contract::upstream::SANDBOX_NAME_HASH);
+        }
+        for selector in selectors {
             let lp = ListParams::default().labels(selector);
             match only {
                 None => {
@@ -418,10 +422,11 @@ impl Scanner {
                     }
                 };
                 if kind == Kind::Pod {
-                    if !view::audits_pod(&value, enforced) || !seen.insert(uid) {
+                    let upstream = self.cfg.upstream;
+                    if !view::audits_pod(&value, enforced, upstream) || !seen.insert(uid) {
                         continue;
                     }
-                    if contract::is_sandbox_labelled(item.metadata.labels.as_ref()) {
+                    if contract::is_sandbox_labelled(item.metadata.labels.as_ref(), upstream) {
                         snapshot.mark_sandbox_namespace(&ns);
                     }
                 }

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::admission::review::{GroupVersionKind, GroupVersionResource};
 use crate::admission::{AdmissionRequest, Decision, Operation, Rule};
-use crate::contract::{self, audit, label};
+use crate::contract::{self, audit};
 use crate::resources::Kind;
 
 /// The object a result is about, as PolicyReports reference it.
@@ -153,11 +153,12 @@ impl Judged {
 
 /// Whether a stored pod is a sandbox pod the audit judges: labelled as one, or in an
 /// enforced namespace; and still running something (not finished, not being deleted).
-pub fn audits_pod(pod: &Value, namespace_enforced: bool) -> bool {
+/// `upstream`: pods of upstream agent-sandbox Sandboxes count (the configuration says).
+pub fn audits_pod(pod: &Value, namespace_enforced: bool, upstream: bool) -> bool {
     let labelled = pod
         .pointer("/metadata/labels")
         .and_then(Value::as_object)
-        .is_some_and(|l| l.contains_key(label::SANDBOX) || l.contains_key(label::TEMPLATE));
+        .is_some_and(|l| contract::has_sandbox_label(|k| l.contains_key(k), upstream));
     let finished = matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed")
@@ -302,6 +303,7 @@ pub fn outcomes(decision: &Decision) -> Vec<Outcome> {
 mod tests {
     use super::*;
     use crate::admission::Violation;
+    use crate::contract::label;
 
     fn pod(labels: Value, phase: &str) -> Value {
         json!({"metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": labels},
@@ -313,17 +315,19 @@ mod tests {
     fn only_running_sandbox_pods_are_audited() {
         assert!(audits_pod(
             &pod(json!({label::SANDBOX: "x"}), "Running"),
-            false
+            false,
+            true
         ));
-        assert!(audits_pod(&pod(json!({}), "Pending"), true));
-        assert!(!audits_pod(&pod(json!({}), "Running"), false));
+        assert!(audits_pod(&pod(json!({}), "Pending"), true, true));
+        assert!(!audits_pod(&pod(json!({}), "Running"), false, true));
         assert!(!audits_pod(
             &pod(json!({label::SANDBOX: "x"}), "Succeeded"),
+            true,
             true
         ));
         let mut deleting = pod(json!({label::SANDBOX: "x"}), "Running");
         deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert!(!audits_pod(&deleting, true));
+        assert!(!audits_pod(&deleting, true, true));
     }
 
     #[test]

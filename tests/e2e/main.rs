@@ -4,6 +4,7 @@
 mod audit;
 mod harness;
 mod pools;
+mod upstream;
 
 use std::process::Output;
 use std::time::{Duration, Instant};
