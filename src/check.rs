@@ -314,7 +314,8 @@ pub fn check_document(
         _ => match known.filter(|k| k.pod_template_pointer().is_some()) {
             Some(workload) => {
                 let ptr = workload.pod_template_pointer().unwrap_or_default();
-                if !in_scope(&format!("{ptr}/metadata/labels")) {
+                let always = workload.makes_sandbox_pods() && cfg.upstream;
+                if !always && !in_scope(&format!("{ptr}/metadata/labels")) {
                     finding.note = Some(not_sandbox_note());
                     return finding;
                 }
@@ -418,39 +419,60 @@ mod tests {
         PolicySet::load_dir(Path::new(dir), std::time::Duration::from_secs(1)).unwrap()
     }
 
-    fn template(api_version: &str) -> Document {
+    fn template(api_version: &str, pod_field: &str) -> Document {
         let yaml = format!(
             "apiVersion: {api_version}\nkind: SandboxTemplate\nmetadata: {{name: t, namespace: ns}}\n\
-             spec:\n  runtimeClassName: runc\n  template:\n    spec:\n      containers:\n\
+             spec:\n  runtimeClassName: runc\n  {pod_field}:\n    spec:\n      containers:\n\
              \x20       - {{name: c, image: python:3.11-slim, securityContext: {{privileged: true}}}}\n"
         );
         parse_documents("t.yaml", &yaml).unwrap().remove(0)
     }
 
-    /// Dispatch is on group and kind: sandgate's SandboxTemplate policies never judge
-    /// (and so never pass) upstream agent-sandbox's kind of the same name.
+    /// Dispatch is on group and kind: upstream agent-sandbox's SandboxTemplate is judged
+    /// as the pods it makes (its `spec.podTemplate`), never by sandgate's own
+    /// SandboxTemplate rules and policies.
     #[test]
-    fn an_upstream_template_is_not_taken_for_sandgates_own() {
+    fn an_upstream_template_is_judged_as_its_pods_not_as_sandgates_template() {
         let cfg = Config::default();
         let set = policies();
         let ours = check_document(
-            &template("sandbox.gke.io/v1"),
+            &template("sandbox.gke.io/v1", "template"),
             &cfg,
             &Scope::default(),
             &set,
         );
         assert_eq!(ours.verdict, Verdict::Deny, "{ours:?}");
-        let theirs = template("extensions.agents.x-k8s.io/v1beta1");
+        let theirs = template("extensions.agents.x-k8s.io/v1beta1", "podTemplate");
         let f = check_document(&theirs, &cfg, &Scope::default(), &set);
-        assert_ne!(f.verdict, Verdict::Pass, "{f:?}");
+        assert_eq!(f.verdict, Verdict::Deny, "{f:?}");
         assert!(
-            f.note
-                .as_deref()
-                .is_some_and(|n| n.contains("sandgate.agents")),
+            f.violations.iter().any(
+                |v| v.field == "spec.podTemplate.spec.containers[0].securityContext.privileged"
+            ),
             "{f:?}"
         );
+        assert!(
+            !f.violations
+                .iter()
+                .any(|v| v.field.starts_with("sandboxtemplate.")),
+            "{f:?}"
+        );
+        // Upstream support off: not judged.
+        let off = Config {
+            upstream: false,
+            ..Config::default()
+        };
+        assert_eq!(
+            check_document(&theirs, &off, &Scope::default(), &set).verdict,
+            Verdict::Skip
+        );
         // Someone else's kind of that name is not judged either.
-        let f = check_document(&template("example.com/v1"), &cfg, &Scope::default(), &set);
+        let f = check_document(
+            &template("example.com/v1", "template"),
+            &cfg,
+            &Scope::default(),
+            &set,
+        );
         assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
     }
 }

@@ -21,10 +21,14 @@ pub enum Kind {
     Job,
     CronJob,
     ReplicationController,
+    /// kubernetes-sigs/agent-sandbox's `Sandbox` (agents.x-k8s.io).
+    UpstreamSandbox,
+    /// kubernetes-sigs/agent-sandbox's `SandboxTemplate` (extensions.agents.x-k8s.io).
+    UpstreamSandboxTemplate,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Pod,
         Kind::Namespace,
         Kind::NetworkPolicy,
@@ -40,6 +44,8 @@ impl Kind {
         Kind::Job,
         Kind::CronJob,
         Kind::ReplicationController,
+        Kind::UpstreamSandbox,
+        Kind::UpstreamSandboxTemplate,
     ];
 
     /// (API group, kind, resource).
@@ -64,6 +70,12 @@ impl Kind {
             Kind::Job => ("batch", "Job", "jobs"),
             Kind::CronJob => ("batch", "CronJob", "cronjobs"),
             Kind::ReplicationController => ("", "ReplicationController", "replicationcontrollers"),
+            Kind::UpstreamSandbox => (crate::contract::upstream::GROUP, "Sandbox", "sandboxes"),
+            Kind::UpstreamSandboxTemplate => (
+                crate::contract::upstream::EXTENSIONS_GROUP,
+                "SandboxTemplate",
+                "sandboxtemplates",
+            ),
         }
     }
 
@@ -94,7 +106,8 @@ impl Kind {
             .find(|k| k.group() == group && k.kind() == kind)
     }
 
-    /// The kind of that name, in whichever group.
+    /// The kind of that name, in whichever group (sandgate's own first: upstream's
+    /// kinds share two of its names).
     pub fn of_kind(kind: &str) -> Option<Kind> {
         Self::ALL.into_iter().find(|k| k.kind() == kind)
     }
@@ -109,8 +122,15 @@ impl Kind {
             | Kind::Job
             | Kind::ReplicationController => Some("/spec/template"),
             Kind::CronJob => Some("/spec/jobTemplate/spec/template"),
+            Kind::UpstreamSandbox | Kind::UpstreamSandboxTemplate => Some("/spec/podTemplate"),
             _ => None,
         }
+    }
+
+    /// Whether every pod this kind makes is a sandbox pod, whatever its labels or
+    /// namespace: upstream's controller labels each pod of a Sandbox as one.
+    pub fn makes_sandbox_pods(self) -> bool {
+        matches!(self, Kind::UpstreamSandbox | Kind::UpstreamSandboxTemplate)
     }
 }
 
@@ -191,6 +211,17 @@ mod tests {
                 Kind::Job => names::<batch::v1::Job>(),
                 Kind::CronJob => names::<batch::v1::CronJob>(),
                 Kind::ReplicationController => names::<core::v1::ReplicationController>(),
+                // No Rust types for upstream's kinds: their names as upstream spells them.
+                Kind::UpstreamSandbox => (
+                    "agents.x-k8s.io".into(),
+                    "Sandbox".into(),
+                    "sandboxes".into(),
+                ),
+                Kind::UpstreamSandboxTemplate => (
+                    "extensions.agents.x-k8s.io".into(),
+                    "SandboxTemplate".into(),
+                    "sandboxtemplates".into(),
+                ),
             };
             let (g, kind, r) = k.names();
             assert_eq!(from_type, (g.into(), kind.into(), r.into()), "{k:?}");

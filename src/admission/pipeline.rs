@@ -26,7 +26,8 @@ pub fn admit(
     if let Some(kind) = Kind::of_resource(&req.resource.group, &req.resource.resource)
         .filter(|k| k.pod_template_pointer().is_some())
     {
-        return if webhook == Webhook::Validate && in_scope(req, cfg) {
+        let governed = !kind.makes_sandbox_pods() || cfg.upstream;
+        return if webhook == Webhook::Validate && in_scope(req, cfg) && governed {
             workload::admit(kind, req, cfg, policies)
         } else {
             Decision::allow()

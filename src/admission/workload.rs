@@ -30,19 +30,27 @@ pub fn admit(kind: Kind, req: &AdmissionRequest, cfg: &Config, policies: &Policy
         );
     };
     let inner = pipeline::admit_as_apiserver(pod_req, cfg, policies);
+    let (reach, mut egress_warnings) = upstream_egress(kind, req);
+    let mut inner = inner;
+    if !reach.is_empty() {
+        inner.allowed = false;
+    }
+    inner.warnings.append(&mut egress_warnings);
+    let mut violations: Vec<Violation> = inner
+        .violations
+        .into_iter()
+        .map(|mut v| {
+            if v.rule != Rule::Policy {
+                v.field = format!("{prefix}.{}", v.field);
+            }
+            v
+        })
+        .collect();
+    violations.extend(reach);
     Decision {
         allowed: inner.allowed,
         subject: who,
-        violations: inner
-            .violations
-            .into_iter()
-            .map(|mut v| {
-                if v.rule != Rule::Policy {
-                    v.field = format!("{prefix}.{}", v.field);
-                }
-                v
-            })
-            .collect(),
+        violations,
         warnings: inner.warnings,
         // The workload itself is never changed: its pods are mutated when they are made.
         patch: None,
@@ -50,6 +58,30 @@ pub fn admit(kind: Kind, req: &AdmissionRequest, cfg: &Config, policies: &Policy
         // The pods' Secrets are checked when the pods are made.
         lookups: Vec::new(),
         policy_runs: inner.policy_runs,
+    }
+}
+
+/// An upstream SandboxTemplate's explicit egress rules, through the same analysis as
+/// sandgate's templates (`spec.networkPolicy.egress`); other kinds have none.
+fn upstream_egress(kind: Kind, req: &AdmissionRequest) -> (Vec<Violation>, Vec<String>) {
+    let Some(rules) = (kind == Kind::UpstreamSandboxTemplate)
+        .then(|| req.object.as_ref()?.pointer("/spec/networkPolicy/egress"))
+        .flatten()
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    match serde_json::from_value::<Vec<k8s_openapi::api::networking::v1::NetworkPolicyEgressRule>>(
+        rules.clone(),
+    ) {
+        Ok(rules) => super::egress::rules(&rules, "spec.networkPolicy.egress"),
+        Err(e) => (
+            vec![Violation::new(
+                Rule::MalformedObject,
+                "spec.networkPolicy.egress",
+                format!("is not a list of NetworkPolicy egress rules ({e}); it cannot be judged"),
+            )],
+            Vec::new(),
+        ),
     }
 }
 

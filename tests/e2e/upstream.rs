@@ -24,6 +24,7 @@ fn upstream_crds(c: &Cluster) {
         "--for=condition=Established",
         "--timeout=60s",
         "crd/sandboxes.agents.x-k8s.io",
+        "crd/sandboxtemplates.extensions.agents.x-k8s.io",
     ]);
     assert!(o.status.success(), "{}", out(&o));
 }
@@ -135,4 +136,64 @@ fn pods_of_upstream_sandboxes_are_hardened_and_judged_like_sandgates_own() {
         p["metadata"]["labels"]["sandbox.gke.io/sandbox"].is_null(),
         "{p}"
     );
+}
+
+#[test]
+fn upstream_sandboxes_and_templates_are_judged_as_the_pods_they_make() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-kinds", false);
+    let privileged = json!([{"name": "c", "image": "python:3.11-slim",
+                             "securityContext": {"privileged": true}}]);
+    let plain = json!([{"name": "c", "image": "python:3.11-slim"}]);
+
+    // A Sandbox: refused at apply, naming the field in the Sandbox.
+    let sb = |name: &str, containers: &Value| {
+        json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+               "metadata": {"name": name, "namespace": ns.name},
+               "spec": {"podTemplate": {"spec": {"containers": containers}}}})
+    };
+    let o = create(c, &sb("bad", &privileged));
+    assert!(
+        !o.status.success(),
+        "a privileged upstream Sandbox was admitted"
+    );
+    assert!(
+        out(&o).contains("spec.podTemplate.spec.containers[0].securityContext.privileged"),
+        "{}",
+        out(&o)
+    );
+    let o = create(c, &sb("good", &plain));
+    assert!(o.status.success(), "{}", out(&o));
+
+    // A SandboxTemplate: its pod, and its explicit egress.
+    let template = |name: &str, containers: &Value, egress: Value| {
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+               "metadata": {"name": name, "namespace": ns.name},
+               "spec": {"podTemplate": {"spec": {"containers": containers}},
+                        "networkPolicy": {"egress": egress}}})
+    };
+    let dns = json!([{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                              "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                      "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]);
+    let o = create(c, &template("bad-pod", &privileged, dns.clone()));
+    assert!(
+        !o.status.success(),
+        "a privileged upstream template was admitted"
+    );
+    assert!(out(&o).contains("[privileged]"), "{}", out(&o));
+    let open = json!([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]);
+    let o = create(c, &template("open", &plain, open));
+    assert!(
+        !o.status.success(),
+        "an upstream template open to the internet was admitted"
+    );
+    assert!(
+        out(&o).contains("spec.networkPolicy.egress") && out(&o).contains("[egress-reach]"),
+        "{}",
+        out(&o)
+    );
+    let o = create(c, &template("fine", &plain, dns));
+    assert!(o.status.success(), "{}", out(&o));
 }
