@@ -136,11 +136,16 @@ pub fn default_deny(namespace: &str) -> NetworkPolicy {
             }),
             policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
             ingress: None,
-            egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![dns_peer()]),
-                ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
-            }]),
+            egress: Some(vec![dns_egress()]),
         }),
+    }
+}
+
+/// The one egress rule sandbox pods get: DNS (UDP and TCP 53) to kube-dns.
+pub fn dns_egress() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        to: Some(vec![dns_peer()]),
+        ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod rule;
 pub mod runtime_class;
 pub mod secret;
 pub mod template;
+pub mod upstream;
 pub mod validate;
 pub mod workload;
 

@@ -5,7 +5,7 @@
 
 use super::{
     AdmissionRequest, Decision, Operation, Rule, Violation, Webhook, in_scope, mutate,
-    netpol_guard, pod, runtime_class, secret, subject, template, workload,
+    netpol_guard, pod, runtime_class, secret, subject, template, upstream, workload,
 };
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
@@ -27,10 +27,13 @@ pub fn admit(
         .filter(|k| k.pod_template_pointer().is_some())
     {
         let governed = !kind.makes_sandbox_pods() || cfg.upstream;
-        return if webhook == Webhook::Validate && in_scope(req, cfg) && governed {
-            workload::admit(kind, req, cfg, policies)
-        } else {
-            Decision::allow()
+        return match webhook {
+            _ if !in_scope(req, cfg) || !governed => Decision::allow(),
+            Webhook::Validate => workload::admit(kind, req, cfg, policies),
+            Webhook::Mutate if kind == Kind::UpstreamSandboxTemplate => {
+                upstream::mutate_template(req)
+            }
+            Webhook::Mutate => Decision::allow(),
         };
     }
     let mut d = builtin(webhook, req, cfg);

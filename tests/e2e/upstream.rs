@@ -197,3 +197,77 @@ fn upstream_sandboxes_and_templates_are_judged_as_the_pods_they_make() {
     let o = create(c, &template("fine", &plain, dns));
     assert!(o.status.success(), "{}", out(&o));
 }
+
+#[test]
+fn an_upstream_template_that_names_no_egress_is_closed_to_dns_only() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-egress", false);
+    let template = |name: &str, extra: Value| {
+        let mut t = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+               "metadata": {"name": name, "namespace": ns.name},
+               "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}}}});
+        if let (Some(spec), Some(extra)) = (t["spec"].as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        t
+    };
+    // The managed default would open the internet: closed to DNS, with a warning.
+    let o = create(c, &template("managed", json!({})));
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("DNS-only egress"),
+        "the warning: {}",
+        out(&o)
+    );
+    let t = get_json(
+        c,
+        &[
+            "sandboxtemplates.extensions.agents.x-k8s.io",
+            "managed",
+            "-n",
+            &ns.name,
+        ],
+    );
+    let egress = &t["spec"]["networkPolicy"]["egress"];
+    assert_eq!(egress.as_array().map(Vec::len), Some(1), "{t}");
+    assert_eq!(
+        egress[0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+        "kube-dns"
+    );
+    assert_eq!(egress[0]["ports"][0]["port"], 53);
+    // Twins left as written: explicit egress, and a template managing its own policy.
+    let explicit = json!({"networkPolicy": {"egress": [{"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+                                                        "ports": [{"protocol": "TCP", "port": 443}]}]}});
+    let o = create(c, &template("explicit", explicit));
+    assert!(o.status.success(), "{}", out(&o));
+    let t = get_json(
+        c,
+        &[
+            "sandboxtemplates.extensions.agents.x-k8s.io",
+            "explicit",
+            "-n",
+            &ns.name,
+        ],
+    );
+    assert_eq!(
+        t["spec"]["networkPolicy"]["egress"][0]["ports"][0]["port"], 443,
+        "{t}"
+    );
+    let o = create(
+        c,
+        &template("unmanaged", json!({"networkPolicyManagement": "Unmanaged"})),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let t = get_json(
+        c,
+        &[
+            "sandboxtemplates.extensions.agents.x-k8s.io",
+            "unmanaged",
+            "-n",
+            &ns.name,
+        ],
+    );
+    assert!(t["spec"]["networkPolicy"].is_null(), "{t}");
+}
