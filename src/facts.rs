@@ -134,22 +134,32 @@ impl ClusterFacts for KubeFacts {
             let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), namespace);
             let mut tokens = BTreeSet::new();
             for name in names {
-                let meta = api.get_metadata_opt(name).await.map_err(|e| FactsError {
-                    what: format!("Secret {namespace}/{name}"),
-                    reason: e.to_string(),
-                })?;
-                let is_token = meta.is_some_and(|m| {
-                    m.metadata.annotations.as_ref().is_some_and(|a| {
-                        a.contains_key(kubernetes::SERVICE_ACCOUNT_NAME_ANNOTATION)
-                    })
-                });
-                if is_token {
+                if is_token_secret(&api, namespace, name).await? {
                     tokens.insert(name.clone());
                 }
             }
             Ok(tokens)
         })
     }
+}
+
+/// Whether Secret `name` is a legacy service-account token, by its metadata only (one
+/// GET; a missing Secret is no token).
+pub async fn is_token_secret(
+    api: &kube::Api<Secret>,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, FactsError> {
+    let meta = api.get_metadata_opt(name).await.map_err(|e| FactsError {
+        what: format!("Secret {namespace}/{name}"),
+        reason: e.to_string(),
+    })?;
+    Ok(meta.is_some_and(|m| {
+        m.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(kubernetes::SERVICE_ACCOUNT_NAME_ANNOTATION))
+    }))
 }
 
 /// Checks the cluster facts a decision depends on (the pipeline leaves them only on

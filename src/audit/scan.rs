@@ -21,9 +21,9 @@ use super::pace::Pacer;
 use super::view::{self, Judged, Outcome, ResourceRef, Verdict};
 use crate::admission::{self, Decision, Webhook, netpol_guard};
 use crate::config::Config;
-use crate::contract::{self, audit, kubernetes, label};
+use crate::contract::{self, audit, label};
 use crate::crd::{SandboxClaim, SandboxTemplate};
-use crate::facts::{self, ClusterFacts, FactFuture, FactsError};
+use crate::facts::{self, ClusterFacts, FactFuture};
 use crate::policy::PolicySet;
 use crate::resources::Kind;
 
@@ -564,15 +564,7 @@ impl ClusterFacts for Snapshot<'_> {
                     Some(t) => t,
                     None => {
                         self.scanner.pace("get").await;
-                        let meta = api.get_metadata_opt(name).await.map_err(|e| FactsError {
-                            what: format!("Secret {namespace}/{name}"),
-                            reason: e.to_string(),
-                        })?;
-                        let t = meta.is_some_and(|m| {
-                            m.metadata.annotations.as_ref().is_some_and(|a| {
-                                a.contains_key(kubernetes::SERVICE_ACCOUNT_NAME_ANNOTATION)
-                            })
-                        });
+                        let t = facts::is_token_secret(&api, namespace, name).await?;
                         self.tokens
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
