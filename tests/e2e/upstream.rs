@@ -11,8 +11,14 @@ use super::{Ns, create, get_json, out, wait};
 
 const HASH: &str = "agents.x-k8s.io/sandbox-name-hash";
 
-/// Registers the stand-in CRDs once per cluster (idempotent).
+/// Registers the stand-in CRDs once per test binary (tests run in parallel, and two
+/// first applies of one CRD race to create it).
 fn upstream_crds(c: &Cluster) {
+    static ONCE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = ONCE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/agent-sandbox-crds.yaml"
@@ -27,6 +33,7 @@ fn upstream_crds(c: &Cluster) {
         "crd/sandboxtemplates.extensions.agents.x-k8s.io",
     ]);
     assert!(o.status.success(), "{}", out(&o));
+    *done = true;
 }
 
 /// An upstream Sandbox and its uid.
