@@ -68,6 +68,14 @@ pub struct ConfigFile {
 pub struct UpstreamSettings {
     /// Whether pods of upstream Sandboxes are sandbox pods (default true).
     pub enabled: Option<bool>,
+    /// Users or groups upstream's controller runs as: the only writers of its
+    /// `agents.x-k8s.io/*` labels and pod-name annotation, and of the NetworkPolicies of
+    /// its managed templates.
+    pub controllers: Option<Vec<String>>,
+    /// The largest `spec.replicas` of one SandboxWarmPool.
+    pub max_warm_pool_replicas: Option<u32>,
+    /// The largest sum of `spec.replicas` over one namespace's SandboxWarmPools.
+    pub max_warm_pool_replicas_per_namespace: Option<u32>,
 }
 
 /// Flag overrides (`--runtime-class`, `--default-request cpu=250m`, ...).
@@ -114,6 +122,18 @@ pub struct Config {
     /// Whether pods of kubernetes-sigs/agent-sandbox Sandboxes (labelled
     /// `agents.x-k8s.io/sandbox-name-hash`) are sandbox pods (DESIGN.md §2, case 3).
     pub upstream: bool,
+    /// Who upstream's controller is ([`UpstreamSettings::controllers`]).
+    pub upstream_controllers: BTreeSet<String>,
+    /// The caps on upstream warm pools (kubernetes-sigs/agent-sandbox#251: `replicas`
+    /// has no bound of its own).
+    pub warm_pool_caps: WarmPoolCaps,
+}
+
+/// The most sandboxes upstream warm pools may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmPoolCaps {
+    pub per_pool: u32,
+    pub per_namespace: u32,
 }
 
 impl Default for Config {
@@ -314,10 +334,26 @@ impl Config {
             .into_iter()
             .collect();
 
-        let upstream = file
-            .upstream_agent_sandbox
-            .and_then(|u| u.enabled)
-            .unwrap_or(true);
+        let upstream_file = file.upstream_agent_sandbox.unwrap_or_default();
+        let upstream = upstream_file.enabled.unwrap_or(true);
+        let upstream_controllers: BTreeSet<String> = upstream_file
+            .controllers
+            .unwrap_or_else(|| vec![contract::upstream::CONTROLLER.to_string()])
+            .into_iter()
+            .collect();
+        if upstream_controllers.iter().any(|c| c.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "upstreamAgentSandbox.controllers: empty user or group name".into(),
+            ));
+        }
+        let warm_pool_caps = WarmPoolCaps {
+            per_pool: upstream_file
+                .max_warm_pool_replicas
+                .unwrap_or(contract::upstream::DEFAULT_MAX_WARM_POOL_REPLICAS),
+            per_namespace: upstream_file
+                .max_warm_pool_replicas_per_namespace
+                .unwrap_or(contract::upstream::DEFAULT_MAX_NAMESPACE_WARM_POOL_REPLICAS),
+        };
 
         Ok(Config {
             runtime_class_name,
@@ -328,6 +364,8 @@ impl Config {
             template_label_creators,
             network_policy_writers,
             upstream,
+            upstream_controllers,
+            warm_pool_caps,
         })
     }
 
@@ -361,6 +399,9 @@ impl Config {
             network_policy_writers: Some(self.network_policy_writers.iter().cloned().collect()),
             upstream_agent_sandbox: Some(UpstreamSettings {
                 enabled: Some(self.upstream),
+                controllers: Some(self.upstream_controllers.iter().cloned().collect()),
+                max_warm_pool_replicas: Some(self.warm_pool_caps.per_pool),
+                max_warm_pool_replicas_per_namespace: Some(self.warm_pool_caps.per_namespace),
             }),
         }
     }

@@ -107,6 +107,32 @@ pub mod upstream {
     /// On a Sandbox: the pod upstream's controller takes for it (and deletes with it).
     pub const POD_NAME_ANNOTATION: &str = "agents.x-k8s.io/pod-name";
 
+    /// The version sandgate reads upstream's objects in (v1alpha1 is served too,
+    /// through conversion).
+    pub const VERSION: &str = "v1beta1";
+    /// The identity upstream's controller runs as when installed from its release
+    /// manifests: the only writer of its labels and of [`POD_NAME_ANNOTATION`], and of
+    /// the NetworkPolicies of managed templates, unless configured otherwise.
+    pub const CONTROLLER: &str =
+        "system:serviceaccount:agent-sandbox-system:agent-sandbox-controller";
+    /// The largest `replicas` of one SandboxWarmPool unless configured otherwise
+    /// (sandgate's own `poolConfig.size` cap is the same).
+    pub const DEFAULT_MAX_WARM_POOL_REPLICAS: u32 = 50;
+    /// The largest sum of `replicas` over one namespace's SandboxWarmPools unless
+    /// configured otherwise.
+    pub const DEFAULT_MAX_NAMESPACE_WARM_POOL_REPLICAS: u32 = 100;
+    /// `SandboxTemplate.spec.envVarsInjectionPolicy`: what a claim's `env` may do.
+    pub const ENV_ALLOWED: &str = "Allowed";
+    pub const ENV_OVERRIDES: &str = "Overrides";
+    pub const ENV_DISALLOWED: &str = "Disallowed";
+
+    /// Whether a label or annotation key is in upstream's domain (`agents.x-k8s.io/`
+    /// or a subdomain of it, `extensions.agents.x-k8s.io/...`).
+    pub fn is_upstream_key(key: &str) -> bool {
+        key.split_once('/')
+            .is_some_and(|(domain, _)| domain == GROUP || domain.ends_with(".agents.x-k8s.io"))
+    }
+
     /// Whether a pod's labels make it one of upstream's sandbox pods.
     pub fn is_sandbox_pod(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
         labels.is_some_and(|l| l.contains_key(SANDBOX_NAME_HASH))

@@ -13,8 +13,14 @@ use std::pin::Pin;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-use crate::admission::{Decision, Lookup, netpol_guard};
+use kube::api::{ApiResource, DynamicObject};
+use serde_json::Value;
+
+use crate::admission::upstream::claim::{self, TemplateSource};
+use crate::admission::upstream::warm_pool;
+use crate::admission::{Decision, Lookup, Rule, Violation, netpol_guard};
 use crate::contract::{self, kubernetes, label};
+use crate::resources::Kind;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {what}: {reason}")]
@@ -39,6 +45,18 @@ pub trait ClusterFacts: Send + Sync {
 
     /// Every NetworkPolicy of `namespace`.
     fn network_policies<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, Vec<NetworkPolicy>>;
+
+    /// One of upstream agent-sandbox's objects (`None`: there is none of that name).
+    fn upstream_object<'a>(
+        &'a self,
+        namespace: &'a str,
+        kind: Kind,
+        name: &'a str,
+    ) -> FactFuture<'a, Option<Value>>;
+
+    /// Every object of one of upstream agent-sandbox's kinds in `namespace`.
+    fn upstream_objects<'a>(&'a self, namespace: &'a str, kind: Kind)
+    -> FactFuture<'a, Vec<Value>>;
 }
 
 /// No cluster (dev mode, in-process tests): no Secret is a token, no namespace hosts
@@ -62,6 +80,23 @@ impl ClusterFacts for NoCluster {
     fn network_policies<'a>(&'a self, _namespace: &'a str) -> FactFuture<'a, Vec<NetworkPolicy>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+
+    fn upstream_object<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _kind: Kind,
+        _name: &'a str,
+    ) -> FactFuture<'a, Option<Value>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn upstream_objects<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _kind: Kind,
+    ) -> FactFuture<'a, Vec<Value>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// Reads the facts through the apiserver. A Secret that does not exist is no token (the
@@ -78,6 +113,23 @@ impl KubeFacts {
 }
 
 impl ClusterFacts for KubeFacts {
+    fn upstream_object<'a>(
+        &'a self,
+        namespace: &'a str,
+        kind: Kind,
+        name: &'a str,
+    ) -> FactFuture<'a, Option<Value>> {
+        Box::pin(get_upstream(&self.client, namespace, kind, name))
+    }
+
+    fn upstream_objects<'a>(
+        &'a self,
+        namespace: &'a str,
+        kind: Kind,
+    ) -> FactFuture<'a, Vec<Value>> {
+        Box::pin(list_upstream(&self.client, namespace, kind))
+    }
+
     fn network_policies<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, Vec<NetworkPolicy>> {
         Box::pin(async move {
             let api: kube::Api<NetworkPolicy> =
@@ -162,6 +214,115 @@ pub async fn is_token_secret(
     }))
 }
 
+/// The API of one of upstream's kinds in `namespace`, in the version sandgate reads.
+fn upstream_api(client: &kube::Client, namespace: &str, kind: Kind) -> kube::Api<DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(
+        kind.group(),
+        contract::upstream::VERSION,
+        kind.kind(),
+    );
+    let resource = ApiResource::from_gvk_with_plural(&gvk, kind.resource());
+    kube::Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+fn object_value(o: DynamicObject, what: &str) -> Result<Value, FactsError> {
+    serde_json::to_value(o).map_err(|e| FactsError {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// One upstream object through the apiserver (the webhook's and the audit's read).
+pub async fn get_upstream(
+    client: &kube::Client,
+    namespace: &str,
+    kind: Kind,
+    name: &str,
+) -> Result<Option<Value>, FactsError> {
+    let what = format!("{} {namespace}/{name}", kind.kind());
+    let found = upstream_api(client, namespace, kind)
+        .get_opt(name)
+        .await
+        .map_err(|e| FactsError {
+            what: what.clone(),
+            reason: e.to_string(),
+        })?;
+    found.map(|o| object_value(o, &what)).transpose()
+}
+
+/// Every upstream object of a kind in a namespace, through the apiserver.
+pub async fn list_upstream(
+    client: &kube::Client,
+    namespace: &str,
+    kind: Kind,
+) -> Result<Vec<Value>, FactsError> {
+    let what = format!("the {} of namespace {namespace}", kind.resource());
+    let list = upstream_api(client, namespace, kind)
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| FactsError {
+            what: what.clone(),
+            reason: e.to_string(),
+        })?;
+    list.items
+        .into_iter()
+        .map(|o| object_value(o, &what))
+        .collect()
+}
+
+/// The template an upstream claim's env is judged against, and its name; a violation
+/// when the claim names what does not exist.
+async fn claim_template(
+    facts: &dyn ClusterFacts,
+    namespace: &str,
+    source: &TemplateSource,
+) -> Result<Result<(Value, String), Violation>, FactsError> {
+    let missing = |what: String| {
+        Violation::new(
+            Rule::ClaimEnv,
+            "spec",
+            format!("{what} does not exist; the claim's env cannot be judged"),
+        )
+    };
+    let template = match source {
+        TemplateSource::Template(t) => t.clone(),
+        TemplateSource::WarmPool(p) => {
+            let Some(pool) = facts
+                .upstream_object(namespace, Kind::UpstreamSandboxWarmPool, p)
+                .await?
+            else {
+                return Ok(Err(missing(source.describe())));
+            };
+            match claim::template_of_pool(&pool) {
+                Some(t) => t,
+                None => return Ok(Err(missing(format!("the template of {}", source.describe())))),
+            }
+        }
+    };
+    Ok(facts
+        .upstream_object(namespace, Kind::UpstreamSandboxTemplate, &template)
+        .await?
+        .map(|t| (t, template.clone()))
+        .ok_or_else(|| missing(format!("SandboxTemplate {template:?}"))))
+}
+
+/// Whether a widening policy is the one upstream's controller manages for a template,
+/// its egress exactly the template's (judged when the template was written).
+async fn upstream_mirror(
+    facts: &dyn ClusterFacts,
+    namespace: &str,
+    np: &NetworkPolicy,
+    upstream: bool,
+) -> Result<bool, FactsError> {
+    let Some(template) = netpol_guard::upstream_template_owner(np).filter(|_| upstream) else {
+        return Ok(false);
+    };
+    Ok(facts
+        .upstream_object(namespace, Kind::UpstreamSandboxTemplate, template)
+        .await?
+        .is_some_and(|t| netpol_guard::mirrors_template(np, &t)))
+}
+
 /// Checks the cluster facts a decision depends on (the pipeline leaves them only on
 /// admitted requests); a fact that fails, or cannot be checked, denies (fail closed).
 /// The webhook asks the apiserver; the audit asks its snapshot of the cluster.
@@ -201,10 +362,25 @@ pub async fn resolve(facts: &dyn ClusterFacts, decision: Decision) -> Decision {
                     return decision.fail(violation);
                 }
             },
-            Lookup::NoWideningPolicies { namespace, labels } => {
+            Lookup::NoWideningPolicies {
+                namespace,
+                labels,
+                upstream,
+            } => {
                 match facts.network_policies(namespace).await {
                     Ok(policies) => {
-                        let found = netpol_guard::widening_policies(labels, &policies);
+                        let mut found = Vec::new();
+                        for (np, v) in netpol_guard::widening_policies(labels, &policies) {
+                            match upstream_mirror(facts, namespace, np, *upstream).await {
+                                Ok(true) => {}
+                                Ok(false) => found.push(v),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "managed policy not checked; denying");
+                                    let violation = lookup.failed(&e);
+                                    return decision.fail(violation);
+                                }
+                            }
+                        }
                         if !found.is_empty() {
                             return Decision::deny(decision.subject, found);
                         }
@@ -216,6 +392,45 @@ pub async fn resolve(facts: &dyn ClusterFacts, decision: Decision) -> Decision {
                     }
                 }
             }
+            Lookup::NamespaceWarmPools {
+                namespace,
+                pool,
+                replicas,
+                cap,
+            } => match facts
+                .upstream_objects(namespace, Kind::UpstreamSandboxWarmPool)
+                .await
+            {
+                Ok(pools) => {
+                    if let Some(v) = warm_pool::namespace_violation(&pools, pool, *replicas, *cap)
+                    {
+                        return decision.fail(v);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "warm pools not counted; denying");
+                    let violation = lookup.failed(&e);
+                    return decision.fail(violation);
+                }
+            },
+            Lookup::ClaimEnv {
+                namespace,
+                source,
+                env,
+            } => match claim_template(facts, namespace, source).await {
+                Ok(Ok((template, name))) => {
+                    let found = claim::judge(&template, &name, env);
+                    if !found.is_empty() {
+                        return Decision::deny(decision.subject, found);
+                    }
+                }
+                Ok(Err(v)) => return decision.fail(v),
+                Err(e) => {
+                    tracing::error!(error = %e, "claim template not read; denying");
+                    let violation = lookup.failed(&e);
+                    return decision.fail(violation);
+                }
+            },
         }
     }
     decision

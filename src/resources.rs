@@ -25,10 +25,14 @@ pub enum Kind {
     UpstreamSandbox,
     /// kubernetes-sigs/agent-sandbox's `SandboxTemplate` (extensions.agents.x-k8s.io).
     UpstreamSandboxTemplate,
+    /// kubernetes-sigs/agent-sandbox's `SandboxClaim` (extensions.agents.x-k8s.io).
+    UpstreamSandboxClaim,
+    /// kubernetes-sigs/agent-sandbox's `SandboxWarmPool` (extensions.agents.x-k8s.io).
+    UpstreamSandboxWarmPool,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Pod,
         Kind::Namespace,
         Kind::NetworkPolicy,
@@ -46,6 +50,8 @@ impl Kind {
         Kind::ReplicationController,
         Kind::UpstreamSandbox,
         Kind::UpstreamSandboxTemplate,
+        Kind::UpstreamSandboxClaim,
+        Kind::UpstreamSandboxWarmPool,
     ];
 
     /// (API group, kind, resource).
@@ -75,6 +81,16 @@ impl Kind {
                 crate::contract::upstream::EXTENSIONS_GROUP,
                 "SandboxTemplate",
                 "sandboxtemplates",
+            ),
+            Kind::UpstreamSandboxClaim => (
+                crate::contract::upstream::EXTENSIONS_GROUP,
+                "SandboxClaim",
+                "sandboxclaims",
+            ),
+            Kind::UpstreamSandboxWarmPool => (
+                crate::contract::upstream::EXTENSIONS_GROUP,
+                "SandboxWarmPool",
+                "sandboxwarmpools",
             ),
         }
     }
@@ -131,6 +147,11 @@ impl Kind {
     /// namespace: upstream's controller labels each pod of a Sandbox as one.
     pub fn makes_sandbox_pods(self) -> bool {
         matches!(self, Kind::UpstreamSandbox | Kind::UpstreamSandboxTemplate)
+    }
+
+    /// Whether this is one of kubernetes-sigs/agent-sandbox's kinds.
+    pub fn is_upstream(self) -> bool {
+        crate::contract::upstream::is_group(self.group())
     }
 }
 
@@ -221,6 +242,16 @@ mod tests {
                     "extensions.agents.x-k8s.io".into(),
                     "SandboxTemplate".into(),
                     "sandboxtemplates".into(),
+                ),
+                Kind::UpstreamSandboxClaim => (
+                    "extensions.agents.x-k8s.io".into(),
+                    "SandboxClaim".into(),
+                    "sandboxclaims".into(),
+                ),
+                Kind::UpstreamSandboxWarmPool => (
+                    "extensions.agents.x-k8s.io".into(),
+                    "SandboxWarmPool".into(),
+                    "sandboxwarmpools".into(),
                 ),
             };
             let (g, kind, r) = k.names();

@@ -550,3 +550,68 @@ fn every_sandbox_pod_reaches_each_webhook_exactly_once_and_no_other_pod_does() {
         }
     }
 }
+
+/// Whether one webhook entry's rules send a write of `group`/`resource` (`pods`,
+/// `sandboxwarmpools/scale`) to sandgate.
+fn rules_match(webhook: &Value, group: &str, resource: &str) -> bool {
+    webhook["rules"].as_array().into_iter().flatten().any(|r| {
+        let has = |field: &str, want: &str| {
+            r[field]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|v| v == want || v == "*"))
+        };
+        has("apiGroups", group) && has("resources", resource)
+    })
+}
+
+/// Upstream support, through the shipped configurations: every upstream object sandgate
+/// judges is sent to `/validate`; deleting the `upstream-*` entries (the documented way
+/// to turn it off) leaves no entry that any upstream object, or a pod labelled only by
+/// upstream outside enforced namespaces, reaches.
+#[test]
+fn upstream_objects_reach_sandgate_only_through_the_upstream_entries() {
+    let objects = kustomized();
+    let upstream_writes = [
+        ("agents.x-k8s.io", "sandboxes"),
+        ("extensions.agents.x-k8s.io", "sandboxtemplates"),
+        ("extensions.agents.x-k8s.io", "sandboxclaims"),
+        ("extensions.agents.x-k8s.io", "sandboxwarmpools"),
+        ("extensions.agents.x-k8s.io", "sandboxwarmpools/scale"),
+    ];
+    let validating = find(&objects, "ValidatingWebhookConfiguration")["webhooks"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for (group, resource) in upstream_writes {
+        assert!(
+            validating.iter().any(|w| rules_match(w, group, resource)),
+            "{group}/{resource} is never sent to /validate"
+        );
+    }
+    let ns = std::collections::BTreeMap::from([("kubernetes.io/metadata.name", "agents")]);
+    let upstream_pod =
+        std::collections::BTreeMap::from([("agents.x-k8s.io/sandbox-name-hash", "x")]);
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        let entries = find(&objects, kind)["webhooks"].as_array().unwrap().clone();
+        let (upstream, rest): (Vec<Value>, Vec<Value>) = entries
+            .into_iter()
+            .partition(|w| w["name"].as_str().unwrap().starts_with("upstream-"));
+        assert!(!upstream.is_empty(), "{kind} has no upstream entries");
+        for w in &rest {
+            for (group, resource) in upstream_writes {
+                assert!(
+                    !rules_match(w, group, resource),
+                    "{kind} {}: sends {group}/{resource} with upstream support off",
+                    w["name"]
+                );
+            }
+            let pod_sent = rules_match(w, "", "pods")
+                && selects(&w["namespaceSelector"], &ns)
+                && selects(&w["objectSelector"], &upstream_pod);
+            assert!(!pod_sent, "{kind} {}: sends upstream's pods", w["name"]);
+        }
+    }
+}

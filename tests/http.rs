@@ -455,9 +455,41 @@ struct Facts {
     sandbox_namespaces: Vec<&'static str>,
     policies: Vec<Value>,
     policies_fail: bool,
+    /// Upstream agent-sandbox objects, by kind.
+    upstream: Vec<(sandgate::resources::Kind, Value)>,
 }
 
 impl sandgate::facts::ClusterFacts for Facts {
+    fn upstream_object<'a>(
+        &'a self,
+        _namespace: &'a str,
+        kind: sandgate::resources::Kind,
+        name: &'a str,
+    ) -> sandgate::facts::FactFuture<'a, Option<Value>> {
+        Box::pin(async move {
+            Ok(self
+                .upstream
+                .iter()
+                .find(|(k, o)| *k == kind && o["metadata"]["name"] == name)
+                .map(|(_, o)| o.clone()))
+        })
+    }
+
+    fn upstream_objects<'a>(
+        &'a self,
+        _namespace: &'a str,
+        kind: sandgate::resources::Kind,
+    ) -> sandgate::facts::FactFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            Ok(self
+                .upstream
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, o)| o.clone())
+                .collect())
+        })
+    }
+
     fn token_secrets<'a>(
         &'a self,
         namespace: &'a str,

@@ -367,14 +367,25 @@ fn label_removal_or_change_on_update_is_denied() {
     assert!(d.allowed && d.patch.is_none(), "{}", d.message());
 }
 
+/// A review as upstream's controller sends it.
+fn as_controller(mut review: Value) -> Value {
+    review["request"]["userInfo"] =
+        json!({"username": CONTROLLER, "groups": ["system:serviceaccounts", "system:authenticated"]});
+    review
+}
+
+const CONTROLLER: &str = "system:serviceaccount:agent-sandbox-system:agent-sandbox-controller";
+
 /// Upstream agent-sandbox's label puts its pods in scope, so it is held like
-/// sandgate's; with upstream support off it is an ordinary label.
+/// sandgate's (even its controller may not change it); with upstream support off it is
+/// an ordinary label.
 #[test]
 fn the_upstream_sandbox_label_cannot_be_removed_or_changed() {
     const HASH: &str = "agents.x-k8s.io/sandbox-name-hash";
     let mut p = pod();
     p["metadata"]["labels"] = json!({HASH: "5f1c2a"});
-    let d = decide(Webhook::Mutate, &create(p.clone()));
+    let d = decide(Webhook::Mutate, &as_controller(create(p.clone())));
+    assert!(d.allowed, "{}", d.message());
     let old = patched(&p, &d);
     let mut removed = old.clone();
     removed["metadata"]["labels"]
@@ -386,30 +397,40 @@ fn the_upstream_sandbox_label_cannot_be_removed_or_changed() {
     for (name, new) in [("removed", &removed), ("changed", &changed)] {
         let d = decide(
             Webhook::Validate,
-            &pod_review("UPDATE", new.clone(), Some(old.clone()), None),
+            &as_controller(pod_review("UPDATE", new.clone(), Some(old.clone()), None)),
         );
         assert!(!d.allowed, "upstream label {name} must be denied");
         assert_eq!(rules(&d), vec!["sandbox-labels"]);
     }
-    // Twin: another agents.x-k8s.io label is upstream's business, not a scope label.
+    // Twin: another agents.x-k8s.io label is upstream's business, not a scope label:
+    // its controller may add it...
     let mut other = old.clone();
     other["metadata"]["labels"]["agents.x-k8s.io/launch-type"] = json!("warm");
     let d = decide(
         Webhook::Validate,
-        &pod_review("UPDATE", other, Some(old.clone()), None),
+        &as_controller(pod_review("UPDATE", other.clone(), Some(old.clone()), None)),
     );
     assert!(d.allowed, "{}", d.message());
+    // ...and nobody else may (upstream adopts pods by its labels).
+    let d = decide(
+        Webhook::Validate,
+        &pod_review("UPDATE", other, Some(old.clone()), None),
+    );
+    assert_eq!(rules(&d), vec!["upstream-metadata"]);
+    let d = decide(Webhook::Mutate, &create(p.clone()));
+    assert_eq!(rules(&d), vec!["upstream-metadata"], "{}", d.message());
     // Support off: the label is nobody's scope.
     let file: sandgate::config::ConfigFile =
         serde_yaml::from_str("upstreamAgentSandbox: {enabled: false}").unwrap();
     let off = Config::build(file, Default::default()).unwrap();
     assert!(!off.upstream);
-    let d = builtin(
-        Webhook::Validate,
-        &request(&pod_review("UPDATE", removed, Some(old), None)),
-        &off,
-    );
-    assert!(d.allowed, "{}", d.message());
+    for (webhook, review) in [
+        (Webhook::Validate, pod_review("UPDATE", removed, Some(old), None)),
+        (Webhook::Mutate, create(p)),
+    ] {
+        let d = builtin(webhook, &request(&review), &off);
+        assert!(d.allowed, "{}", d.message());
+    }
 }
 
 #[test]

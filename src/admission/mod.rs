@@ -123,9 +123,27 @@ pub enum Lookup {
     },
     /// No NetworkPolicy of the namespace but sandgate's may select a sandbox pod with
     /// these labels and widen its egress ([`netpol_guard::widening_policies`]).
+    /// (With `upstream` support, a policy upstream's controller manages for a template
+    /// passes when its egress is exactly the template's: [`netpol_guard::mirrors_template`].)
     NoWideningPolicies {
         namespace: String,
         labels: std::collections::BTreeMap<String, String>,
+        upstream: bool,
+    },
+    /// The namespace's upstream SandboxWarmPools, `pool` counted at `replicas`, may keep
+    /// at most `cap` sandboxes ([`upstream::warm_pool::namespace_violation`]).
+    NamespaceWarmPools {
+        namespace: String,
+        pool: String,
+        replicas: u64,
+        cap: u32,
+    },
+    /// An upstream claim's `env`, judged against its template's injection policy
+    /// ([`upstream::claim::judge`]).
+    ClaimEnv {
+        namespace: String,
+        source: upstream::claim::TemplateSource,
+        env: Vec<upstream::claim::EnvVar>,
     },
 }
 
@@ -173,6 +191,13 @@ impl Lookup {
             Lookup::NoWideningPolicies { namespace, .. } => format!(
                 "whether another NetworkPolicy of namespace {namespace:?} widens its egress"
             ),
+            Lookup::NamespaceWarmPools { namespace, .. } => format!(
+                "how many sandboxes the other SandboxWarmPools of namespace {namespace:?} keep"
+            ),
+            Lookup::ClaimEnv { source, .. } => format!(
+                "whether the envVarsInjectionPolicy of the template of {} allows the claim's env",
+                source.describe()
+            ),
         }
     }
 
@@ -198,6 +223,20 @@ impl Lookup {
                 "metadata.namespace",
                 format!(
                     "the namespace's NetworkPolicies could not be checked for egress they would add to this sandbox pod ({reason}); retry later"
+                ),
+            ),
+            Lookup::NamespaceWarmPools { .. } => Violation::new(
+                Rule::WarmPoolReplicas,
+                "spec.replicas",
+                format!(
+                    "the namespace's other SandboxWarmPools could not be counted ({reason}); retry later"
+                ),
+            ),
+            Lookup::ClaimEnv { .. } => Violation::new(
+                Rule::ClaimEnv,
+                "spec.env",
+                format!(
+                    "the claim's template could not be read to judge its env ({reason}); retry later"
                 ),
             ),
         }

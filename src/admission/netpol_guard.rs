@@ -87,6 +87,10 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
             )],
         );
     }
+    // (After the check above: upstream's controller may not touch sandgate's own.)
+    if let Some(d) = upstream_managed(req, cfg, &who) {
+        return d;
+    }
     // Deleting a policy only ever takes allowances away.
     if req.operation == Operation::Delete {
         return Decision::allow();
@@ -114,6 +118,74 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
         violation,
     });
     decision
+}
+
+/// Upstream's controller writing the NetworkPolicy of a managed template (owned by
+/// it): its egress is the template's, which `/validate` judged with the egress
+/// analysis, so it gets that analysis here instead of the widening guard. `None`: not
+/// such a write, the usual guard applies.
+fn upstream_managed(req: &AdmissionRequest, cfg: &Config, who: &str) -> Option<Decision> {
+    if !cfg.upstream
+        || !requester_in(req, &cfg.upstream_controllers)
+        || !matches!(req.operation, Operation::Create | Operation::Update)
+    {
+        return None;
+    }
+    let np = parse_object::<NetworkPolicy>(req.object.as_ref(), "object", "NetworkPolicy").ok()?;
+    upstream_template_owner(&np)?;
+    let egress = np
+        .spec
+        .as_ref()
+        .and_then(|s| s.egress.clone())
+        .unwrap_or_default();
+    let (violations, warnings) = super::egress::rules(&egress, "spec.egress");
+    let mut d = if violations.is_empty() {
+        Decision::allow_subject(who)
+    } else {
+        Decision::deny(who, violations)
+    };
+    d.warnings = warnings;
+    Some(d)
+}
+
+/// The upstream SandboxTemplate a NetworkPolicy is managed for, by its owner reference.
+pub fn upstream_template_owner(np: &NetworkPolicy) -> Option<&str> {
+    np.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| {
+            o.kind == "SandboxTemplate"
+                && crate::resources::api_group(&o.api_version)
+                    == contract::upstream::EXTENSIONS_GROUP
+        })
+        .map(|o| o.name.as_str())
+}
+
+/// Whether a managed policy's egress is exactly its upstream template's (`template`, as
+/// stored): then it adds nothing the template's admission did not judge. Ports without
+/// a protocol are TCP on both sides (the apiserver defaults the policy's).
+pub fn mirrors_template(np: &NetworkPolicy, template: &Value) -> bool {
+    let normal = |rules: Vec<NetworkPolicyEgressRule>| -> Vec<NetworkPolicyEgressRule> {
+        rules
+            .into_iter()
+            .map(|mut r| {
+                for p in r.ports.iter_mut().flatten() {
+                    p.protocol.get_or_insert_with(|| "TCP".to_string());
+                }
+                r
+            })
+            .collect()
+    };
+    let ours = np.spec.as_ref().and_then(|s| s.egress.clone()).unwrap_or_default();
+    let theirs = template
+        .pointer("/spec/networkPolicy/egress")
+        .cloned()
+        .map(serde_json::from_value::<Vec<NetworkPolicyEgressRule>>);
+    match theirs {
+        Some(Ok(theirs)) => normal(ours) == normal(theirs),
+        _ => false,
+    }
 }
 
 /// The egress this policy adds beyond DNS to kube-dns, as the violation that refuses
@@ -204,10 +276,10 @@ fn names_sandbox_labels(selector: &LabelSelector) -> bool {
 /// The policies among `policies` (one namespace's) that select a pod with `labels` and
 /// widen its egress; sandgate's own are not counted. A selector that cannot be read
 /// counts as selecting (fail closed).
-pub fn widening_policies(
+pub fn widening_policies<'a>(
     labels: &BTreeMap<String, String>,
-    policies: &[NetworkPolicy],
-) -> Vec<Violation> {
+    policies: &'a [NetworkPolicy],
+) -> Vec<(&'a NetworkPolicy, Violation)> {
     policies
         .iter()
         .filter(|np| !is_sandgates_typed(np))
@@ -221,7 +293,7 @@ pub fn widening_policies(
             }
             let v = widening(spec)?;
             let name = np.metadata.name.as_deref().unwrap_or_default();
-            Some(Violation::new(
+            let violation = Violation::new(
                 Rule::EgressWidening,
                 "metadata.labels",
                 format!(
@@ -229,7 +301,8 @@ pub fn widening_policies(
                     v.field,
                     label::SANDBOX
                 ),
-            ))
+            );
+            Some((np, violation))
         })
         .collect()
 }
@@ -323,10 +396,97 @@ mod tests {
         let names = |l| {
             widening_policies(&l, &policies)
                 .into_iter()
-                .map(|v| v.message.split('"').nth(1).unwrap_or_default().to_string())
+                .map(|(_, v)| v.message.split('"').nth(1).unwrap_or_default().to_string())
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(labels(&[])), ["everything"]);
         assert_eq!(names(labels(&[("app", "web")])), ["everything", "web"]);
+    }
+
+    fn write(user: &str, policy: Value) -> AdmissionRequest {
+        use crate::admission::review::{GroupVersionKind, GroupVersionResource};
+        AdmissionRequest {
+            uid: "u".into(),
+            kind: GroupVersionKind {
+                group: "networking.k8s.io".into(),
+                version: "v1".into(),
+                kind: "NetworkPolicy".into(),
+            },
+            resource: GroupVersionResource {
+                group: "networking.k8s.io".into(),
+                version: "v1".into(),
+                resource: "networkpolicies".into(),
+            },
+            sub_resource: None,
+            name: policy["metadata"]["name"].as_str().map(str::to_string),
+            namespace: Some("ns".into()),
+            operation: Operation::Create,
+            user_info: json!({"username": user}),
+            object: Some(policy),
+            old_object: None,
+            dry_run: None,
+            options: None,
+        }
+    }
+
+    fn managed(name: &str, owner: bool, egress: Value) -> Value {
+        let mut p = json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"podSelector": {"matchLabels": {contract::upstream::SANDBOX_NAME_HASH: "h"}},
+                     "policyTypes": ["Egress"], "egress": egress}
+        });
+        if owner {
+            p["metadata"]["ownerReferences"] = json!([{
+                "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+                "name": "python", "uid": "1", "controller": true
+            }]);
+        }
+        p
+    }
+
+    #[test]
+    fn upstreams_controller_writes_its_templates_policy_under_the_egress_analysis() {
+        let cfg = Config::default();
+        let controller = contract::upstream::CONTROLLER;
+        let https = json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]);
+        // The controller's managed policy with the template's (judged) egress passes...
+        assert!(decide(&write(controller, managed("p", true, https.clone())), &cfg).allowed);
+        // ...but reaching the metadata server does not, even for the controller.
+        let metadata = json!([{"to": [{"ipBlock": {"cidr": "169.254.0.0/16"}}]}]);
+        let d = decide(&write(controller, managed("p", true, metadata)), &cfg);
+        assert!(!d.allowed && d.violations[0].rule == Rule::EgressReach, "{d:?}");
+        // Anyone else, or the controller without the template owner: the widening guard
+        // (a selector on upstream's label is a sandbox selector).
+        for (user, owner) in [("alice", true), (controller, false)] {
+            let d = decide(&write(user, managed("p", owner, https.clone())), &cfg);
+            assert!(!d.allowed && d.violations[0].rule == Rule::EgressWidening, "{user} {owner}");
+        }
+        // sandgate's own policies stay sandgate's.
+        let d = decide(&write(controller, managed(contract::DEFAULT_DENY_POLICY, true, https.clone())), &cfg);
+        assert!(!d.allowed && d.violations[0].rule == Rule::ManagedNetworkPolicy);
+        // Support off: no exemption.
+        let off = Config { upstream: false, ..Config::default() };
+        assert!(!decide(&write(controller, managed("p", true, https)), &off).allowed);
+    }
+
+    #[test]
+    fn a_managed_policy_mirrors_its_template_only_when_the_egress_is_the_same() {
+        let np: NetworkPolicy = serde_json::from_value(managed(
+            "p",
+            true,
+            json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443, "protocol": "TCP"}]}]),
+        ))
+        .unwrap();
+        assert_eq!(upstream_template_owner(&np), Some("python"));
+        let template = |egress: Value| json!({"spec": {"networkPolicy": {"egress": egress}}});
+        // The protocol the apiserver defaulted on the policy is the template's unset one.
+        assert!(mirrors_template(&np, &template(json!([
+            {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}
+        ]))));
+        assert!(!mirrors_template(&np, &template(json!([
+            {"to": [{"ipBlock": {"cidr": "203.0.113.0/25"}}], "ports": [{"port": 443}]}
+        ]))));
+        assert!(!mirrors_template(&np, &json!({"spec": {}})));
     }
 }

@@ -22,37 +22,54 @@ pub fn admit(
     cfg: &Config,
     policies: &PolicySet,
 ) -> Decision {
+    let kind = Kind::of_resource(&req.resource.group, &req.resource.resource);
+    if let Some(kind) = kind.filter(|k| k.is_upstream()) {
+        return finish(upstream::admit(kind, webhook, req, cfg, policies), req);
+    }
     // Workloads are judged once, at /validate, as the pods they would make.
-    if let Some(kind) = Kind::of_resource(&req.resource.group, &req.resource.resource)
-        .filter(|k| k.pod_template_pointer().is_some())
-    {
-        let governed = !kind.makes_sandbox_pods() || cfg.upstream;
+    if let Some(kind) = kind.filter(|k| k.pod_template_pointer().is_some()) {
         return match webhook {
-            _ if !in_scope(req, cfg) || !governed => Decision::allow(),
-            Webhook::Validate => workload::admit(kind, req, cfg, policies),
-            Webhook::Mutate if kind == Kind::UpstreamSandboxTemplate => {
-                upstream::mutate_template(req)
+            _ if !in_scope(req, cfg) => Decision::allow(),
+            Webhook::Validate => {
+                let d = workload::admit(kind, req, cfg, policies);
+                with_policies(d, webhook, req, cfg, policies)
             }
             Webhook::Mutate => Decision::allow(),
         };
     }
-    let mut d = builtin(webhook, req, cfg);
-    if let Some(kind) = policy_kind(webhook, req, cfg, policies)
-        && d.allowed
-    {
-        match serde_json::to_value(req) {
-            Ok(review) => merge_policies(&mut d, policies.evaluate(&kind, &review), req, &kind),
-            Err(e) => {
-                d = Decision::deny(
-                    subject(&kind, req),
-                    vec![Violation::internal(
-                        "request",
-                        format!("cannot build the policy input: {e}"),
-                    )],
-                );
-            }
+    let d = builtin(webhook, req, cfg);
+    finish(with_policies(d, webhook, req, cfg, policies), req)
+}
+
+/// The Rego policies of the request's kind, run on what the built-in rules allowed
+/// (at `/validate`, [`policy_kind`]), folded into `d`.
+pub fn with_policies(
+    mut d: Decision,
+    webhook: Webhook,
+    req: &AdmissionRequest,
+    cfg: &Config,
+    policies: &PolicySet,
+) -> Decision {
+    let Some(kind) = policy_kind(webhook, req, cfg, policies).filter(|_| d.allowed) else {
+        return d;
+    };
+    match serde_json::to_value(req) {
+        Ok(review) => merge_policies(&mut d, policies.evaluate(&kind, &review), req, &kind),
+        Err(e) => {
+            d = Decision::deny(
+                subject(&kind, req),
+                vec![Violation::internal(
+                    "request",
+                    format!("cannot build the policy input: {e}"),
+                )],
+            );
         }
     }
+    d
+}
+
+/// Lookups and effects stay only on admitted requests, effects only on real ones.
+fn finish(mut d: Decision, req: &AdmissionRequest) -> Decision {
     if !d.allowed {
         d.lookups.clear();
     }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::validate::{self, Change};
 use super::{
     AdmissionRequest, Decision, Effect, Lookup, Operation, Rule, Violation, Webhook, mutate,
-    subject,
+    subject, upstream,
 };
 use crate::config::Config;
 use crate::contract::{annotation, label};
@@ -55,6 +55,17 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         None => Change::Create,
     };
     let mut violations = validate::pod(&after, cfg, change);
+    if sub.is_empty()
+        && let Some(object) = req.object.as_ref()
+    {
+        violations.extend(upstream::metadata::guard(
+            req,
+            cfg,
+            object,
+            req.old_object.as_ref(),
+            upstream::metadata::Owned::PodLabels,
+        ));
+    }
     if req.operation == Operation::Create {
         template_label_rule(&after, req, cfg, &mut violations);
         // Volumes are immutable: they are judged when the pod is made.
@@ -104,6 +115,7 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         decision.lookups.push(Lookup::NoWideningPolicies {
             namespace: ns.to_string(),
             labels: after.metadata.labels.clone().unwrap_or_default(),
+            upstream: cfg.upstream,
         });
     }
     if after != before {

@@ -37,6 +37,9 @@ pub enum Rule {
     EgressReach,
     RuntimeClassHandler,
     ManagedRuntimeClass,
+    UpstreamMetadata,
+    WarmPoolReplicas,
+    ClaimEnv,
     /// sandgate itself failed to judge (fail closed).
     Internal,
     /// A Rego policy denied; the violation's field is the policy name.
@@ -44,7 +47,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 31] = [
+    pub const ALL: [Rule; 34] = [
         Rule::RuntimeClass,
         Rule::Privileged,
         Rule::PrivilegeEscalation,
@@ -74,6 +77,9 @@ impl Rule {
         Rule::EgressReach,
         Rule::RuntimeClassHandler,
         Rule::ManagedRuntimeClass,
+        Rule::UpstreamMetadata,
+        Rule::WarmPoolReplicas,
+        Rule::ClaimEnv,
         Rule::Internal,
         Rule::Policy,
     ];
@@ -109,6 +115,9 @@ impl Rule {
             Rule::EgressReach => "egress-reach",
             Rule::RuntimeClassHandler => "runtime-class-handler",
             Rule::ManagedRuntimeClass => "managed-runtime-class",
+            Rule::UpstreamMetadata => "upstream-metadata",
+            Rule::WarmPoolReplicas => "warm-pool-replicas",
+            Rule::ClaimEnv => "claim-env",
             Rule::Internal => "internal",
             Rule::Policy => "policy",
         }

@@ -593,4 +593,27 @@ impl ClusterFacts for Snapshot<'_> {
         let list = self.netpols.get(namespace).cloned().unwrap_or_default();
         Box::pin(async move { Ok(list) })
     }
+
+    fn upstream_object<'a>(
+        &'a self,
+        namespace: &'a str,
+        kind: Kind,
+        name: &'a str,
+    ) -> FactFuture<'a, Option<serde_json::Value>> {
+        Box::pin(async move {
+            self.scanner.pace("get").await;
+            facts::get_upstream(&self.scanner.client, namespace, kind, name).await
+        })
+    }
+
+    fn upstream_objects<'a>(
+        &'a self,
+        namespace: &'a str,
+        kind: Kind,
+    ) -> FactFuture<'a, Vec<serde_json::Value>> {
+        Box::pin(async move {
+            self.scanner.pace("list").await;
+            facts::list_upstream(&self.scanner.client, namespace, kind).await
+        })
+    }
 }

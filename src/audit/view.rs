@@ -236,7 +236,10 @@ pub fn request(kind: Kind, mut object: Value) -> AdmissionRequest {
 /// Rules about who may write an object: they judge the writer, whom the audit does
 /// not know, so their results are left out.
 fn judges_the_writer(rule: Rule) -> bool {
-    matches!(rule, Rule::ManagedRuntimeClass | Rule::ManagedNetworkPolicy)
+    matches!(
+        rule,
+        Rule::ManagedRuntimeClass | Rule::ManagedNetworkPolicy | Rule::UpstreamMetadata
+    )
 }
 
 /// The results of a decision: a failure per broken rule (an error where sandgate could

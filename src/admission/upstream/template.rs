@@ -1,4 +1,4 @@
-//! kubernetes-sigs/agent-sandbox's SandboxTemplate at `/mutate`: egress closed for real.
+//! Upstream's SandboxTemplate at `/mutate`: egress closed for real.
 //! Upstream's controller turns a template's `networkPolicy` into a NetworkPolicy it
 //! manages; a template that names no egress rule gets its default, which opens the
 //! public internet (everything but the private ranges) and blocks DNS. NetworkPolicies
@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::{AdmissionRequest, Decision, Operation, Rule, Violation, pod, subject};
+use super::super::{AdmissionRequest, Decision, Operation, Rule, Violation, pod, subject};
 use crate::netpol;
 
 /// The mutation of an upstream SandboxTemplate write.
