@@ -19,6 +19,7 @@ use crate::policy::{PolicyError, PolicySet};
 use crate::reconcile;
 use crate::runtime_check;
 use crate::server::metrics::WebhookMetrics;
+use crate::server::notices::{DenialNotices, KubeNotices, NoNotices};
 use crate::server::{self, AppState, Probes, Readiness, ServeError, ServeOptions};
 
 /// Where the Rego policies come from.
@@ -136,18 +137,28 @@ impl App {
             "configuration loaded"
         );
         let webhook = webhook_parts.map(|(store, metrics)| {
-            let (default_deny, facts): (Arc<dyn DefaultDeny>, Arc<dyn ClusterFacts>) = match &client
-            {
+            type Edges = (
+                Arc<dyn DefaultDeny>,
+                Arc<dyn ClusterFacts>,
+                Arc<dyn DenialNotices>,
+            );
+            let (default_deny, facts, notices): Edges = match &client {
                 Some(c) => (
                     Arc::new(KubeDefaultDeny::new(c.clone())),
                     Arc::new(KubeFacts::new(c.clone())),
+                    Arc::new(KubeNotices::new(c.clone())),
                 ),
-                None => (Arc::new(NoCluster), Arc::new(crate::facts::NoCluster)),
+                None => (
+                    Arc::new(NoCluster),
+                    Arc::new(crate::facts::NoCluster),
+                    Arc::new(NoNotices),
+                ),
             };
             AppState::from_parts(
                 settings.config.clone(),
                 default_deny,
                 facts,
+                notices,
                 store,
                 metrics,
                 probes.registry.clone(),

@@ -185,6 +185,12 @@ pub const LEASE_NAME: &str = "sandgate-reconciler";
 /// The user named in the requests `sandgate check` builds offline.
 pub const CHECK_USER: &str = "sandgate-check";
 
+/// The reason of the Warning event (and of the condition) that names a denied sandbox
+/// pod on its Sandbox and claim, sandgate's or upstream's.
+pub const POD_DENIED_REASON: &str = "PodDenied";
+/// The event reporter of the webhook (the reconciler reports as [`FIELD_MANAGER`]).
+pub const WEBHOOK_REPORTER: &str = "sandgate-webhook";
+
 /// The RuntimeClass sandbox pods run under unless configured otherwise.
 pub const DEFAULT_RUNTIME_CLASS: &str = "gvisor";
 /// The containerd handler that RuntimeClass must name (gVisor's runsc).

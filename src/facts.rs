@@ -216,11 +216,8 @@ pub async fn is_token_secret(
 
 /// The API of one of upstream's kinds in `namespace`, in the version sandgate reads.
 fn upstream_api(client: &kube::Client, namespace: &str, kind: Kind) -> kube::Api<DynamicObject> {
-    let gvk = kube::api::GroupVersionKind::gvk(
-        kind.group(),
-        contract::upstream::VERSION,
-        kind.kind(),
-    );
+    let gvk =
+        kube::api::GroupVersionKind::gvk(kind.group(), contract::upstream::VERSION, kind.kind());
     let resource = ApiResource::from_gvk_with_plural(&gvk, kind.resource());
     kube::Api::namespaced_with(client.clone(), namespace, &resource)
 }
@@ -295,7 +292,12 @@ async fn claim_template(
             };
             match claim::template_of_pool(&pool) {
                 Some(t) => t,
-                None => return Ok(Err(missing(format!("the template of {}", source.describe())))),
+                None => {
+                    return Ok(Err(missing(format!(
+                        "the template of {}",
+                        source.describe()
+                    ))));
+                }
             }
         }
     };
@@ -366,32 +368,30 @@ pub async fn resolve(facts: &dyn ClusterFacts, decision: Decision) -> Decision {
                 namespace,
                 labels,
                 upstream,
-            } => {
-                match facts.network_policies(namespace).await {
-                    Ok(policies) => {
-                        let mut found = Vec::new();
-                        for (np, v) in netpol_guard::widening_policies(labels, &policies) {
-                            match upstream_mirror(facts, namespace, np, *upstream).await {
-                                Ok(true) => {}
-                                Ok(false) => found.push(v),
-                                Err(e) => {
-                                    tracing::error!(error = %e, "managed policy not checked; denying");
-                                    let violation = lookup.failed(&e);
-                                    return decision.fail(violation);
-                                }
+            } => match facts.network_policies(namespace).await {
+                Ok(policies) => {
+                    let mut found = Vec::new();
+                    for (np, v) in netpol_guard::widening_policies(labels, &policies) {
+                        match upstream_mirror(facts, namespace, np, *upstream).await {
+                            Ok(true) => {}
+                            Ok(false) => found.push(v),
+                            Err(e) => {
+                                tracing::error!(error = %e, "managed policy not checked; denying");
+                                let violation = lookup.failed(&e);
+                                return decision.fail(violation);
                             }
                         }
-                        if !found.is_empty() {
-                            return Decision::deny(decision.subject, found);
-                        }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "NetworkPolicies not checked; denying");
-                        let violation = lookup.failed(&e);
-                        return decision.fail(violation);
+                    if !found.is_empty() {
+                        return Decision::deny(decision.subject, found);
                     }
                 }
-            }
+                Err(e) => {
+                    tracing::error!(error = %e, "NetworkPolicies not checked; denying");
+                    let violation = lookup.failed(&e);
+                    return decision.fail(violation);
+                }
+            },
             Lookup::NamespaceWarmPools {
                 namespace,
                 pool,
@@ -402,8 +402,7 @@ pub async fn resolve(facts: &dyn ClusterFacts, decision: Decision) -> Decision {
                 .await
             {
                 Ok(pools) => {
-                    if let Some(v) = warm_pool::namespace_violation(&pools, pool, *replicas, *cap)
-                    {
+                    if let Some(v) = warm_pool::namespace_violation(&pools, pool, *replicas, *cap) {
                         return decision.fail(v);
                     }
                 }

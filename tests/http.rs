@@ -547,6 +547,7 @@ fn state_with_facts(facts: Facts) -> Arc<AppState> {
         Config::default(),
         Arc::new(NoCluster),
         Arc::new(facts),
+        Arc::new(sandgate::server::notices::NoNotices),
         Arc::new(sandgate::policy::store::PolicyStore::fixed(
             sandgate::policy::PolicySet::empty(),
         )),

@@ -369,8 +369,7 @@ fn label_removal_or_change_on_update_is_denied() {
 
 /// A review as upstream's controller sends it.
 fn as_controller(mut review: Value) -> Value {
-    review["request"]["userInfo"] =
-        json!({"username": CONTROLLER, "groups": ["system:serviceaccounts", "system:authenticated"]});
+    review["request"]["userInfo"] = json!({"username": CONTROLLER, "groups": ["system:serviceaccounts", "system:authenticated"]});
     review
 }
 
@@ -425,7 +424,10 @@ fn the_upstream_sandbox_label_cannot_be_removed_or_changed() {
     let off = Config::build(file, Default::default()).unwrap();
     assert!(!off.upstream);
     for (webhook, review) in [
-        (Webhook::Validate, pod_review("UPDATE", removed, Some(old), None)),
+        (
+            Webhook::Validate,
+            pod_review("UPDATE", removed, Some(old), None),
+        ),
         (Webhook::Mutate, create(p)),
     ] {
         let d = builtin(webhook, &request(&review), &off);

@@ -177,7 +177,11 @@ pub fn mirrors_template(np: &NetworkPolicy, template: &Value) -> bool {
             })
             .collect()
     };
-    let ours = np.spec.as_ref().and_then(|s| s.egress.clone()).unwrap_or_default();
+    let ours = np
+        .spec
+        .as_ref()
+        .and_then(|s| s.egress.clone())
+        .unwrap_or_default();
     let theirs = template
         .pointer("/spec/networkPolicy/egress")
         .cloned()
@@ -449,24 +453,40 @@ mod tests {
     fn upstreams_controller_writes_its_templates_policy_under_the_egress_analysis() {
         let cfg = Config::default();
         let controller = contract::upstream::CONTROLLER;
-        let https = json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]);
+        let https =
+            json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]);
         // The controller's managed policy with the template's (judged) egress passes...
         assert!(decide(&write(controller, managed("p", true, https.clone())), &cfg).allowed);
         // ...but reaching the metadata server does not, even for the controller.
         let metadata = json!([{"to": [{"ipBlock": {"cidr": "169.254.0.0/16"}}]}]);
         let d = decide(&write(controller, managed("p", true, metadata)), &cfg);
-        assert!(!d.allowed && d.violations[0].rule == Rule::EgressReach, "{d:?}");
+        assert!(
+            !d.allowed && d.violations[0].rule == Rule::EgressReach,
+            "{d:?}"
+        );
         // Anyone else, or the controller without the template owner: the widening guard
         // (a selector on upstream's label is a sandbox selector).
         for (user, owner) in [("alice", true), (controller, false)] {
             let d = decide(&write(user, managed("p", owner, https.clone())), &cfg);
-            assert!(!d.allowed && d.violations[0].rule == Rule::EgressWidening, "{user} {owner}");
+            assert!(
+                !d.allowed && d.violations[0].rule == Rule::EgressWidening,
+                "{user} {owner}"
+            );
         }
         // sandgate's own policies stay sandgate's.
-        let d = decide(&write(controller, managed(contract::DEFAULT_DENY_POLICY, true, https.clone())), &cfg);
+        let d = decide(
+            &write(
+                controller,
+                managed(contract::DEFAULT_DENY_POLICY, true, https.clone()),
+            ),
+            &cfg,
+        );
         assert!(!d.allowed && d.violations[0].rule == Rule::ManagedNetworkPolicy);
         // Support off: no exemption.
-        let off = Config { upstream: false, ..Config::default() };
+        let off = Config {
+            upstream: false,
+            ..Config::default()
+        };
         assert!(!decide(&write(controller, managed("p", true, https)), &off).allowed);
     }
 
@@ -481,12 +501,18 @@ mod tests {
         assert_eq!(upstream_template_owner(&np), Some("python"));
         let template = |egress: Value| json!({"spec": {"networkPolicy": {"egress": egress}}});
         // The protocol the apiserver defaulted on the policy is the template's unset one.
-        assert!(mirrors_template(&np, &template(json!([
-            {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}
-        ]))));
-        assert!(!mirrors_template(&np, &template(json!([
-            {"to": [{"ipBlock": {"cidr": "203.0.113.0/25"}}], "ports": [{"port": 443}]}
-        ]))));
+        assert!(mirrors_template(
+            &np,
+            &template(json!([
+                {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}
+            ]))
+        ));
+        assert!(!mirrors_template(
+            &np,
+            &template(json!([
+                {"to": [{"ipBlock": {"cidr": "203.0.113.0/25"}}], "ports": [{"port": 443}]}
+            ]))
+        ));
         assert!(!mirrors_template(&np, &json!({"spec": {}})));
     }
 }

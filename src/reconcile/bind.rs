@@ -252,6 +252,25 @@ fn held(
     } else if !ready && !was_bound {
         status.phase = Some(ClaimPhase::Pending);
     }
+    if let Some(message) = sb
+        .status
+        .as_ref()
+        .and_then(|s| super::sandbox::pod_denial(&s.conditions))
+        .filter(|_| !ready)
+    {
+        status.conditions = merge_conditions(
+            &old.conditions,
+            vec![condition(
+                "Bound",
+                false,
+                crate::contract::POD_DENIED_REASON,
+                format!(
+                    "the pod of sandbox {} was refused at admission: {message}",
+                    sb.name_any()
+                ),
+            )],
+        );
+    }
     if sb.status.as_ref().and_then(|s| s.phase) == Some(SandboxPhase::Failed) {
         status.phase = Some(ClaimPhase::Failed);
         status.conditions = merge_conditions(

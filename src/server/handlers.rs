@@ -111,6 +111,7 @@ pub async fn admit(
     let decision = check_lookups(&state, decision).await;
     let decision = perform_effects(&state, decision).await;
 
+    state.notices.decided(&req, &decision);
     let label = decision.label();
     record(req.kind.kind.clone(), req.operation.as_str(), label);
     if !decision.allowed {

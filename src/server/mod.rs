@@ -6,6 +6,7 @@
 pub mod devcerts;
 mod handlers;
 pub mod metrics;
+pub mod notices;
 pub mod probes;
 pub mod tls;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub default_deny: Arc<dyn DefaultDeny>,
     /// What only the cluster knows, for the decisions' lookups.
     pub facts: Arc<dyn ClusterFacts>,
+    /// Who is told about a denial (the owners of denied pods).
+    pub notices: Arc<dyn notices::DenialNotices>,
     pub readiness: Arc<Readiness>,
     /// A client that has not sent its whole body by then gets 408.
     pub body_timeout: Duration,
@@ -71,6 +74,7 @@ impl AppState {
             config,
             default_deny,
             Arc::new(crate::facts::NoCluster),
+            Arc::new(notices::NoNotices),
             Arc::new(policies),
             metrics,
             Arc::new(registry),
@@ -84,6 +88,7 @@ impl AppState {
         config: Config,
         default_deny: Arc<dyn DefaultDeny>,
         facts: Arc<dyn ClusterFacts>,
+        notices: Arc<dyn notices::DenialNotices>,
         policies: Arc<PolicyStore>,
         metrics: WebhookMetrics,
         registry: Arc<Registry>,
@@ -96,6 +101,7 @@ impl AppState {
             registry,
             default_deny,
             facts,
+            notices,
             readiness,
             body_timeout: BODY_READ_TIMEOUT,
             policies,

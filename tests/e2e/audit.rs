@@ -336,7 +336,10 @@ fn a_policy_edit_makes_a_running_template_fail_in_the_report_without_a_restart()
             edited.elapsed()
         );
         // The template itself is untouched.
-        let t = get_json(c, &["sandboxtemplate", "red", "-n", &ns.name]);
+        let t = get_json(
+            c,
+            &["sandboxtemplates.sandbox.gke.io", "red", "-n", &ns.name],
+        );
         assert!(t["metadata"]["deletionTimestamp"].is_null());
     });
     let _ = own.kill();

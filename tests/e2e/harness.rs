@@ -963,13 +963,15 @@ impl Cluster {
         child.wait_with_output().expect("kubectl output")
     }
 
-    /// Admission requests the webhook has answered so far.
-    pub fn webhook_requests(&self) -> u64 {
+    /// Admission requests for objects of `kind` the webhook has answered so far (by
+    /// kind: the shared reconciler may be creating pool pods meanwhile).
+    pub fn webhook_requests(&self, kind: &str) -> u64 {
         let w = self.webhook.lock().unwrap_or_else(|e| e.into_inner());
+        let label = format!("kind=\"{kind}\"");
         w.app
             .metrics_text()
             .lines()
-            .filter(|l| l.starts_with("sandgate_admission_requests_total{"))
+            .filter(|l| l.starts_with("sandgate_admission_requests_total{") && l.contains(&label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     }

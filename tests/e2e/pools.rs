@@ -28,7 +28,7 @@ fn sandboxes(c: &Cluster, ns: &str, template: &str) -> Vec<Value> {
     let list = get_json(
         c,
         &[
-            "sandboxes",
+            "sandboxes.sandbox.gke.io",
             "-n",
             ns,
             "-l",
@@ -59,7 +59,15 @@ fn wait_pool(c: &Cluster, ns: &str, template: &str, n: usize) {
             "pool {ns}/{template}: {} ready, wanted {n}\n{}\n{}\n{}",
             unclaimed_ready(c, ns, template),
             out(&c.kubectl(&["get", "sandboxes,pods", "-n", ns, "-o", "wide"])),
-            out(&c.kubectl(&["get", "sandboxtemplate", template, "-n", ns, "-o", "yaml"])),
+            out(&c.kubectl(&[
+                "get",
+                "sandboxtemplates.sandbox.gke.io",
+                template,
+                "-n",
+                ns,
+                "-o",
+                "yaml"
+            ])),
             c.reconciler_log("reconciler")
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -72,7 +80,7 @@ fn claim(ns: &str, name: &str, template: &str) -> Value {
 }
 
 fn claim_status(c: &Cluster, ns: &str, name: &str) -> Value {
-    get_json(c, &["sandboxclaim", name, "-n", ns])["status"].clone()
+    get_json(c, &["sandboxclaims.sandbox.gke.io", name, "-n", ns])["status"].clone()
 }
 
 fn wait_bound(c: &Cluster, ns: &str, name: &str) -> Value {
@@ -139,7 +147,7 @@ fn the_article_template_keeps_five_warm_sandboxes_and_its_policies() {
         let t = get_json(
             c,
             &[
-                "sandboxtemplate",
+                "sandboxtemplates.sandbox.gke.io",
                 "agent-execution-template",
                 "-n",
                 &ns.name,
@@ -147,7 +155,7 @@ fn the_article_template_keeps_five_warm_sandboxes_and_its_policies() {
         );
         t["status"]["ready"] == 5 && t["status"]["pending"] == 0
     });
-    let table = out(&c.kubectl(&["get", "sandboxtemplates", "-n", &ns.name]));
+    let table = out(&c.kubectl(&["get", "sandboxtemplates.sandbox.gke.io", "-n", &ns.name]));
     assert!(
         table.contains("READY")
             && table
@@ -180,7 +188,7 @@ fn the_article_template_keeps_five_warm_sandboxes_and_its_policies() {
     let before = versions();
     let o = c.kubectl(&[
         "annotate",
-        "sandboxtemplate",
+        "sandboxtemplates.sandbox.gke.io",
         "agent-execution-template",
         "-n",
         &ns.name,
@@ -191,7 +199,14 @@ fn the_article_template_keeps_five_warm_sandboxes_and_its_policies() {
         .as_str()
         .unwrap_or("")
         .to_string();
-    let o = c.kubectl(&["delete", "sandbox", &first, "-n", &ns.name, "--wait=false"]);
+    let o = c.kubectl(&[
+        "delete",
+        "sandboxes.sandbox.gke.io",
+        &first,
+        "-n",
+        &ns.name,
+        "--wait=false",
+    ]);
     assert!(o.status.success(), "{}", out(&o));
     wait_pool(c, &ns.name, "agent-execution-template", 5);
     std::thread::sleep(Duration::from_secs(2));
@@ -234,7 +249,7 @@ fn ten_concurrent_claims_bind_ten_distinct_sandboxes_and_the_pool_refills() {
             .as_str()
             .unwrap()
             .to_string();
-        let s = get_json(c, &["sandbox", &sb, "-n", &ns.name]);
+        let s = get_json(c, &["sandboxes.sandbox.gke.io", &sb, "-n", &ns.name]);
         assert_eq!(
             s["metadata"]["labels"]["sandbox.gke.io/claim"],
             name.as_str()
@@ -250,7 +265,7 @@ fn ten_concurrent_claims_bind_ten_distinct_sandboxes_and_the_pool_refills() {
         .to_string();
     let o = c.kubectl(&[
         "delete",
-        "sandboxclaim",
+        "sandboxclaims.sandbox.gke.io",
         "c0",
         "-n",
         &ns.name,
@@ -261,7 +276,7 @@ fn ten_concurrent_claims_bind_ten_distinct_sandboxes_and_the_pool_refills() {
         "sandbox and pod garbage-collected",
         Duration::from_secs(60),
         || {
-            !c.kubectl(&["get", "sandbox", &sb, "-n", &ns.name])
+            !c.kubectl(&["get", "sandboxes.sandbox.gke.io", &sb, "-n", &ns.name])
                 .status
                 .success()
                 && !c
@@ -314,9 +329,15 @@ fn an_empty_pool_gives_a_cold_sandbox_at_once_and_missing_templates_wait() {
     short["spec"]["ttlSeconds"] = json!(2);
     assert!(create(c, &short).status.success());
     wait("claim expired", Duration::from_secs(30), || {
-        !c.kubectl(&["get", "sandboxclaim", "short", "-n", &ns.name])
-            .status
-            .success()
+        !c.kubectl(&[
+            "get",
+            "sandboxclaims.sandbox.gke.io",
+            "short",
+            "-n",
+            &ns.name,
+        ])
+        .status
+        .success()
     });
 
     // A lifetime past the schema's year is refused by the apiserver itself (created +
@@ -452,7 +473,7 @@ fn claims_at_a_rate_with_lagging_caches_hold_exactly_one_sandbox_each() {
     });
     let start = Instant::now();
     let all_bound = || {
-        let list = get_json(c, &["sandboxclaims", "-n", &ns.name]);
+        let list = get_json(c, &["sandboxclaims.sandbox.gke.io", "-n", &ns.name]);
         list["items"].as_array().is_some_and(|items| {
             items
                 .iter()
@@ -472,7 +493,7 @@ fn claims_at_a_rate_with_lagging_caches_hold_exactly_one_sandbox_each() {
     // Surplus binds are given back right after the status write that loses: let them go.
     std::thread::sleep(Duration::from_secs(3));
 
-    let claims = get_json(c, &["sandboxclaims", "-n", &ns.name]);
+    let claims = get_json(c, &["sandboxclaims.sandbox.gke.io", "-n", &ns.name]);
     let all = sandboxes(c, &ns.name, "t");
     let mut per_claim: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for sb in all
@@ -512,4 +533,76 @@ fn claims_at_a_rate_with_lagging_caches_hold_exactly_one_sandbox_each() {
     let _ = lagged.kill();
     let _ = lagged.wait();
     c.start_reconciler();
+}
+
+/// A sandbox pod refused at admission is named where the user looks: a `PodDenied`
+/// event and condition on its Sandbox, a `PodDenied` reason on the claim's Bound
+/// condition (nobody waits for a timeout); once the cause is gone, the claim binds.
+#[test]
+fn a_pod_refused_at_admission_is_named_on_its_sandbox_and_claim() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "denied", false);
+    // An admin's policy opening all egress to every pod: sandbox pods may not be placed
+    // under it (egress-widening), so the reconciler's pod is refused.
+    let open = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                      "metadata": {"name": "open", "namespace": ns.name},
+                      "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}});
+    assert!(create(c, &open).status.success());
+    apply(c, &article_in(&ns.name, "blocked", 0));
+    assert!(
+        create(c, &claim(&ns.name, "waiting", "blocked"))
+            .status
+            .success()
+    );
+    let mut st = Value::Null;
+    wait(
+        "the claim names the denial",
+        Duration::from_secs(60),
+        || {
+            st = claim_status(c, &ns.name, "waiting");
+            st["conditions"].to_string().contains("PodDenied")
+        },
+    );
+    let bound = &st["conditions"][0];
+    assert_eq!(bound["type"], "Bound", "{st}");
+    assert_eq!(bound["status"], "False", "{st}");
+    assert!(
+        bound["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"open\""),
+        "the message names the policy: {st}"
+    );
+    let sandbox = st["sandbox"].as_str().unwrap_or_default().to_string();
+    let sb = get_json(c, &["sandboxes.sandbox.gke.io", &sandbox, "-n", &ns.name]);
+    assert!(
+        sb["status"]["conditions"]
+            .to_string()
+            .contains("PodAdmitted"),
+        "{sb}"
+    );
+    let events = out(&c.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "reason=PodDenied",
+        "-o",
+        "json",
+    ]));
+    assert!(events.contains(&sandbox), "{events}");
+    // The cause removed, the retry creates the pod and the claim binds.
+    let o = c.kubectl(&["delete", "networkpolicy", "open", "-n", &ns.name]);
+    assert!(o.status.success(), "{}", out(&o));
+    let st = wait_bound(c, &ns.name, "waiting");
+    assert!(!st["conditions"].to_string().contains("PodDenied"), "{st}");
+    let sb = get_json(c, &["sandboxes.sandbox.gke.io", &sandbox, "-n", &ns.name]);
+    assert!(
+        !sb["status"]["conditions"]
+            .to_string()
+            .contains("PodAdmitted"),
+        "{sb}"
+    );
 }

@@ -1,6 +1,9 @@
 //! kubernetes-sigs/agent-sandbox beside sandgate: the pods upstream's controller makes
-//! for its Sandboxes are sandbox pods (DESIGN.md §2, case 3), wherever they are.
-//! The upstream CRDs are stand-ins of the tests' own (tests/fixtures).
+//! for its Sandboxes are sandbox pods (DESIGN.md §2, case 3), wherever they are; its
+//! templates, Sandboxes, claims and warm pools are judged at apply. The upstream CRDs
+//! are stand-ins of the tests' own (tests/fixtures); what upstream's controller writes
+//! is written here as its identity (impersonated, bound to cluster-admin like its
+//! release manifests bind it to its own role).
 
 use std::time::Duration;
 
@@ -10,6 +13,27 @@ use super::harness::{Cluster, cluster};
 use super::{Ns, create, get_json, out, wait};
 
 const HASH: &str = "agents.x-k8s.io/sandbox-name-hash";
+/// Upstream's controller, as its release manifests install it (sandgate's default).
+const CONTROLLER: &str = "system:serviceaccount:agent-sandbox-system:agent-sandbox-controller";
+
+/// A user with every permission but none of sandgate's trust (not `system:masters`).
+const TENANT: &str = "e2e-tenant";
+
+/// `kubectl create` as [`TENANT`].
+fn create_as_tenant(c: &Cluster, object: &Value) -> std::process::Output {
+    c.kubectl_stdin(
+        &["create", "-f", "-", &format!("--as={TENANT}")],
+        Some(&object.to_string()),
+    )
+}
+
+/// `kubectl create` as upstream's controller.
+fn create_as_controller(c: &Cluster, object: &Value) -> std::process::Output {
+    c.kubectl_stdin(
+        &["create", "-f", "-", &format!("--as={CONTROLLER}")],
+        Some(&object.to_string()),
+    )
+}
 
 /// Registers the stand-in CRDs once per test binary (tests run in parallel, and two
 /// first applies of one CRD race to create it).
@@ -31,7 +55,19 @@ fn upstream_crds(c: &Cluster) {
         "--timeout=60s",
         "crd/sandboxes.agents.x-k8s.io",
         "crd/sandboxtemplates.extensions.agents.x-k8s.io",
+        "crd/sandboxclaims.extensions.agents.x-k8s.io",
+        "crd/sandboxwarmpools.extensions.agents.x-k8s.io",
     ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                         "metadata": {"name": "e2e-agent-sandbox-controller"},
+                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                     "name": "cluster-admin"},
+                         "subjects": [{"kind": "ServiceAccount", "name": "agent-sandbox-controller",
+                                       "namespace": "agent-sandbox-system"},
+                                      {"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                       "name": TENANT}]});
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&binding.to_string()));
     assert!(o.status.success(), "{}", out(&o));
     *done = true;
 }
@@ -73,7 +109,14 @@ fn pods_of_upstream_sandboxes_are_hardened_and_judged_like_sandgates_own() {
     let ns = Ns::new(c, "upstream-pods", false);
     let uid = sandbox(c, &ns.name, "sb");
 
+    // Made by anyone but upstream's controller, its labels are forged.
     let o = create(c, &their_pod(&ns.name, "sb", "sb", &uid, false));
+    assert!(
+        !o.status.success(),
+        "a pod with forged upstream labels was admitted"
+    );
+    assert!(out(&o).contains("[upstream-metadata]"), "{}", out(&o));
+    let o = create_as_controller(c, &their_pod(&ns.name, "sb", "sb", &uid, false));
     assert!(o.status.success(), "{}", out(&o));
     let p = get_json(c, &["pod", "sb", "-n", &ns.name]);
     assert_eq!(p["spec"]["runtimeClassName"], "gvisor", "{p}");
@@ -112,7 +155,7 @@ fn pods_of_upstream_sandboxes_are_hardened_and_judged_like_sandgates_own() {
 
     // The privileged twin is refused, naming the field.
     let uid2 = sandbox(c, &ns.name, "sb-priv");
-    let o = create(c, &their_pod(&ns.name, "sb-priv", "sb-priv", &uid2, true));
+    let o = create_as_controller(c, &their_pod(&ns.name, "sb-priv", "sb-priv", &uid2, true));
     assert!(
         !o.status.success(),
         "a privileged upstream sandbox pod was admitted"
@@ -124,8 +167,16 @@ fn pods_of_upstream_sandboxes_are_hardened_and_judged_like_sandgates_own() {
         "{msg}"
     );
 
-    // Their label cannot be taken off to leave sandgate's scope.
-    let o = c.kubectl(&["label", "pod", "sb", "-n", &ns.name, &format!("{HASH}-")]);
+    // Their label cannot be taken off to leave sandgate's scope, even by them.
+    let o = c.kubectl(&[
+        "label",
+        "pod",
+        "sb",
+        "-n",
+        &ns.name,
+        &format!("{HASH}-"),
+        &format!("--as={CONTROLLER}"),
+    ]);
     assert!(!o.status.success(), "the upstream label was removed");
     assert!(out(&o).contains("sandbox-labels"), "{}", out(&o));
 
@@ -277,4 +328,357 @@ fn an_upstream_template_that_names_no_egress_is_closed_to_dns_only() {
         ],
     );
     assert!(t["spec"]["networkPolicy"].is_null(), "{t}");
+}
+
+/// kubernetes-sigs/agent-sandbox#265: the controller deletes the pod a Sandbox's
+/// `agents.x-k8s.io/pod-name` names, so only the controller may write it (and its
+/// labels); other edits of the Sandbox pass.
+#[test]
+fn only_upstreams_controller_writes_the_pod_name_annotation_and_its_labels() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-meta", false);
+    let sb = |name: &str, annotations: Value| {
+        json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+               "metadata": {"name": name, "namespace": ns.name, "annotations": annotations},
+               "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}}}})
+    };
+    let pointing = json!({"agents.x-k8s.io/pod-name": "victim"});
+    let o = create(c, &sb("forged", pointing.clone()));
+    assert!(
+        !o.status.success(),
+        "a forged pod-name annotation was admitted"
+    );
+    let msg = out(&o);
+    assert!(
+        msg.contains("metadata.annotations[\"agents.x-k8s.io/pod-name\"]")
+            && msg.contains("[upstream-metadata]"),
+        "{msg}"
+    );
+    // The controller may (it adopts warm pods this way).
+    let o = create_as_controller(c, &sb("adopted", pointing));
+    assert!(o.status.success(), "{}", out(&o));
+    // Anyone else re-pointing it, or labelling it in upstream's domain: refused.
+    let sandboxes = "sandboxes.agents.x-k8s.io";
+    for args in [
+        vec![
+            "annotate",
+            sandboxes,
+            "adopted",
+            "--overwrite",
+            "agents.x-k8s.io/pod-name=other",
+        ],
+        vec![
+            "annotate",
+            sandboxes,
+            "adopted",
+            "agents.x-k8s.io/pod-name-",
+        ],
+        vec!["label", sandboxes, "adopted", "agents.x-k8s.io/claim-uid=x"],
+    ] {
+        let mut args = args;
+        args.extend(["-n", &ns.name]);
+        let o = c.kubectl(&args);
+        assert!(!o.status.success(), "{args:?} was admitted");
+        assert!(out(&o).contains("[upstream-metadata]"), "{}", out(&o));
+    }
+    // Twins: other metadata of the Sandbox changes freely.
+    let o = c.kubectl(&["annotate", sandboxes, "adopted", "team=a", "-n", &ns.name]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = c.kubectl(&["label", sandboxes, "adopted", "app=a", "-n", &ns.name]);
+    assert!(o.status.success(), "{}", out(&o));
+    let stored = get_json(c, &[sandboxes, "adopted", "-n", &ns.name]);
+    assert_eq!(
+        stored["metadata"]["annotations"]["agents.x-k8s.io/pod-name"],
+        "victim"
+    );
+}
+
+fn warm_pool(ns: &str, name: &str, replicas: u64) -> Value {
+    json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": "python"}}})
+}
+
+/// kubernetes-sigs/agent-sandbox#251: warm pools are capped per pool (50) and per
+/// namespace (100), written directly or through `/scale` (`kubectl scale`, an HPA).
+#[test]
+fn warm_pool_replicas_are_capped_per_pool_and_per_namespace_also_through_scale() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-pools", false);
+    let o = create(c, &warm_pool(&ns.name, "storm", 5000));
+    assert!(!o.status.success(), "a pod storm was admitted");
+    assert!(
+        out(&o).contains("spec.replicas") && out(&o).contains("[warm-pool-replicas]"),
+        "{}",
+        out(&o)
+    );
+    // At the cap: admitted; a second full pool reaches the namespace's cap...
+    for name in ["a", "b"] {
+        let o = create(c, &warm_pool(&ns.name, name, 50));
+        assert!(o.status.success(), "{}", out(&o));
+    }
+    // ...which a third pool would pass.
+    let o = create(c, &warm_pool(&ns.name, "c", 1));
+    assert!(!o.status.success(), "the namespace cap was passed");
+    assert!(out(&o).contains("101"), "{}", out(&o));
+    // Through /scale: up is refused, down is allowed, and then the room is there.
+    let pools = "sandboxwarmpools.extensions.agents.x-k8s.io";
+    let o = c.kubectl(&["scale", pools, "a", "--replicas=60", "-n", &ns.name]);
+    assert!(!o.status.success(), "scaling past the cap was admitted");
+    assert!(out(&o).contains("[warm-pool-replicas]"), "{}", out(&o));
+    let o = c.kubectl(&["scale", pools, "a", "--replicas=10", "-n", &ns.name]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = c.kubectl(&["scale", pools, "b", "--replicas=51", "-n", &ns.name]);
+    assert!(
+        !o.status.success(),
+        "scaling past the per-pool cap was admitted"
+    );
+    let o = create(c, &warm_pool(&ns.name, "c", 40));
+    assert!(o.status.success(), "{}", out(&o));
+    let stored = get_json(c, &[pools, "a", "-n", &ns.name]);
+    assert_eq!(stored["spec"]["replicas"], 10, "{stored}");
+}
+
+/// A claim's env, held to its template's `envVarsInjectionPolicy` at apply, through
+/// its warm pool; values named like credentials warned.
+#[test]
+fn claim_env_is_honoured_only_as_the_templates_injection_policy_allows() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-env", false);
+    for (name, policy) in [
+        ("closed", None),
+        ("allowed", Some("Allowed")),
+        ("overrides", Some("Overrides")),
+    ] {
+        let mut t = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+               "metadata": {"name": name, "namespace": ns.name},
+               "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim",
+                                                                  "env": [{"name": "MODE", "value": "t"}]}]}}}});
+        if let Some(p) = policy {
+            t["spec"]["envVarsInjectionPolicy"] = json!(p);
+        }
+        let o = create(c, &t);
+        assert!(o.status.success(), "{}", out(&o));
+        let mut pool = warm_pool(&ns.name, name, 1);
+        pool["spec"]["sandboxTemplateRef"]["name"] = json!(name);
+        let o = create(c, &pool);
+        assert!(o.status.success(), "{}", out(&o));
+    }
+    let claim = |name: &str, pool: &str, env: Value| {
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+               "metadata": {"name": name, "namespace": ns.name},
+               "spec": {"warmPoolRef": {"name": pool}, "env": env}})
+    };
+    let new = json!([{"name": "TASK", "value": "1"}]);
+    let existing = json!([{"name": "MODE", "value": "claim"}]);
+    for (name, pool, env) in [
+        ("c1", "closed", new.clone()),
+        ("c2", "allowed", existing.clone()),
+        ("c3", "missing-pool", new.clone()),
+    ] {
+        let o = create(c, &claim(name, pool, env));
+        assert!(!o.status.success(), "claim {name} on {pool} was admitted");
+        assert!(out(&o).contains("[claim-env]"), "{}", out(&o));
+    }
+    // Twins: no env at all, new variables where Allowed, overrides where Overrides.
+    let o = create(c, &claim("t1", "closed", Value::Null));
+    assert!(o.status.success(), "{}", out(&o));
+    let o = create(
+        c,
+        &claim(
+            "t2",
+            "allowed",
+            json!([{"name": "GITHUB_TOKEN", "value": "x"}]),
+        ),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("looks like a credential"),
+        "the warning: {}",
+        out(&o)
+    );
+    let o = create(c, &claim("t3", "overrides", existing));
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+/// Upstream's controller writes the NetworkPolicy of a managed template with the
+/// template's egress: in an enforced namespace that is egress beyond DNS, which the
+/// widening guard refuses from anyone else. From the controller it gets the template's
+/// egress analysis, and a sandbox pod it selects is admitted while the policy is exactly
+/// its template's.
+#[test]
+fn upstreams_managed_policy_is_judged_as_its_templates_egress() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-netpol", true);
+    let egress = json!([{"to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+                         "ports": [{"protocol": "TCP", "port": 443}]}]);
+    let t = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+                   "metadata": {"name": "python", "namespace": ns.name},
+                   "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}},
+                            "networkPolicy": {"egress": egress}}});
+    let o = create(c, &t);
+    assert!(o.status.success(), "{}", out(&o));
+    let tuid = get_json(
+        c,
+        &[
+            "sandboxtemplates.extensions.agents.x-k8s.io",
+            "python",
+            "-n",
+            &ns.name,
+        ],
+    )["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let policy = |name: &str, egress: &Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": name, "namespace": ns.name,
+                            "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                                                 "kind": "SandboxTemplate", "name": "python",
+                                                 "uid": tuid, "controller": true}]},
+               "spec": {"podSelector": {"matchLabels": {"agents.x-k8s.io/sandbox-template-ref-hash": "9d0e"}},
+                        "policyTypes": ["Ingress", "Egress"], "egress": egress}})
+    };
+    // Anyone else (but cluster admins): the widening guard.
+    let o = create_as_tenant(c, &policy("python-network-policy", &egress));
+    assert!(!o.status.success(), "a widening policy was admitted");
+    assert!(out(&o).contains("[egress-widening]"), "{}", out(&o));
+    // The controller: judged as the template's egress (the metadata server stays out).
+    let o = create_as_controller(
+        c,
+        &policy(
+            "bad",
+            &json!([{"to": [{"ipBlock": {"cidr": "169.254.0.0/16"}}]}]),
+        ),
+    );
+    assert!(
+        !o.status.success(),
+        "egress to the metadata server was admitted"
+    );
+    assert!(out(&o).contains("[egress-reach]"), "{}", out(&o));
+    let o = create_as_controller(c, &policy("python-network-policy", &egress));
+    assert!(o.status.success(), "{}", out(&o));
+    // A pod it selects: admitted while the policy is exactly the template's.
+    let uid = sandbox(c, &ns.name, "sb");
+    let o = create_as_controller(c, &their_pod(&ns.name, "sb", "sb", &uid, false));
+    assert!(o.status.success(), "{}", out(&o));
+    // The policy drifted from its template (still through the analysis): new pods are
+    // refused, since nothing judged that egress for them.
+    let drifted = json!([{"to": [{"ipBlock": {"cidr": "10.2.0.0/16"}}],
+                          "ports": [{"protocol": "TCP", "port": 443}]}]);
+    let mut p = policy("python-network-policy", &drifted);
+    p["metadata"]["resourceVersion"] = get_json(
+        c,
+        &["networkpolicy", "python-network-policy", "-n", &ns.name],
+    )["metadata"]["resourceVersion"]
+        .clone();
+    let o = c.kubectl_stdin(
+        &["replace", "-f", "-", &format!("--as={CONTROLLER}")],
+        Some(&p.to_string()),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let uid2 = sandbox(c, &ns.name, "sb2");
+    let o = create_as_controller(c, &their_pod(&ns.name, "sb2", "sb2", &uid2, false));
+    assert!(
+        !o.status.success(),
+        "a pod under a drifted policy was admitted"
+    );
+    assert!(out(&o).contains("[egress-widening]"), "{}", out(&o));
+}
+
+/// A pod upstream's controller makes and sandgate refuses is named in a `PodDenied`
+/// event on its Sandbox and on the claim that owns the Sandbox (upstream's controller
+/// would otherwise retry quietly until the claim times out).
+#[test]
+fn a_refused_upstream_pod_is_named_on_its_sandbox_and_claim() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-denied", false);
+    let claim = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+                       "metadata": {"name": "mine", "namespace": ns.name},
+                       "spec": {"warmPoolRef": {"name": "python"}}});
+    assert!(create(c, &claim).status.success());
+    let claim_uid = get_json(
+        c,
+        &[
+            "sandboxclaims.extensions.agents.x-k8s.io",
+            "mine",
+            "-n",
+            &ns.name,
+        ],
+    )["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let sb = json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                    "metadata": {"name": "mine", "namespace": ns.name,
+                                 "ownerReferences": [{"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                                                      "kind": "SandboxClaim", "name": "mine",
+                                                      "uid": claim_uid, "controller": true}]},
+                    "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}}}});
+    let o = create_as_controller(c, &sb);
+    assert!(o.status.success(), "{}", out(&o));
+    let uid =
+        get_json(c, &["sandboxes.agents.x-k8s.io", "mine", "-n", &ns.name])["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    let o = create_as_controller(c, &their_pod(&ns.name, "mine", "mine", &uid, true));
+    assert!(!o.status.success(), "a privileged pod was admitted");
+    // A dry run names nobody.
+    let o = c.kubectl_stdin(
+        &[
+            "create",
+            "--dry-run=server",
+            "-f",
+            "-",
+            &format!("--as={CONTROLLER}"),
+        ],
+        Some(&their_pod(&ns.name, "dry", "mine", &uid, true).to_string()),
+    );
+    assert!(!o.status.success());
+    let events = |kind: &str| {
+        let list = get_json(
+            c,
+            &[
+                "events",
+                "-n",
+                &ns.name,
+                "--field-selector",
+                "reason=PodDenied",
+            ],
+        );
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["involvedObject"]["kind"] == kind || e["regarding"]["kind"] == kind)
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    wait(
+        "PodDenied on the Sandbox and the claim",
+        Duration::from_secs(30),
+        || !events("Sandbox").is_empty() && !events("SandboxClaim").is_empty(),
+    );
+    let on_sandbox = &events("Sandbox")[0];
+    let note = on_sandbox["message"]
+        .as_str()
+        .or(on_sandbox["note"].as_str())
+        .unwrap_or_default();
+    assert!(note.contains("[privileged]"), "{on_sandbox}");
+    assert_eq!(
+        events("Sandbox").len(),
+        1,
+        "one event, not one per retry or dry run"
+    );
 }

@@ -141,7 +141,10 @@ fn parse_env(raw: Option<&Value>) -> Result<Vec<EnvVar>, Violation> {
         .enumerate()
         .map(|(i, e)| {
             let field = format!("spec.env[{i}]");
-            let name = e.get("name").and_then(Value::as_str).filter(|n| !n.is_empty());
+            let name = e
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
             let container = e.get("containerName");
             match (name, container) {
                 (Some(name), None | Some(Value::Null)) => Ok(EnvVar {

@@ -7,6 +7,7 @@
 
 pub mod claim;
 pub mod metadata;
+pub mod notice;
 pub mod template;
 pub mod warm_pool;
 

@@ -122,14 +122,28 @@ mod tests {
     use crate::admission::review::{GroupVersionKind, GroupVersionResource};
     use serde_json::json;
 
-    fn req(op: Operation, sub: Option<&str>, object: Value, old: Option<Value>) -> AdmissionRequest {
+    fn req(
+        op: Operation,
+        sub: Option<&str>,
+        object: Value,
+        old: Option<Value>,
+    ) -> AdmissionRequest {
         AdmissionRequest {
             uid: "u".into(),
             kind: GroupVersionKind {
-                group: if sub.is_some() { "autoscaling" } else { "extensions.agents.x-k8s.io" }
-                    .into(),
+                group: if sub.is_some() {
+                    "autoscaling"
+                } else {
+                    "extensions.agents.x-k8s.io"
+                }
+                .into(),
                 version: "v1".into(),
-                kind: if sub.is_some() { "Scale" } else { "SandboxWarmPool" }.into(),
+                kind: if sub.is_some() {
+                    "Scale"
+                } else {
+                    "SandboxWarmPool"
+                }
+                .into(),
             },
             resource: GroupVersionResource {
                 group: "extensions.agents.x-k8s.io".into(),
@@ -158,9 +172,24 @@ mod tests {
         let cap = u64::from(cfg.warm_pool_caps.per_pool);
         for r in [
             req(Operation::Create, None, spec(json!(cap + 1)), None),
-            req(Operation::Create, None, spec(json!(100_000_000_000u64)), None),
-            req(Operation::Update, None, spec(json!(cap + 1)), Some(spec(json!(1)))),
-            req(Operation::Update, Some("scale"), spec(json!(cap + 1)), Some(spec(json!(1)))),
+            req(
+                Operation::Create,
+                None,
+                spec(json!(100_000_000_000u64)),
+                None,
+            ),
+            req(
+                Operation::Update,
+                None,
+                spec(json!(cap + 1)),
+                Some(spec(json!(1))),
+            ),
+            req(
+                Operation::Update,
+                Some("scale"),
+                spec(json!(cap + 1)),
+                Some(spec(json!(1))),
+            ),
         ] {
             let d = decide(&r, &cfg);
             assert!(!d.allowed, "{r:?}");
@@ -169,7 +198,10 @@ mod tests {
         // Malformed counts are refused, not read as zero.
         for bad in [json!(-1), json!(1.5), json!("5")] {
             let d = decide(&req(Operation::Create, None, spec(bad.clone()), None), &cfg);
-            assert!(!d.allowed && d.violations[0].rule == Rule::MalformedObject, "{bad}");
+            assert!(
+                !d.allowed && d.violations[0].rule == Rule::MalformedObject,
+                "{bad}"
+            );
         }
         let no_count = req(Operation::Update, Some("scale"), json!({"spec": {}}), None);
         assert!(!decide(&no_count, &cfg).allowed);
