@@ -293,6 +293,17 @@ pub fn check_document(
             finding.note = Some("document has no kind".into());
             return finding;
         }
+        Some(k) if k.is_upstream() && !cfg.upstream => {
+            finding.note = Some("upstream agent-sandbox support is off".into());
+            return finding;
+        }
+        // Upstream's claims and warm pools: their own rules, then their policies.
+        Some(k) if k.is_upstream() && k.pod_template_pointer().is_none() => (
+            Webhook::Validate,
+            k.group().to_string(),
+            k.resource().into(),
+            obj.clone(),
+        ),
         Some(Kind::SandboxTemplate) => (
             Webhook::Validate,
             Kind::SandboxTemplate.group().to_string(),
@@ -474,5 +485,53 @@ mod tests {
             &set,
         );
         assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+    }
+
+    #[test]
+    fn upstream_warm_pools_and_claims_are_judged_offline_with_their_lookups_named() {
+        let cfg = Config::default();
+        let set = policies();
+        let doc = |object: Value| Document {
+            source: "u.yaml".into(),
+            object,
+        };
+        let pool = |replicas: u64| {
+            doc(
+                serde_json::json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                "kind": "SandboxWarmPool", "metadata": {"name": "p", "namespace": "a"},
+                "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": "t"}}}),
+            )
+        };
+        let f = check_document(&pool(5000), &cfg, &Scope::default(), &set);
+        assert_eq!(f.verdict, Verdict::Deny, "{f:?}");
+        assert!(
+            f.violations
+                .iter()
+                .any(|v| v.rule == admission::Rule::WarmPoolReplicas)
+        );
+        let f = check_document(&pool(5), &cfg, &Scope::default(), &set);
+        assert_eq!(f.verdict, Verdict::Pass, "{f:?}");
+        assert!(
+            f.note
+                .as_deref()
+                .is_some_and(|n| n.contains("SandboxWarmPools")),
+            "{f:?}"
+        );
+        let claim = doc(
+            serde_json::json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+            "kind": "SandboxClaim", "metadata": {"name": "c", "namespace": "a"},
+            "spec": {"warmPoolRef": {"name": "p"}, "env": [{"name": "API_TOKEN", "value": "x"}]}}),
+        );
+        let f = check_document(&claim, &cfg, &Scope::default(), &set);
+        assert_eq!(f.verdict, Verdict::Pass, "{f:?}");
+        assert!(f.warnings.iter().any(|w| w.contains("API_TOKEN")), "{f:?}");
+        let off = Config {
+            upstream: false,
+            ..Config::default()
+        };
+        assert_eq!(
+            check_document(&pool(5000), &off, &Scope::default(), &set).verdict,
+            Verdict::Skip
+        );
     }
 }

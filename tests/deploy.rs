@@ -615,3 +615,16 @@ fn upstream_objects_reach_sandgate_only_through_the_upstream_entries() {
         }
     }
 }
+
+/// The shipped ConfigMap spells out the built-in defaults, and parses.
+#[test]
+fn the_shipped_configuration_is_valid_and_is_the_defaults() {
+    let objects = kustomized();
+    let text = find(&objects, "ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml in the ConfigMap")
+        .to_string();
+    let file: sandgate::config::ConfigFile = serde_yaml::from_str(&text).unwrap();
+    let cfg = sandgate::config::Config::build(file, Default::default()).unwrap();
+    assert_eq!(cfg, sandgate::config::Config::default());
+}

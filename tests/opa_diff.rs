@@ -80,6 +80,38 @@ fn corpus() -> Vec<(String, Value)> {
             }
         }
     }
+    // kubernetes-sigs/agent-sandbox's kinds, judged by the `sandgate.agents.*` policies.
+    for (j, e) in egresses.iter().enumerate() {
+        for img in &images {
+            let mut spec = json!({"podTemplate": {"spec": {"containers": [{"name": "c", "image": img}],
+                                                            "initContainers": [{"name": "i", "image": images[j % 3]}]}}});
+            if !e.is_null() {
+                spec["networkPolicy"] = json!({"egress": e});
+            }
+            let t = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+                           "metadata": {"name": format!("u{j}")}, "spec": spec});
+            out.push((
+                "agents.sandboxtemplate".to_string(),
+                review("SandboxTemplate", t),
+            ));
+        }
+    }
+    for (j, lifecycle) in [
+        json!(null),
+        json!({"shutdownTime": "2026-12-03T00:00:00Z"}),
+        json!({"shutdownTime": "2026-12-03T00:00:00Z", "shutdownPolicy": "Delete"}),
+        json!({"shutdownPolicy": "Delete"}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut spec = json!({"warmPoolRef": {"name": "p"}});
+        if !lifecycle.is_null() {
+            spec["lifecycle"] = lifecycle.clone();
+        }
+        let c = json!({"metadata": {"name": format!("uc{j}")}, "spec": spec});
+        out.push(("agents.sandboxclaim".to_string(), review("SandboxClaim", c)));
+    }
     for (j, ttl) in [
         json!(null),
         json!(60),
@@ -184,11 +216,23 @@ import rego.v1
 results contains [i, rule, concat(".", [kind, name]), msg] if {
     some i, c in input.cases
     kind := c.kind
+    not startswith(kind, "agents.")
     some name
     data.sandgate[kind][name]
     name != "lib"
     some rule in ["deny", "warn"]
     msgs := object.get(data.sandgate[kind][name], rule, set()) with input.review as c.review
+    some m in msgs
+    msg := text(m)
+}
+results contains [i, rule, concat(".", ["agents", kind, name]), msg] if {
+    some i, c in input.cases
+    startswith(c.kind, "agents.")
+    kind := substring(c.kind, 7, -1)
+    some name
+    data.sandgate.agents[kind][name]
+    some rule in ["deny", "warn"]
+    msgs := object.get(data.sandgate.agents[kind][name], rule, set()) with input.review as c.review
     some m in msgs
     msg := text(m)
 }
