@@ -133,6 +133,23 @@ impl Scanner {
         Ok((list.items, next))
     }
 
+    /// Whether the apiserver serves this kind (upstream's CRDs may not be installed).
+    async fn served(&self, api: &Api<DynamicObject>, kind: Kind) -> Result<bool, AuditError> {
+        self.pace("list").await;
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::debug!(
+                    kind = kind.kind(),
+                    group = kind.group(),
+                    "not served; not audited"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(AuditError::read(kind.resource(), e)),
+        }
+    }
+
     /// Every item of a list, page by page.
     async fn all<K>(&self, api: &Api<K>, lp: &ListParams, what: &str) -> Result<Vec<K>, AuditError>
     where
@@ -221,6 +238,7 @@ impl Scanner {
             netpols: &netpols,
             sandbox_namespaces: Mutex::new(enforced.clone()),
             tokens: Mutex::new(HashMap::new()),
+            upstream: Mutex::new(HashMap::new()),
         };
 
         // Pods: every pod of an enforced namespace, and labelled ones anywhere.
@@ -311,6 +329,50 @@ impl Scanner {
                     &mut scan,
                 )
                 .await?;
+            }
+        }
+
+        // kubernetes-sigs/agent-sandbox's objects, where its CRDs are installed: its
+        // Sandboxes and templates as the pods they make, its warm pools against the
+        // caps, its claims' env against their templates.
+        if self.cfg.upstream {
+            for kind in [
+                Kind::UpstreamSandbox,
+                Kind::UpstreamSandboxTemplate,
+                Kind::UpstreamSandboxWarmPool,
+                Kind::UpstreamSandboxClaim,
+            ] {
+                let gvk = kube::api::GroupVersionKind::gvk(
+                    kind.group(),
+                    contract::upstream::VERSION,
+                    kind.kind(),
+                );
+                let ar = ApiResource::from_gvk_with_plural(&gvk, kind.resource());
+                let apis: Vec<Api<DynamicObject>> = match only {
+                    None => vec![Api::all_with(self.client.clone(), &ar)],
+                    Some(_) => namespaces
+                        .keys()
+                        .map(|ns| Api::namespaced_with(self.client.clone(), ns, &ar))
+                        .collect(),
+                };
+                if let Some(first) = apis.first()
+                    && !self.served(first, kind).await?
+                {
+                    continue;
+                }
+                for api in apis {
+                    self.judge_pages(
+                        &api,
+                        &ListParams::default(),
+                        kind,
+                        &namespaces,
+                        &mut seen,
+                        &snapshot,
+                        &policies,
+                        &mut scan,
+                    )
+                    .await?;
+                }
             }
         }
 
@@ -532,6 +594,8 @@ struct Snapshot<'a> {
     netpols: &'a BTreeMap<String, Vec<NetworkPolicy>>,
     sandbox_namespaces: Mutex<BTreeSet<String>>,
     tokens: Mutex<HashMap<(String, String), bool>>,
+    /// Upstream objects read for lookups, by (namespace, kind): read once a sweep.
+    upstream: Mutex<HashMap<(String, Kind), Vec<serde_json::Value>>>,
 }
 
 impl Snapshot<'_> {
@@ -601,8 +665,10 @@ impl ClusterFacts for Snapshot<'_> {
         name: &'a str,
     ) -> FactFuture<'a, Option<serde_json::Value>> {
         Box::pin(async move {
-            self.scanner.pace("get").await;
-            facts::get_upstream(&self.scanner.client, namespace, kind, name).await
+            let all = self.upstream_objects(namespace, kind).await?;
+            Ok(all
+                .into_iter()
+                .find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name)))
         })
     }
 
@@ -612,8 +678,23 @@ impl ClusterFacts for Snapshot<'_> {
         kind: Kind,
     ) -> FactFuture<'a, Vec<serde_json::Value>> {
         Box::pin(async move {
+            let key = (namespace.to_string(), kind);
+            let known = self
+                .upstream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            if let Some(list) = known {
+                return Ok(list);
+            }
             self.scanner.pace("list").await;
-            facts::list_upstream(&self.scanner.client, namespace, kind).await
+            let list = facts::list_upstream(&self.scanner.client, namespace, kind).await?;
+            self.upstream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, list.clone());
+            Ok(list)
         })
     }
 }

@@ -64,6 +64,7 @@ impl ResourceRef {
 pub fn api_version(kind: Kind) -> String {
     match kind.group() {
         "" => "v1".to_string(),
+        g if kind.is_upstream() => format!("{g}/{}", contract::upstream::VERSION),
         g => format!("{g}/v1"),
     }
 }

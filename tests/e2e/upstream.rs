@@ -254,6 +254,17 @@ fn upstream_sandboxes_and_templates_are_judged_as_the_pods_they_make() {
     );
     let o = create(c, &template("fine", &plain, dns));
     assert!(o.status.success(), "{}", out(&o));
+    // The shipped agents.sandboxtemplate policies judge the template itself: DNS to any
+    // resolver passes the built-in analysis and gets the policy's warning.
+    let any_resolver = json!([{"ports": [{"protocol": "UDP", "port": 53}]}]);
+    let o = create(c, &template("any-dns", &plain, any_resolver));
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("policy agents.sandboxtemplate.egress")
+            && out(&o).contains("reach any resolver"),
+        "{}",
+        out(&o)
+    );
 }
 
 #[test]
@@ -489,6 +500,12 @@ fn claim_env_is_honoured_only_as_the_templates_injection_policy_allows() {
     // Twins: no env at all, new variables where Allowed, overrides where Overrides.
     let o = create(c, &claim("t1", "closed", Value::Null));
     assert!(o.status.success(), "{}", out(&o));
+    // The shipped policies for upstream's kinds run on it too.
+    assert!(
+        out(&o).contains("policy agents.sandboxclaim.lifecycle"),
+        "{}",
+        out(&o)
+    );
     let o = create(
         c,
         &claim(
@@ -681,4 +698,91 @@ fn a_refused_upstream_pod_is_named_on_its_sandbox_and_claim() {
         1,
         "one event, not one per retry or dry run"
     );
+}
+
+/// The audit judges upstream's stored objects too: a claim whose env its template no
+/// longer allows (the template was changed after the claim was admitted) fails in
+/// `sandgate audit`, while the template itself and a claim without env pass.
+#[test]
+fn the_audit_reports_upstream_objects_that_fail_today() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-audit", false);
+    let t = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+                   "metadata": {"name": "python", "namespace": ns.name},
+                   "spec": {"envVarsInjectionPolicy": "Overrides",
+                            "podTemplate": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}}}});
+    assert!(create(c, &t).status.success());
+    let mut pool = warm_pool(&ns.name, "python", 1);
+    pool["spec"]["sandboxTemplateRef"]["name"] = json!("python");
+    assert!(create(c, &pool).status.success());
+    let claim = |name: &str, env: Value| {
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+               "metadata": {"name": name, "namespace": ns.name},
+               "spec": {"warmPoolRef": {"name": "python"}, "env": env}})
+    };
+    let o = create(
+        c,
+        &claim("with-env", json!([{"name": "TASK", "value": "1"}])),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(create(c, &claim("without", Value::Null)).status.success());
+    let o = c.kubectl(&[
+        "patch",
+        "sandboxtemplates.extensions.agents.x-k8s.io",
+        "python",
+        "-n",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"envVarsInjectionPolicy": "Disallowed"}}"#,
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sandgate"))
+        .args(["audit", "-n", &ns.name, "-o", "json", "-v"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("sandgate audit runs");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let listing: Value = serde_json::from_str(&stdout).expect("json");
+    let of = |name: &str, kind: &str| -> Vec<Value> {
+        listing["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| j["resource"]["name"] == name && j["resource"]["kind"] == kind)
+            .flat_map(|j| j["outcomes"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let failing = of("with-env", "SandboxClaim");
+    assert!(
+        failing
+            .iter()
+            .any(|o| o["rule"] == "claim-env" && o["result"] == "fail"),
+        "{stdout}"
+    );
+    for (name, kind) in [
+        ("without", "SandboxClaim"),
+        ("python", "SandboxTemplate"),
+        ("python", "SandboxWarmPool"),
+    ] {
+        let outcomes = of(name, kind);
+        assert!(
+            !outcomes.is_empty(),
+            "{kind} {name} was not audited: {stdout}"
+        );
+        assert!(
+            outcomes.iter().all(|o| o["result"] != "fail"),
+            "{kind} {name}: {stdout}"
+        );
+    }
 }
