@@ -214,12 +214,15 @@ pub async fn is_token_secret(
     }))
 }
 
-/// The API of one of upstream's kinds in `namespace`, in the version sandgate reads.
-fn upstream_api(client: &kube::Client, namespace: &str, kind: Kind) -> kube::Api<DynamicObject> {
+/// One of upstream's kinds, in the version sandgate reads.
+pub fn upstream_resource(kind: Kind) -> ApiResource {
     let gvk =
         kube::api::GroupVersionKind::gvk(kind.group(), contract::upstream::VERSION, kind.kind());
-    let resource = ApiResource::from_gvk_with_plural(&gvk, kind.resource());
-    kube::Api::namespaced_with(client.clone(), namespace, &resource)
+    ApiResource::from_gvk_with_plural(&gvk, kind.resource())
+}
+
+fn upstream_api(client: &kube::Client, namespace: &str, kind: Kind) -> kube::Api<DynamicObject> {
+    kube::Api::namespaced_with(client.clone(), namespace, &upstream_resource(kind))
 }
 
 fn object_value(o: DynamicObject, what: &str) -> Result<Value, FactsError> {

@@ -304,12 +304,28 @@ impl Scanner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
 
-        // Templates and claims, wherever they are.
-        for kind in [Kind::SandboxTemplate, Kind::SandboxClaim] {
-            let ar = match kind {
-                Kind::SandboxTemplate => ApiResource::erase::<SandboxTemplate>(&()),
-                _ => ApiResource::erase::<SandboxClaim>(&()),
-            };
+        // Templates and claims, wherever they are; with agent-sandbox support, its
+        // Sandboxes and templates (as the pods they make), warm pools (against the caps)
+        // and claims (their env against their templates), where its CRDs are served.
+        let mut kinds = vec![
+            (
+                Kind::SandboxTemplate,
+                ApiResource::erase::<SandboxTemplate>(&()),
+            ),
+            (Kind::SandboxClaim, ApiResource::erase::<SandboxClaim>(&())),
+        ];
+        if self.cfg.upstream {
+            kinds.extend(
+                [
+                    Kind::UpstreamSandbox,
+                    Kind::UpstreamSandboxTemplate,
+                    Kind::UpstreamSandboxWarmPool,
+                    Kind::UpstreamSandboxClaim,
+                ]
+                .map(|k| (k, facts::upstream_resource(k))),
+            );
+        }
+        for (kind, ar) in kinds {
             let apis: Vec<Api<DynamicObject>> = match only {
                 None => vec![Api::all_with(self.client.clone(), &ar)],
                 Some(_) => namespaces
@@ -317,6 +333,12 @@ impl Scanner {
                     .map(|ns| Api::namespaced_with(self.client.clone(), ns, &ar))
                     .collect(),
             };
+            if kind.is_upstream()
+                && let Some(first) = apis.first()
+                && !self.served(first, kind).await?
+            {
+                continue;
+            }
             for api in apis {
                 self.judge_pages(
                     &api,
@@ -329,50 +351,6 @@ impl Scanner {
                     &mut scan,
                 )
                 .await?;
-            }
-        }
-
-        // kubernetes-sigs/agent-sandbox's objects, where its CRDs are installed: its
-        // Sandboxes and templates as the pods they make, its warm pools against the
-        // caps, its claims' env against their templates.
-        if self.cfg.upstream {
-            for kind in [
-                Kind::UpstreamSandbox,
-                Kind::UpstreamSandboxTemplate,
-                Kind::UpstreamSandboxWarmPool,
-                Kind::UpstreamSandboxClaim,
-            ] {
-                let gvk = kube::api::GroupVersionKind::gvk(
-                    kind.group(),
-                    contract::upstream::VERSION,
-                    kind.kind(),
-                );
-                let ar = ApiResource::from_gvk_with_plural(&gvk, kind.resource());
-                let apis: Vec<Api<DynamicObject>> = match only {
-                    None => vec![Api::all_with(self.client.clone(), &ar)],
-                    Some(_) => namespaces
-                        .keys()
-                        .map(|ns| Api::namespaced_with(self.client.clone(), ns, &ar))
-                        .collect(),
-                };
-                if let Some(first) = apis.first()
-                    && !self.served(first, kind).await?
-                {
-                    continue;
-                }
-                for api in apis {
-                    self.judge_pages(
-                        &api,
-                        &ListParams::default(),
-                        kind,
-                        &namespaces,
-                        &mut seen,
-                        &snapshot,
-                        &policies,
-                        &mut scan,
-                    )
-                    .await?;
-                }
             }
         }
 

@@ -9,12 +9,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::DynamicObject;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::admission::upstream::notice::{self, Owner};
 use crate::admission::{AdmissionRequest, Decision};
 use crate::contract::{self, upstream};
+use crate::resources::Kind;
 
 /// Tells owners about denials of the pods made for them.
 pub trait DenialNotices: Send + Sync {
@@ -101,11 +102,10 @@ impl DenialNotices for KubeNotices {
 
 /// The SandboxClaim that owns an upstream Sandbox, if any.
 async fn claim_of(client: &kube::Client, namespace: &str, sandbox: &Owner) -> Option<Owner> {
-    let gvk = GroupVersionKind::gvk(upstream::GROUP, upstream::VERSION, "Sandbox");
     let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(
         client.clone(),
         namespace,
-        &ApiResource::from_gvk_with_plural(&gvk, "sandboxes"),
+        &crate::facts::upstream_resource(Kind::UpstreamSandbox),
     );
     let sb = match api.get_opt(&sandbox.name).await {
         Ok(sb) => sb?,
