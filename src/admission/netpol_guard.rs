@@ -408,28 +408,15 @@ mod tests {
     }
 
     fn write(user: &str, policy: Value) -> AdmissionRequest {
-        use crate::admission::review::{GroupVersionKind, GroupVersionResource};
+        use crate::admission::review::test_request;
         AdmissionRequest {
-            uid: "u".into(),
-            kind: GroupVersionKind {
-                group: "networking.k8s.io".into(),
-                version: "v1".into(),
-                kind: "NetworkPolicy".into(),
-            },
-            resource: GroupVersionResource {
-                group: "networking.k8s.io".into(),
-                version: "v1".into(),
-                resource: "networkpolicies".into(),
-            },
-            sub_resource: None,
-            name: policy["metadata"]["name"].as_str().map(str::to_string),
-            namespace: Some("ns".into()),
-            operation: Operation::Create,
             user_info: json!({"username": user}),
-            object: Some(policy),
-            old_object: None,
-            dry_run: None,
-            options: None,
+            ..test_request(
+                "networking.k8s.io",
+                "networkpolicies",
+                "NetworkPolicy",
+                policy,
+            )
         }
     }
 

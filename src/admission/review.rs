@@ -126,6 +126,42 @@ impl AdmissionRequest {
     }
 }
 
+/// A CREATE of `object` in namespace `ns` by user `u`, of `kind` stored as `resource`
+/// in `group` (unit tests change what they need with struct update syntax).
+#[cfg(test)]
+pub(crate) fn test_request(
+    group: &str,
+    resource: &str,
+    kind: &str,
+    object: Value,
+) -> AdmissionRequest {
+    AdmissionRequest {
+        uid: "u".into(),
+        kind: GroupVersionKind {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+        },
+        resource: GroupVersionResource {
+            group: group.into(),
+            version: "v1".into(),
+            resource: resource.into(),
+        },
+        sub_resource: None,
+        name: object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        namespace: Some("ns".into()),
+        operation: Operation::Create,
+        user_info: serde_json::json!({"username": "u"}),
+        object: Some(object),
+        old_object: None,
+        dry_run: None,
+        options: None,
+    }
+}
+
 /// Parses an HTTP body into the request it carries.
 pub fn parse(body: &[u8]) -> Result<AdmissionRequest, ReviewError> {
     // serde_json refuses nesting deeper than 128 levels, so deep bodies are an error,

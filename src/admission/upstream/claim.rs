@@ -242,32 +242,17 @@ pub fn judge(template: &Value, template_name: &str, env: &[EnvVar]) -> Vec<Viola
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::{GroupVersionKind, GroupVersionResource};
+    use crate::admission::review::test_request;
     use serde_json::json;
 
     fn req(spec: Value) -> AdmissionRequest {
-        AdmissionRequest {
-            uid: "u".into(),
-            kind: GroupVersionKind {
-                group: "extensions.agents.x-k8s.io".into(),
-                version: "v1beta1".into(),
-                kind: "SandboxClaim".into(),
-            },
-            resource: GroupVersionResource {
-                group: "extensions.agents.x-k8s.io".into(),
-                version: "v1beta1".into(),
-                resource: "sandboxclaims".into(),
-            },
-            sub_resource: None,
-            name: Some("c".into()),
-            namespace: Some("ns".into()),
-            operation: Operation::Create,
-            user_info: json!({"username": "u"}),
-            object: Some(json!({"spec": spec})),
-            old_object: None,
-            dry_run: None,
-            options: None,
-        }
+        let claim = json!({"metadata": {"name": "c"}, "spec": spec});
+        test_request(
+            "extensions.agents.x-k8s.io",
+            "sandboxclaims",
+            "SandboxClaim",
+            claim,
+        )
     }
 
     fn template(policy: Option<&str>) -> Value {

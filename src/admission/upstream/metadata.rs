@@ -81,31 +81,14 @@ fn entries(object: &Value, section: &str) -> Map<String, Value> {
 mod tests {
     use super::*;
     use crate::admission::Operation;
-    use crate::admission::review::{GroupVersionKind, GroupVersionResource};
+    use crate::admission::review::test_request;
     use serde_json::json;
 
     fn req(user: &str) -> AdmissionRequest {
         AdmissionRequest {
-            uid: "u".into(),
-            kind: GroupVersionKind {
-                group: "agents.x-k8s.io".into(),
-                version: "v1beta1".into(),
-                kind: "Sandbox".into(),
-            },
-            resource: GroupVersionResource {
-                group: "agents.x-k8s.io".into(),
-                version: "v1beta1".into(),
-                resource: "sandboxes".into(),
-            },
-            sub_resource: None,
-            name: Some("s".into()),
-            namespace: Some("ns".into()),
             operation: Operation::Update,
             user_info: json!({"username": user, "groups": ["system:authenticated"]}),
-            object: None,
-            old_object: None,
-            dry_run: None,
-            options: None,
+            ..test_request("agents.x-k8s.io", "sandboxes", "Sandbox", json!({}))
         }
     }
 

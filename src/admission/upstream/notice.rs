@@ -62,33 +62,16 @@ pub fn controller_owner(object: &Value, group: &str, kind: &str) -> Option<Owner
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::{GroupVersionKind, GroupVersionResource};
+    use crate::admission::review::test_request;
     use serde_json::json;
 
     fn req(owner_api: &str, controller: bool, dry_run: bool) -> AdmissionRequest {
+        let pod = json!({"metadata": {"name": "p", "ownerReferences": [
+            {"apiVersion": owner_api, "kind": "Sandbox", "name": "sb", "uid": "1",
+             "controller": controller}]}});
         AdmissionRequest {
-            uid: "u".into(),
-            kind: GroupVersionKind {
-                group: String::new(),
-                version: "v1".into(),
-                kind: "Pod".into(),
-            },
-            resource: GroupVersionResource {
-                group: String::new(),
-                version: "v1".into(),
-                resource: "pods".into(),
-            },
-            sub_resource: None,
-            name: Some("p".into()),
-            namespace: Some("ns".into()),
-            operation: Operation::Create,
-            user_info: json!({"username": upstream::CONTROLLER}),
-            object: Some(json!({"metadata": {"name": "p", "ownerReferences": [
-                {"apiVersion": owner_api, "kind": "Sandbox", "name": "sb", "uid": "1",
-                 "controller": controller}]}})),
-            old_object: None,
             dry_run: Some(dry_run),
-            options: None,
+            ..test_request("", "pods", "Pod", pod)
         }
     }
 

@@ -89,33 +89,18 @@ pub fn mutate_template(req: &AdmissionRequest) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::{GroupVersionKind, GroupVersionResource};
+    use crate::admission::review::test_request;
 
     fn review(spec: Value) -> AdmissionRequest {
-        AdmissionRequest {
-            uid: "u".into(),
-            kind: GroupVersionKind {
-                group: "extensions.agents.x-k8s.io".into(),
-                version: "v1beta1".into(),
-                kind: "SandboxTemplate".into(),
-            },
-            resource: GroupVersionResource {
-                group: "extensions.agents.x-k8s.io".into(),
-                version: "v1beta1".into(),
-                resource: "sandboxtemplates".into(),
-            },
-            sub_resource: None,
-            name: Some("t".into()),
-            namespace: Some("ns".into()),
-            operation: Operation::Create,
-            user_info: json!({"username": "u"}),
-            object: Some(json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
-                                "kind": "SandboxTemplate",
-                                "metadata": {"name": "t", "namespace": "ns"}, "spec": spec})),
-            old_object: None,
-            dry_run: None,
-            options: None,
-        }
+        let template = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                              "kind": "SandboxTemplate",
+                              "metadata": {"name": "t", "namespace": "ns"}, "spec": spec});
+        test_request(
+            "extensions.agents.x-k8s.io",
+            "sandboxtemplates",
+            "SandboxTemplate",
+            template,
+        )
     }
 
     fn applied(req: &AdmissionRequest, d: &Decision) -> Value {

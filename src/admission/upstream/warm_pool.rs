@@ -119,7 +119,7 @@ pub fn namespace_violation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::review::{GroupVersionKind, GroupVersionResource};
+    use crate::admission::review::test_request;
     use serde_json::json;
 
     fn req(
@@ -128,37 +128,21 @@ mod tests {
         object: Value,
         old: Option<Value>,
     ) -> AdmissionRequest {
+        let kind = if sub.is_some() {
+            "Scale"
+        } else {
+            "SandboxWarmPool"
+        };
         AdmissionRequest {
-            uid: "u".into(),
-            kind: GroupVersionKind {
-                group: if sub.is_some() {
-                    "autoscaling"
-                } else {
-                    "extensions.agents.x-k8s.io"
-                }
-                .into(),
-                version: "v1".into(),
-                kind: if sub.is_some() {
-                    "Scale"
-                } else {
-                    "SandboxWarmPool"
-                }
-                .into(),
-            },
-            resource: GroupVersionResource {
-                group: "extensions.agents.x-k8s.io".into(),
-                version: "v1beta1".into(),
-                resource: "sandboxwarmpools".into(),
-            },
-            sub_resource: sub.map(str::to_string),
-            name: Some("pool".into()),
-            namespace: Some("ns".into()),
             operation: op,
-            user_info: json!({"username": "u"}),
-            object: Some(object),
+            sub_resource: sub.map(str::to_string),
             old_object: old,
-            dry_run: None,
-            options: None,
+            ..test_request(
+                "extensions.agents.x-k8s.io",
+                "sandboxwarmpools",
+                kind,
+                object,
+            )
         }
     }
 
