@@ -786,3 +786,109 @@ fn the_audit_reports_upstream_objects_that_fail_today() {
         );
     }
 }
+
+/// The shipped webhook configurations with the `upstream-*` entries removed.
+fn without_upstream_entries(config: &Value) -> Value {
+    let mut v = config.clone();
+    if let Some(list) = v["webhooks"].as_array_mut() {
+        list.retain(|w| {
+            !w["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("upstream-"))
+        });
+    }
+    v
+}
+
+/// Writes `config` over the live one of its kind (fresh resourceVersion).
+fn replace_config(c: &Cluster, kind: &str, config: &Value) {
+    let live = get_json(c, &[kind, "sandgate"]);
+    let mut v = config.clone();
+    v["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+    let o = c.kubectl_stdin(&["replace", "-f", "-"], Some(&v.to_string()));
+    assert!(o.status.success(), "{}", out(&o));
+}
+
+/// Turning upstream support off as documented (deleting the `upstream-*` entries):
+/// on the real apiserver, upstream's pods, Sandboxes and warm pools then never reach
+/// sandgate, and the entries put back, they do again.
+#[test]
+fn with_the_upstream_entries_deleted_upstream_objects_never_reach_sandgate() {
+    let c = cluster();
+    // Alone: the webhook configurations are the cluster's, and its counters are read.
+    let _g = c.gate.write().unwrap_or_else(|e| e.into_inner());
+    upstream_crds(c);
+    let ns = Ns::new(c, "upstream-off", false);
+    let kinds = [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ];
+    let saved: Vec<Value> = kinds
+        .iter()
+        .map(|k| {
+            let mut v = get_json(c, &[k, "sandgate"]);
+            for f in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ] {
+                if let Some(m) = v["metadata"].as_object_mut() {
+                    m.remove(f);
+                }
+            }
+            v
+        })
+        .collect();
+    let privileged_sandbox = |name: &str| {
+        json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+               "metadata": {"name": name, "namespace": ns.name},
+               "spec": {"podTemplate": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim",
+                                                                  "securityContext": {"privileged": true}}]}}}})
+    };
+    let dry_run_admitted = |name: &str| {
+        c.kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&privileged_sandbox(name).to_string()),
+        )
+        .status
+        .success()
+    };
+    for (kind, v) in kinds.iter().zip(&saved) {
+        replace_config(c, kind, &without_upstream_entries(v));
+    }
+    let result = std::panic::catch_unwind(|| {
+        // The apiserver picks the change up within moments.
+        wait("the upstream entries gone", Duration::from_secs(20), || {
+            dry_run_admitted("probe")
+        });
+        // (Pods are not counted: the shared reconciler may be making pool pods; this
+        // one's being unmutated and admitted privileged says it met no entry.)
+        let counts = || ["Sandbox", "SandboxWarmPool"].map(|k| c.webhook_requests(k));
+        let before = counts();
+        let o = create(c, &privileged_sandbox("sb"));
+        assert!(o.status.success(), "{}", out(&o));
+        let uid =
+            get_json(c, &["sandboxes.agents.x-k8s.io", "sb", "-n", &ns.name])["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+        let o = create_as_controller(c, &their_pod(&ns.name, "sb", "sb", &uid, true));
+        assert!(o.status.success(), "{}", out(&o));
+        let p = get_json(c, &["pod", "sb", "-n", &ns.name]);
+        assert!(p["spec"]["runtimeClassName"].is_null(), "not mutated: {p}");
+        let o = create(c, &warm_pool(&ns.name, "storm", 5000));
+        assert!(o.status.success(), "{}", out(&o));
+        assert_eq!(counts(), before, "upstream objects reached sandgate");
+    });
+    for (kind, v) in kinds.iter().zip(&saved) {
+        replace_config(c, kind, v);
+    }
+    wait("the upstream entries back", Duration::from_secs(20), || {
+        !dry_run_admitted("probe")
+    });
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
