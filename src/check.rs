@@ -89,11 +89,14 @@ impl Report {
     }
 }
 
-/// Which pods count as sandbox pods offline.
+/// Which pods count as sandbox pods offline, and what else the input holds.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     pub all: bool,
     pub enforced_namespaces: BTreeSet<String>,
+    /// Upstream agent-sandbox objects among the documents: the webhook's lookups of
+    /// templates and warm pools are answered from them where they can be.
+    pub upstream: Vec<(Kind, Value)>,
 }
 
 /// Judges every manifest under `paths`; a path that cannot be read is an error finding.
@@ -231,6 +234,9 @@ pub fn check_documents(
                 == Some(label::ENFORCE_ON)
         {
             scope.enforced_namespaces.insert(name.to_string());
+        }
+        if let Some(k) = Kind::of_manifest(api_version, kind).filter(|k| k.is_upstream()) {
+            scope.upstream.push((k, d.object.clone()));
         }
     }
     let mut report = Report::default();
@@ -399,18 +405,90 @@ pub fn check_document(
         if excluded {
             finding.verdict = Verdict::Skip;
             finding.note = Some("namespace is excluded from sandgate".into());
-        } else if !decision.lookups.is_empty() {
-            let asked: Vec<String> = decision.lookups.iter().map(|l| l.question()).collect();
-            finding.note = Some(format!(
-                "the webhook also asks the cluster {}",
-                asked.join("; and ")
-            ));
+        } else {
+            let mut asked = Vec::new();
+            for lookup in &decision.lookups {
+                match answer_offline(lookup, &scope.upstream, cfg) {
+                    Some(violations) if !violations.is_empty() => {
+                        finding.verdict = Verdict::Deny;
+                        finding.violations.extend(violations);
+                    }
+                    Some(_) => {}
+                    None => asked.push(lookup.question()),
+                }
+            }
+            if !asked.is_empty() {
+                finding.note = Some(format!(
+                    "the webhook also asks the cluster {}",
+                    asked.join("; and ")
+                ));
+            }
         }
     } else {
         finding.verdict = Verdict::Deny;
         finding.violations = decision.violations;
     }
     finding
+}
+
+/// A lookup answered from the input's own upstream objects: `Some(violations)` when
+/// they settle it, `None` when only the cluster can (a namespace's pools may be more
+/// than the input holds, so a cap the input stays under is still asked).
+fn answer_offline(
+    lookup: &admission::Lookup,
+    objects: &[(Kind, Value)],
+    cfg: &Config,
+) -> Option<Vec<Violation>> {
+    use admission::upstream::{claim, warm_pool};
+    fn in_namespace(objects: &[(Kind, Value)], kind: Kind, ns: &str) -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|(k, o)| {
+                *k == kind && o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns)
+            })
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+    let named = |kind: Kind, ns: &str, name: &str| {
+        in_namespace(objects, kind, ns)
+            .into_iter()
+            .find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+    };
+    match lookup {
+        admission::Lookup::ClaimEnv {
+            namespace,
+            source,
+            env,
+        } => {
+            let template = match source {
+                claim::TemplateSource::Template(t) => t.clone(),
+                claim::TemplateSource::WarmPool(p) => {
+                    claim::template_of_pool(&named(Kind::UpstreamSandboxWarmPool, namespace, p)?)?
+                }
+            };
+            let found = named(Kind::UpstreamSandboxTemplate, namespace, &template)?;
+            Some(claim::judge(&found, &template, env))
+        }
+        admission::Lookup::NamespaceWarmPools {
+            namespace,
+            pool,
+            replicas,
+            cap,
+        } => {
+            // Pools above the per-pool cap are refused themselves: not counted.
+            let per_pool = u64::from(cfg.warm_pool_caps.per_pool);
+            let pools: Vec<Value> = in_namespace(objects, Kind::UpstreamSandboxWarmPool, namespace)
+                .into_iter()
+                .filter(|p| {
+                    p.pointer("/spec/replicas")
+                        .and_then(Value::as_u64)
+                        .is_some_and(|r| r <= per_pool)
+                })
+                .collect();
+            warm_pool::namespace_violation(&pools, pool, *replicas, *cap).map(|v| vec![v])
+        }
+        _ => None,
+    }
 }
 
 fn not_sandbox_note() -> String {
@@ -533,5 +611,53 @@ mod tests {
             check_document(&pool(5000), &off, &Scope::default(), &set).verdict,
             Verdict::Skip
         );
+    }
+
+    #[test]
+    fn lookups_are_answered_from_the_manifests_given_together() {
+        let cfg = Config {
+            warm_pool_caps: crate::config::WarmPoolCaps {
+                per_pool: 50,
+                per_namespace: 80,
+            },
+            ..Config::default()
+        };
+        let set = policies();
+        let yaml = |policy: &str, second_pool: u64| {
+            format!(
+                "apiVersion: extensions.agents.x-k8s.io/v1beta1\nkind: SandboxTemplate\n\
+                 metadata: {{name: t, namespace: a}}\nspec:\n  envVarsInjectionPolicy: {policy}\n\
+                 \x20 podTemplate: {{spec: {{containers: [{{name: c, image: python:3.11-slim}}]}}}}\n---\n\
+                 apiVersion: extensions.agents.x-k8s.io/v1beta1\nkind: SandboxWarmPool\n\
+                 metadata: {{name: p, namespace: a}}\nspec: {{replicas: 50, sandboxTemplateRef: {{name: t}}}}\n---\n\
+                 apiVersion: extensions.agents.x-k8s.io/v1beta1\nkind: SandboxWarmPool\n\
+                 metadata: {{name: q, namespace: a}}\nspec: {{replicas: {second_pool}, sandboxTemplateRef: {{name: t}}}}\n---\n\
+                 apiVersion: extensions.agents.x-k8s.io/v1beta1\nkind: SandboxClaim\n\
+                 metadata: {{name: c, namespace: a}}\nspec: {{warmPoolRef: {{name: p}}, env: [{{name: MODE, value: x}}]}}\n"
+            )
+        };
+        let verdicts = |text: String| -> Vec<(String, Verdict, Option<String>)> {
+            let docs = parse_documents("u.yaml", &text).unwrap();
+            check_documents(&docs, &cfg, &Scope::default(), &set)
+                .results
+                .into_iter()
+                .map(|f| (f.name, f.verdict, f.note))
+                .collect()
+        };
+        // Allowed env, pools within the namespace cap: the claim passes, nothing asked
+        // about its template; the pools still ask (the cluster may hold more).
+        let ok = verdicts(yaml("Allowed", 30));
+        assert_eq!(ok[3].1, Verdict::Pass, "{ok:?}");
+        assert!(ok[3].2.is_none(), "{ok:?}");
+        assert!(
+            ok[1]
+                .2
+                .as_deref()
+                .is_some_and(|n| n.contains("SandboxWarmPools"))
+        );
+        // The template says no, and the two pools together pass the namespace cap.
+        let bad = verdicts(yaml("Disallowed", 31));
+        assert_eq!(bad[3].1, Verdict::Deny, "{bad:?}");
+        assert_eq!(bad[1].1, Verdict::Deny, "{bad:?}");
     }
 }

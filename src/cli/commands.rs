@@ -195,6 +195,7 @@ fn check(args: &CheckArgs) -> ExitCode {
     let scope = check::Scope {
         all: args.all,
         enforced_namespaces: args.enforce_namespace.iter().cloned().collect(),
+        ..check::Scope::default()
     };
     let report = check::check_paths(&args.paths, &cfg, &scope, &policies);
     match args.output {
