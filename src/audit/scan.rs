@@ -500,7 +500,7 @@ impl Scanner {
                 .into_iter()
                 .map(|(kind, object)| {
                     let resource = ResourceRef::of(kind, &object);
-                    let req = view::request(kind, object);
+                    let req = view::request(kind, object, &cfg);
                     (
                         resource,
                         admission::admit(Webhook::Validate, &req, &cfg, &set),

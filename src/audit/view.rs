@@ -14,9 +14,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::admission::review::{GroupVersionKind, GroupVersionResource};
-use crate::admission::{AdmissionRequest, Decision, Operation, Rule};
+use crate::admission::{AdmissionRequest, Decision, Operation, Rule, netpol_guard};
+use crate::config::Config;
 use crate::contract::{self, audit};
 use crate::resources::Kind;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 /// The object a result is about, as PolicyReports reference it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -183,8 +185,18 @@ fn made_by_reconciler(pod: &Value) -> bool {
 }
 
 /// The request `/validate` would see for this stored object, created now.
-pub fn request(kind: Kind, mut object: Value) -> AdmissionRequest {
+pub fn request(kind: Kind, mut object: Value, cfg: &Config) -> AdmissionRequest {
     let mut user = audit::USER;
+    // The NetworkPolicy upstream's controller manages for a template is judged as that
+    // controller writes it (the template's egress analysis), not as anyone's widening.
+    if kind == Kind::NetworkPolicy
+        && cfg.upstream
+        && let Ok(np) = serde_json::from_value::<NetworkPolicy>(object.clone())
+        && netpol_guard::upstream_template_owner(&np).is_some()
+        && let Some(controller) = cfg.upstream_controllers.first()
+    {
+        user = controller.as_str();
+    }
     if kind == Kind::Pod {
         if made_by_reconciler(&object) {
             user = contract::SERVICE_ACCOUNT;
@@ -336,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_view_drops_the_schedulers_node_name_and_names_no_trusted_writer() {
-        let req = request(Kind::Pod, pod(json!({}), "Running"));
+        let req = request(Kind::Pod, pod(json!({}), "Running"), &Config::default());
         assert_eq!(req.username(), audit::USER);
         assert!(
             req.object
@@ -353,12 +365,15 @@ mod tests {
         owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "sandbox.gke.io/v1",
             "kind": "Sandbox", "name": "s", "uid": "x", "controller": true}]);
         assert_eq!(
-            request(Kind::Pod, owned.clone()).username(),
+            request(Kind::Pod, owned.clone(), &Config::default()).username(),
             contract::SERVICE_ACCOUNT
         );
         // Owned but not as the controller: no trust.
         owned["metadata"]["ownerReferences"][0]["controller"] = json!(false);
-        assert_eq!(request(Kind::Pod, owned).username(), audit::USER);
+        assert_eq!(
+            request(Kind::Pod, owned, &Config::default()).username(),
+            audit::USER
+        );
     }
 
     #[test]
@@ -425,7 +440,7 @@ mod tests {
         stored["status"] = json!({"phase": "Running"});
         let d = admit(
             Webhook::Validate,
-            &request(Kind::Pod, stored),
+            &request(Kind::Pod, stored, &Config::default()),
             &cfg,
             &PolicySet::empty(),
         );
@@ -435,7 +450,7 @@ mod tests {
 
         let d = admit(
             Webhook::Validate,
-            &request(Kind::Pod, raw),
+            &request(Kind::Pod, raw, &Config::default()),
             &cfg,
             &PolicySet::empty(),
         );
@@ -443,5 +458,42 @@ mod tests {
         for r in ["runtime-class", "resource-limits"] {
             assert!(rules.iter().any(|x| x == r), "{rules:?}");
         }
+    }
+
+    #[test]
+    fn upstreams_managed_policy_is_judged_as_its_controller_writes_it() {
+        let cfg = Config::default();
+        let policy = |owner: bool| {
+            let mut np = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "p", "namespace": "ns"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                         "egress": [{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}]}});
+            if owner {
+                np["metadata"]["ownerReferences"] = json!([{
+                    "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+                    "name": "t", "uid": "1", "controller": true}]);
+            }
+            np
+        };
+        let managed = request(Kind::NetworkPolicy, policy(true), &cfg);
+        assert_eq!(managed.username(), contract::upstream::CONTROLLER);
+        let d = crate::admission::admit(
+            crate::admission::Webhook::Validate,
+            &managed,
+            &cfg,
+            &crate::policy::PolicySet::empty(),
+        );
+        assert!(d.allowed && d.lookups.is_empty(), "{d:?}");
+        // Anyone's other policy: the audit's own identity, the widening guard.
+        let other = request(Kind::NetworkPolicy, policy(false), &cfg);
+        assert_eq!(other.username(), audit::USER);
+        let off = Config {
+            upstream: false,
+            ..Config::default()
+        };
+        assert_eq!(
+            request(Kind::NetworkPolicy, policy(true), &off).username(),
+            audit::USER
+        );
     }
 }
