@@ -325,6 +325,9 @@ async fn probes_and_metrics() {
         r#"sandgate_admission_requests_total{webhook="validate",kind="Pod",operation="CREATE",decision="denied"} 1"#,
         r#"sandgate_admission_requests_total{webhook="validate",kind="unknown",operation="unknown",decision="error"} 1"#,
         r#"sandgate_admission_duration_seconds_count{webhook="mutate"} 1"#,
+        // The denied pod breaks several rules; each is counted once.
+        r#"sandgate_admission_denials_total{kind="Pod",rule="host-namespaces"} 1"#,
+        r#"sandgate_admission_denials_total{kind="Pod",rule="resource-limits"} 1"#,
         "sandgate_build_info{version=",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");

@@ -115,6 +115,7 @@ pub async fn admit(
     let label = decision.label();
     record(req.kind.kind.clone(), req.operation.as_str(), label);
     if !decision.allowed {
+        state.metrics.record_denial(&req.kind.kind, &decision);
         tracing::info!(
             uid = %req.uid,
             webhook = webhook.as_str(),

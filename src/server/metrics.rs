@@ -19,6 +19,13 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    pub kind: String,
+    /// The rule's id (`privileged`, `policy`, ...).
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     pub webhook: &'static str,
 }
@@ -36,6 +43,7 @@ pub struct ResultLabels {
 #[derive(Clone)]
 pub struct WebhookMetrics {
     pub requests: Family<RequestLabels, Counter>,
+    pub denials: Family<DenialLabels, Counter>,
     pub duration: Family<WebhookLabels, Histogram>,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Gauge,
@@ -55,6 +63,12 @@ impl WebhookMetrics {
             "admission_requests",
             "Admission requests by webhook, kind, operation and decision",
             requests.clone(),
+        );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "admission_denials",
+            "Broken rules in denied admission requests, by kind and rule (a request counts once per rule it breaks)",
+            denials.clone(),
         );
         // 25 µs .. ~0.8 s: decisions are microseconds, the apiserver gives up at seconds.
         let duration = Family::<WebhookLabels, Histogram>::new_with_constructor(|| {
@@ -117,6 +131,7 @@ impl WebhookMetrics {
         );
         Self {
             requests,
+            denials,
             duration,
             cert_reloads,
             cert_expiry,
@@ -126,6 +141,25 @@ impl WebhookMetrics {
             policy_evaluations,
             policy_denials,
             policy_duration,
+        }
+    }
+
+    /// Counts the rules a denied decision names, once per rule.
+    pub fn record_denial(&self, kind: &str, decision: &crate::admission::Decision) {
+        let mut rules: Vec<&'static str> = decision
+            .violations
+            .iter()
+            .map(|v| v.rule.as_str())
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        for rule in rules {
+            self.denials
+                .get_or_create(&DenialLabels {
+                    kind: kind.to_string(),
+                    rule,
+                })
+                .inc();
         }
     }
 

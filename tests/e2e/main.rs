@@ -331,7 +331,18 @@ fn server_dry_run_shows_denials_and_warnings_and_creates_nothing() {
             "{kind}/{name} must not exist after dry-run"
         );
     }
-    let o = c.kubectl(&["get", "networkpolicy", "-n", &ns.name, "-o", "name"]);
+    // The default-deny side effect, where nothing else makes it: a namespace that is not
+    // enforced (the reconciler closes an enforced one the moment it is labelled) and
+    // holds no sandbox pod, and a labelled pod on dry-run.
+    let plain = Ns::new(c, "dryrun-plain", false);
+    let mut labelled = pod("good", &plain.name);
+    labelled["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": "x"});
+    let o = c.kubectl_stdin(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&labelled.to_string()),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = c.kubectl(&["get", "networkpolicy", "-n", &plain.name, "-o", "name"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).trim().is_empty(),
         "dry-run has no side effect: {}",
