@@ -18,7 +18,7 @@ mod claim;
 mod context;
 pub mod lease;
 mod memory;
-mod metrics;
+pub mod metrics;
 pub mod plan;
 mod sandbox;
 pub mod status;
