@@ -2,8 +2,9 @@
 //! pods like any other): its templates' egress closed for real ([`template`]), its
 //! labels and pod-name annotation written only by its controller ([`metadata`]), its
 //! warm pools capped ([`warm_pool`]), its claims' `env` held to the template's
-//! injection policy ([`claim`]). Each closes one of upstream's open problems
-//! (kubernetes-sigs/agent-sandbox #818, #265, #251).
+//! injection policy ([`claim`]), its refused pods named on their owners ([`notice`]).
+//! Each closes one of upstream's open problems (kubernetes-sigs/agent-sandbox #818,
+//! #265, #251, and claims that time out in silence).
 
 pub mod claim;
 pub mod metadata;
