@@ -333,107 +333,77 @@ async fn upstream_mirror(
 /// The webhook asks the apiserver; the audit asks its snapshot of the cluster.
 pub async fn resolve(facts: &dyn ClusterFacts, decision: Decision) -> Decision {
     for lookup in &decision.lookups {
-        match lookup {
-            Lookup::NoTokenSecrets { namespace, refs } => {
-                let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
-                names.sort();
-                names.dedup();
-                match facts.token_secrets(namespace, &names).await {
-                    Ok(tokens) => {
-                        let found = Lookup::tokens_found(refs, &tokens);
-                        if !found.is_empty() {
-                            return Decision::deny(decision.subject, found);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "Secrets not checked; denying");
-                        let violation = lookup.failed(&e);
-                        return decision.fail(violation);
-                    }
-                }
+        let found = match violations(facts, lookup).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check {}; denying", lookup.question());
+                vec![lookup.failed(&e)]
             }
-            Lookup::SandboxNamespace {
-                namespace,
-                violation,
-            } => match facts.sandbox_namespace(namespace).await {
-                Ok(false) => {}
-                Ok(true) => {
-                    let violation = violation.clone();
-                    return decision.fail(violation);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "sandbox namespace not checked; denying");
-                    let violation = lookup.failed(&e);
-                    return decision.fail(violation);
-                }
-            },
-            Lookup::NoWideningPolicies {
-                namespace,
-                labels,
-                upstream,
-            } => match facts.network_policies(namespace).await {
-                Ok(policies) => {
-                    let mut found = Vec::new();
-                    for (np, v) in netpol_guard::widening_policies(labels, &policies) {
-                        match upstream_mirror(facts, namespace, np, *upstream).await {
-                            Ok(true) => {}
-                            Ok(false) => found.push(v),
-                            Err(e) => {
-                                tracing::error!(error = %e, "managed policy not checked; denying");
-                                let violation = lookup.failed(&e);
-                                return decision.fail(violation);
-                            }
-                        }
-                    }
-                    if !found.is_empty() {
-                        return Decision::deny(decision.subject, found);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "NetworkPolicies not checked; denying");
-                    let violation = lookup.failed(&e);
-                    return decision.fail(violation);
-                }
-            },
-            Lookup::NamespaceWarmPools {
-                namespace,
-                pool,
-                replicas,
-                cap,
-            } => match facts
-                .upstream_objects(namespace, Kind::UpstreamSandboxWarmPool)
-                .await
-            {
-                Ok(pools) => {
-                    if let Some(v) = warm_pool::namespace_violation(&pools, pool, *replicas, *cap) {
-                        return decision.fail(v);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "warm pools not counted; denying");
-                    let violation = lookup.failed(&e);
-                    return decision.fail(violation);
-                }
-            },
-            Lookup::ClaimEnv {
-                namespace,
-                source,
-                env,
-            } => match claim_template(facts, namespace, source).await {
-                Ok(Ok((template, name))) => {
-                    let found = claim::judge(&template, &name, env);
-                    if !found.is_empty() {
-                        return Decision::deny(decision.subject, found);
-                    }
-                }
-                Ok(Err(v)) => return decision.fail(v),
-                Err(e) => {
-                    tracing::error!(error = %e, "claim template not read; denying");
-                    let violation = lookup.failed(&e);
-                    return decision.fail(violation);
-                }
-            },
+        };
+        if !found.is_empty() {
+            return Decision::deny(decision.subject, found);
         }
     }
     decision
+}
+
+/// What one lookup finds against the decision (none: the fact holds).
+async fn violations(
+    facts: &dyn ClusterFacts,
+    lookup: &Lookup,
+) -> Result<Vec<Violation>, FactsError> {
+    Ok(match lookup {
+        Lookup::NoTokenSecrets { namespace, refs } => {
+            let mut names: Vec<String> = refs.iter().map(|r| r.name.clone()).collect();
+            names.sort();
+            names.dedup();
+            let tokens = facts.token_secrets(namespace, &names).await?;
+            Lookup::tokens_found(refs, &tokens)
+        }
+        Lookup::SandboxNamespace {
+            namespace,
+            violation,
+        } => {
+            if facts.sandbox_namespace(namespace).await? {
+                vec![violation.clone()]
+            } else {
+                Vec::new()
+            }
+        }
+        Lookup::NoWideningPolicies {
+            namespace,
+            labels,
+            upstream,
+        } => {
+            let policies = facts.network_policies(namespace).await?;
+            let mut found = Vec::new();
+            for (np, v) in netpol_guard::widening_policies(labels, &policies) {
+                if !upstream_mirror(facts, namespace, np, *upstream).await? {
+                    found.push(v);
+                }
+            }
+            found
+        }
+        Lookup::NamespaceWarmPools {
+            namespace,
+            pool,
+            replicas,
+            cap,
+        } => {
+            let pools = facts
+                .upstream_objects(namespace, Kind::UpstreamSandboxWarmPool)
+                .await?;
+            warm_pool::namespace_violation(&pools, pool, *replicas, *cap)
+                .into_iter()
+                .collect()
+        }
+        Lookup::ClaimEnv {
+            namespace,
+            source,
+            env,
+        } => match claim_template(facts, namespace, source).await? {
+            Ok((template, name)) => claim::judge(&template, &name, env),
+            Err(v) => vec![v],
+        },
+    })
 }
