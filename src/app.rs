@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit;
+use crate::certs;
 use crate::config::Config;
 use crate::facts::{ClusterFacts, KubeFacts};
 use crate::metrics::Registry;
@@ -20,6 +21,7 @@ use crate::reconcile;
 use crate::runtime_check;
 use crate::server::metrics::WebhookMetrics;
 use crate::server::notices::{DenialNotices, KubeNotices, NoNotices};
+use crate::server::tls::CertSource;
 use crate::server::{self, AppState, Probes, Readiness, ServeError, ServeOptions};
 
 /// Where the Rego policies come from.
@@ -55,6 +57,9 @@ pub struct Settings {
     /// How often a webhook with a cluster compares the sandbox RuntimeClass with the
     /// configuration.
     pub runtime_check_every: Duration,
+    /// After SIGTERM, how long the webhook keeps accepting while not ready, so that the
+    /// Service's endpoints drop this replica before it stops listening.
+    pub shutdown_delay: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,8 @@ pub struct App {
     reconcile_metrics: Option<reconcile::Metrics>,
     /// `sandgate_runtime_class_ok`, when the webhook has a cluster to check.
     runtime_class_ok: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// Self-managed TLS's metrics, when the webhook's certificates are managed.
+    tls_metrics: Option<certs::Metrics>,
 }
 
 impl App {
@@ -94,6 +101,13 @@ impl App {
     pub fn new(settings: Settings, client: Option<kube::Client>) -> Result<Self, AppError> {
         if settings.reconciler.is_some() && client.is_none() {
             return Err(AppError::NoCluster);
+        }
+        let managed_tls = settings
+            .webhook
+            .as_ref()
+            .is_some_and(|w| matches!(w.certs, CertSource::Managed(_)));
+        if managed_tls && client.is_none() {
+            return Err(ServeError::ManagedNeedsCluster.into());
         }
         let mut registry = Registry::new();
         let audit_settings = settings.reconciler.as_ref().and_then(|r| r.audit.clone());
@@ -127,6 +141,7 @@ impl App {
             .then(|| reconcile::Metrics::register(&mut registry));
         let runtime_class_ok = (settings.webhook.is_some() && client.is_some())
             .then(|| runtime_check::register(&mut registry));
+        let tls_metrics = managed_tls.then(|| certs::Metrics::register(&mut registry));
         let probes = Probes {
             readiness: Arc::new(Readiness::default()),
             registry: Arc::new(registry),
@@ -176,6 +191,7 @@ impl App {
             webhook,
             reconcile_metrics,
             runtime_class_ok,
+            tls_metrics,
         })
     }
 
@@ -196,13 +212,41 @@ impl App {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut probe_addr = None;
         let mut probes = None;
+        let mut tls_tasks = Vec::new();
         let webhook = match (&self.settings.webhook, &self.webhook) {
             (Some(opts), Some(state)) => {
                 let opts = ServeOptions {
                     probe_addr: self.settings.probe_addr,
                     ..opts.clone()
                 };
-                let running = server::start(opts, state.clone()).await?;
+                let running = match (&opts.certs, &self.client, &self.tls_metrics) {
+                    (CertSource::Managed(tls), Some(client), Some(metrics)) => {
+                        // The manager first: on a fresh install it makes the pair the
+                        // server waits for.
+                        tls_tasks.push(tokio::spawn(certs::manager::run(
+                            client.clone(),
+                            (**tls).clone(),
+                            metrics.clone(),
+                            stop_rx.clone(),
+                        )));
+                        let (rx, follower) =
+                            certs::follow::follow(client.clone(), &tls.namespace, &tls.secret);
+                        tls_tasks.push(follower);
+                        let label = format!("Secret {}/{}", tls.namespace, tls.secret);
+                        server::start_fed(opts, state.clone(), label, rx).await
+                    }
+                    _ => server::start(opts, state.clone()).await,
+                };
+                let running = match running {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = stop.send(true);
+                        for t in &tls_tasks {
+                            t.abort();
+                        }
+                        return Err(e.into());
+                    }
+                };
                 probe_addr = running.probe_addr;
                 tracing::info!(addr = %running.addr, probe_addr = ?probe_addr, "sandgate webhook serving");
                 Some(running)
@@ -249,6 +293,7 @@ impl App {
             webhook,
             probe_addr,
             probes,
+            tls_tasks,
             runtime_check,
             reconciler,
             stop,
@@ -267,6 +312,12 @@ impl App {
         let mut running = self.start().await?;
         let outcome = tokio::select! {
             _ = server::signal() => {
+                let delay = self.settings.shutdown_delay;
+                if running.webhook.is_some() && !delay.is_zero() {
+                    running.readiness.set_serving(false);
+                    tracing::info!(delay_seconds = delay.as_secs_f64(), "SIGTERM: not ready, still serving while endpoints catch up");
+                    tokio::time::sleep(delay).await;
+                }
                 tracing::info!(grace_seconds = running.grace.as_secs(), "shutting down: draining");
                 Ok(())
             }
@@ -308,6 +359,9 @@ pub struct Running {
     webhook: Option<server::Running>,
     probe_addr: Option<SocketAddr>,
     probes: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Self-managed TLS: the manager (stops on `stop`, giving its Lease up) and the
+    /// Secret follower.
+    tls_tasks: Vec<tokio::task::JoinHandle<()>>,
     runtime_check: Option<tokio::task::JoinHandle<()>>,
     reconciler: Option<tokio::task::JoinHandle<Result<(), reconcile::RunError>>>,
     /// Stops the reconciler (releasing its lease) and the probe port.
@@ -373,6 +427,14 @@ impl Running {
         let (w, r) = tokio::join!(webhook, reconciler);
         if let Some(p) = self.probes {
             let _ = p.await;
+        }
+        // The manager gives its Lease up on `stop`; the follower has nothing to finish.
+        let mut tls_tasks = self.tls_tasks;
+        if let Some(follower) = tls_tasks.pop() {
+            follower.abort();
+        }
+        for manager in tls_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), manager).await;
         }
         w.and(r)
     }

@@ -166,13 +166,46 @@ pub const NAMESPACE: &str = "sandgate-system";
 pub const SERVICE: &str = "sandgate";
 /// The DNS names the webhook's Service answers to in a cluster.
 pub fn service_dns_names() -> [String; 4] {
+    dns_names_of(SERVICE, NAMESPACE)
+}
+/// The DNS names a Service answers to in a cluster.
+pub fn dns_names_of(service: &str, namespace: &str) -> [String; 4] {
     [
-        SERVICE.to_string(),
-        format!("{SERVICE}.{NAMESPACE}"),
-        format!("{SERVICE}.{NAMESPACE}.svc"),
-        format!("{SERVICE}.{NAMESPACE}.svc.cluster.local"),
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
     ]
 }
+/// Self-managed TLS (`serve --tls-mode=self`): the Secret the leader keeps the CA and
+/// the serving certificate in, the keys it writes, and the webhook configurations whose
+/// `caBundle` it keeps equal to the trusted CAs.
+pub mod tls {
+    use std::time::Duration;
+
+    /// The Secret; the Lease of the replica that creates and rotates the certificates
+    /// has the same name.
+    pub const SECRET: &str = "sandgate-tls";
+    /// The Mutating- and ValidatingWebhookConfiguration sandgate installs (deploy/webhooks.yaml).
+    pub const WEBHOOK_CONFIGURATION: &str = "sandgate";
+    /// Keys of the Secret: the trusted CAs (newest first), the signing CA's key, and the
+    /// serving pair (the names cert-manager and `kubectl create secret tls` use).
+    pub const CA_CERT: &str = "ca.crt";
+    pub const CA_KEY: &str = "ca.key";
+    pub const TLS_CERT: &str = "tls.crt";
+    pub const TLS_KEY: &str = "tls.key";
+    /// When the newest CA joined the trusted bundle, and when the serving certificate was
+    /// issued (unix seconds): rotation waits a grace after each before the next step.
+    pub const CA_TRUSTED_SINCE: &str = "sandbox.gke.io/tls-ca-trusted-since";
+    pub const CERT_ISSUED_AT: &str = "sandbox.gke.io/tls-cert-issued-at";
+    pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(5 * 365 * 86_400);
+    pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(90 * 86_400);
+    /// Between rotation steps: long enough for the apiserver to pick up a new caBundle
+    /// and every replica to load a new pair (both watch, so seconds in practice).
+    pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(30);
+}
+
 /// Every metric's name starts with this and an underscore.
 pub const METRICS_PREFIX: &str = "sandgate";
 

@@ -9,6 +9,7 @@
 //! - [`config`]: operator settings, validated once at start;
 //! - [`reconcile`]: warm pools and claims (pure plans, thin controllers, leader election);
 //! - [`server`]: the HTTPS webhook (axum + rustls), probes, certificate reload;
+//! - [`certs`]: self-managed TLS (the CA, the serving pair and the webhooks' caBundle);
 //! - [`app`]: the process wired from its settings, shared by `main` and the e2e tests;
 //! - [`check`]: offline judgement of manifests through the same pipeline;
 //! - [`cli`]: the command line and its renderers; [`metrics`]: the one registry;
@@ -20,6 +21,7 @@
 pub mod admission;
 pub mod app;
 pub mod audit;
+pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod config;

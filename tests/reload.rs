@@ -11,7 +11,7 @@ use common::https::{connect, get, post};
 use sandgate::config::Config;
 use sandgate::netpol::NoCluster;
 use sandgate::policy::store::PolicyStore;
-use sandgate::server::{self, AppState, ServeOptions, devcerts};
+use sandgate::server::{self, AppState, ServeOptions, devcerts, tls};
 use serde_json::Value;
 
 const MAX_POOL_3: &str = "package sandgate.sandboxtemplate.pool\nimport rego.v1\ndeny contains \"pool too big\" if input.review.object.spec.poolConfig.size > 3\n";
@@ -31,7 +31,7 @@ async fn edits_apply_without_restart_and_broken_edits_are_refused() {
         ServeOptions {
             addr: ([127, 0, 0, 1], 0).into(),
             probe_addr: None,
-            certs: certs.serving.clone(),
+            certs: tls::CertSource::Files(certs.serving.clone()),
             shutdown_grace: Duration::from_secs(2),
             cert_poll: Duration::from_secs(30),
             policy_poll: Duration::from_secs(1),

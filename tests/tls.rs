@@ -16,13 +16,13 @@ mod common;
 use common::https::{connect, connector, get};
 use sandgate::config::Config;
 use sandgate::netpol::NoCluster;
-use sandgate::server::{self, AppState, Running, ServeOptions, devcerts};
+use sandgate::server::{self, AppState, Running, ServeOptions, devcerts, tls};
 
 fn opts(dir: &Path) -> ServeOptions {
     ServeOptions {
         addr: ([127, 0, 0, 1], 0).into(),
         probe_addr: Some(([127, 0, 0, 1], 0).into()),
-        certs: devcerts::DevCerts::in_dir(dir).serving,
+        certs: tls::CertSource::Files(devcerts::DevCerts::in_dir(dir).serving),
         shutdown_grace: Duration::from_secs(5),
         cert_poll: Duration::from_millis(500),
         policy_poll: Duration::from_millis(500),

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use super::{
     AuditArgs, CheckArgs, Cli, Command, CrdsArgs, OutputFormat, PolicyCommand, PolicyTestArgs,
-    ReconcileArgs, ReconcileOpts, ServeArgs, render,
+    ReconcileArgs, ReconcileOpts, ServeArgs, TlsMode, render,
 };
 use crate::app::{App, ReconcilerSettings, Settings};
 use crate::server::{ServeOptions, devcerts, tls};
-use crate::{audit, check, crd, policy, reconcile};
+use crate::{audit, certs, check, crd, policy, reconcile};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
@@ -50,8 +50,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok((certs, made)) => {
                 let verb = if made { "made" } else { "reusing" };
                 tracing::info!(dir = %args.certs_dir.display(), ca = %certs.ca_cert.display(), "{verb} dev certificates");
-                certs.serving
+                tls::CertSource::Files(certs.serving)
             }
+            Err(e) => return fail(e),
+        }
+    } else if args.tls_mode == TlsMode::SelfManaged {
+        match self_tls(&args) {
+            Ok(s) => tls::CertSource::Managed(Box::new(s)),
             Err(e) => return fail(e),
         }
     } else {
@@ -63,7 +68,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Err(e) = tls::load(&paths, tls::now()) {
             return fail(format!("serving certificate: {e}"));
         }
-        paths
+        tls::CertSource::Files(paths)
     };
     let policies = match args.policy.source() {
         Ok(p) => p,
@@ -92,6 +97,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             .reconcile
             .then(|| reconciler_settings(&args.reconcile_opts)),
         runtime_check_every: crate::contract::RUNTIME_CLASS_CHECK_EVERY,
+        shutdown_delay: Duration::from_secs(if args.dev { 0 } else { args.shutdown_delay }),
     };
     let runtime = match runtime() {
         Ok(r) => r,
@@ -136,6 +142,7 @@ fn reconcile(args: ReconcileArgs) -> ExitCode {
         probe_addr: Some(args.probe_addr),
         reconciler: Some(reconciler_settings(&args.reconcile)),
         runtime_check_every: crate::contract::RUNTIME_CLASS_CHECK_EVERY,
+        shutdown_delay: Duration::ZERO,
     };
     run_app(&runtime, settings, Some(client))
 }
@@ -152,11 +159,38 @@ fn run_app(
     }
 }
 
-fn reconciler_settings(o: &ReconcileOpts) -> ReconcilerSettings {
-    let identity = o.identity.clone().unwrap_or_else(|| {
+/// This replica's identity in its Leases: $POD_NAME, else host name and pid.
+fn identity(o: &ReconcileOpts) -> String {
+    o.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
-    });
+    })
+}
+
+fn self_tls(args: &ServeArgs) -> Result<certs::Settings, String> {
+    let o = &args.self_tls;
+    let lifetimes = certs::Lifetimes {
+        ca: Duration::from_secs(o.tls_ca_validity),
+        cert: Duration::from_secs(o.tls_cert_validity),
+        grace: Duration::from_secs(o.tls_rotation_grace),
+    }
+    .validated()
+    .map_err(|e| format!("self-managed TLS: {e}"))?;
+    Ok(certs::Settings {
+        namespace: o.tls_namespace.clone(),
+        secret: o.tls_secret.clone(),
+        service: o.tls_service.clone(),
+        webhook_configuration: o.webhook_configuration.clone(),
+        extra_names: o.tls_extra_name.clone(),
+        lifetimes,
+        identity: identity(&args.reconcile_opts),
+        lease_duration: Duration::from_secs(args.reconcile_opts.lease_duration.max(1)),
+        check_every: Duration::from_secs(o.tls_check_every.max(1)),
+    })
+}
+
+fn reconciler_settings(o: &ReconcileOpts) -> ReconcilerSettings {
+    let identity = identity(o);
     ReconcilerSettings {
         options: reconcile::Options {
             ready_grace: Duration::from_secs(o.ready_grace),

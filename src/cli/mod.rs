@@ -40,6 +40,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of `serve`'s arguments costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the admission webhook over HTTPS (/mutate, /validate, /healthz, /readyz, /metrics).
@@ -297,9 +299,21 @@ pub struct ServeArgs {
     /// Where --dev keeps its CA and serving certificate.
     #[arg(long, value_name = "DIR", default_value = "certs")]
     pub certs_dir: PathBuf,
+    /// Where the serving certificate comes from: `files` (--tls-cert/--tls-key, e.g. a
+    /// mounted cert-manager Secret) or `self` (the replicas keep a CA and the serving
+    /// pair in a Secret, write the caBundle of sandgate's webhook configurations and
+    /// rotate both before they expire).
+    #[arg(long, value_enum, default_value_t = TlsMode::Files, conflicts_with = "dev")]
+    pub tls_mode: TlsMode,
+    #[command(flatten)]
+    pub self_tls: SelfTlsOpts,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, value_name = "SECONDS", default_value_t = 20)]
     pub shutdown_grace: u64,
+    /// Seconds between SIGTERM and closing the listener: not ready but still serving,
+    /// so the apiserver stops picking this replica before it stops answering.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    pub shutdown_delay: u64,
     /// Also run the warm-pool reconciler in this process (needs a cluster).
     #[arg(long, conflicts_with = "dev")]
     pub reconcile: bool,
@@ -309,6 +323,50 @@ pub struct ServeArgs {
     pub policy: PolicyArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsMode {
+    Files,
+    #[value(name = "self")]
+    SelfManaged,
+}
+
+/// Self-managed TLS (`--tls-mode=self`).
+#[derive(Debug, Args, Clone)]
+pub struct SelfTlsOpts {
+    /// The Secret holding the CA and the serving pair (in the namespace below).
+    #[arg(long, value_name = "NAME", default_value = contract::tls::SECRET)]
+    pub tls_secret: String,
+    /// Namespace of the Secret, the Service and the Lease sandgate-tls.
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = contract::NAMESPACE
+    )]
+    pub tls_namespace: String,
+    /// The Service the apiserver calls: the certificate names it.
+    #[arg(long, value_name = "NAME", default_value = contract::SERVICE)]
+    pub tls_service: String,
+    /// Another name (DNS or IP) for the serving certificate (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub tls_extra_name: Vec<String>,
+    /// The Mutating- and ValidatingWebhookConfiguration whose caBundle is kept.
+    #[arg(long, value_name = "NAME", default_value = contract::tls::WEBHOOK_CONFIGURATION)]
+    pub webhook_configuration: String,
+    /// Seconds the CA is valid (a new one joins in its last third).
+    #[arg(long, value_name = "SECONDS", default_value_t = contract::tls::DEFAULT_CA_VALIDITY.as_secs())]
+    pub tls_ca_validity: u64,
+    /// Seconds a serving certificate is valid (reissued in its last third).
+    #[arg(long, value_name = "SECONDS", default_value_t = contract::tls::DEFAULT_CERT_VALIDITY.as_secs())]
+    pub tls_cert_validity: u64,
+    /// Seconds between rotation steps (the apiserver and the replicas catch up).
+    #[arg(long, value_name = "SECONDS", default_value_t = contract::tls::DEFAULT_ROTATION_GRACE.as_secs())]
+    pub tls_rotation_grace: u64,
+    /// Seconds between checks of the Secret and the caBundles.
+    #[arg(long, value_name = "SECONDS", default_value_t = contract::tls::DEFAULT_CHECK_EVERY.as_secs())]
+    pub tls_check_every: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -29,7 +29,7 @@ use crate::policy::store::PolicyStore;
 use crate::watch::Watch;
 use metrics::{ResultLabels, WebhookMetrics};
 pub use probes::{Probes, Readiness};
-use tls::CertPaths;
+use tls::{CertPaths, CertSource};
 
 /// Largest AdmissionReview body accepted; the apiserver's own request limit is 3 MiB.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -140,6 +140,10 @@ pub enum ServeError {
     Tls(#[from] tls::TlsError),
     #[error("dev certificates: {0}")]
     DevCerts(#[from] devcerts::DevCertError),
+    #[error("self-managed TLS needs a cluster: no Kubernetes client was configured")]
+    ManagedNeedsCluster,
+    #[error("the serving certificate feed of {0} stopped before a certificate arrived")]
+    FeedClosed(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -154,7 +158,7 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     /// Plain-HTTP listener for probes and metrics (`None`: off).
     pub probe_addr: Option<SocketAddr>,
-    pub certs: CertPaths,
+    pub certs: CertSource,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// How often the certificate files are re-read when no change event arrives.
@@ -189,31 +193,96 @@ impl Running {
     }
 }
 
-/// Binds and starts serving; returns once the listeners are up.
+/// Where the serving pairs come from, once resolved: files, or a feed of PEM pairs
+/// (self-managed TLS: [`crate::certs::follow`]).
+enum Pairs {
+    Files(CertPaths),
+    Feed {
+        label: String,
+        rx: tokio::sync::watch::Receiver<Option<crate::certs::follow::Pair>>,
+    },
+}
+
+/// Binds and starts serving from certificate files; returns once the listeners are up.
 pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, ServeError> {
-    let (server_config, info) = tls::load(&opts.certs, tls::now())?;
-    state.metrics.cert_expiry.set(info.not_after);
-    let rustls = RustlsConfig::from_config(server_config);
+    match opts.certs.clone() {
+        CertSource::Files(paths) => start_with(opts, Pairs::Files(paths), state).await,
+        CertSource::Managed(_) => Err(ServeError::ManagedNeedsCluster),
+    }
+}
+
+/// Binds and starts serving from a feed of PEM pairs (`label` names it in errors). The
+/// probe listener comes up at once; the TLS listener once the first good pair arrives.
+pub async fn start_fed(
+    opts: ServeOptions,
+    state: Arc<AppState>,
+    label: String,
+    rx: tokio::sync::watch::Receiver<Option<crate::certs::follow::Pair>>,
+) -> Result<Running, ServeError> {
+    start_with(opts, Pairs::Feed { label, rx }, state).await
+}
+
+/// Waits for the first pair of the feed that passes the checks.
+async fn first_pair(
+    label: &str,
+    rx: &mut tokio::sync::watch::Receiver<Option<crate::certs::follow::Pair>>,
+    state: &AppState,
+) -> Result<(Arc<rustls::ServerConfig>, tls::CertInfo), ServeError> {
+    state.readiness.set_problem(
+        "certificate",
+        Some(format!("waiting for the serving certificate in {label}")),
+    );
+    loop {
+        let pair = rx.borrow_and_update().clone();
+        if let Some((cert, key)) = pair {
+            match load_fed(label, &cert, &key) {
+                Ok(loaded) => {
+                    state.readiness.set_problem("certificate", None);
+                    return Ok(loaded);
+                }
+                Err(e) => {
+                    state
+                        .readiness
+                        .set_problem("certificate", Some(format!("{label}: {e}")));
+                    tracing::error!(error = %e, "serving certificate refused; waiting for another");
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return Err(ServeError::FeedClosed(label.to_string()));
+        }
+    }
+}
+
+fn load_fed(
+    label: &str,
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(Arc<rustls::ServerConfig>, tls::CertInfo), tls::TlsError> {
+    tls::load_pem(
+        cert,
+        key,
+        &format!("{label} {}", crate::contract::tls::TLS_CERT),
+        &format!("{label} {}", crate::contract::tls::TLS_KEY),
+        tls::now(),
+    )
+}
+
+async fn start_with(
+    opts: ServeOptions,
+    mut pairs: Pairs,
+    state: Arc<AppState>,
+) -> Result<Running, ServeError> {
+    // Files are checked before anything listens: a bad pair stops the start.
+    let initial = match &pairs {
+        Pairs::Files(paths) => Some(tls::load(paths, tls::now())?),
+        Pairs::Feed { .. } => None,
+    };
     state
         .metrics
         .policies_loaded
         .set(state.policies.get().policies().len() as i64);
-
     let control = Control::new();
-    let handle = Handle::<SocketAddr>::with_control(control.clone());
-    let mut server = axum_server::bind_rustls(opts.addr, rustls.clone())
-        .handle(handle.clone())
-        .first_request_timeout(Duration::from_secs(10));
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(Duration::from_secs(10));
-    let app = router(state.clone());
-    let main = tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    let addr = handle.listening().await.ok_or_else(|| ServeError::Bind {
-        addr: opts.addr,
-        source: std::io::Error::other("the TLS listener failed to bind"),
-    })?;
 
     let mut probe_addr = None;
     let probe_task = match opts.probe_addr {
@@ -230,13 +299,45 @@ pub async fn start(opts: ServeOptions, state: Arc<AppState>) -> Result<Running, 
             Some(task)
         }
     };
+    let (server_config, info) = match (initial, &mut pairs) {
+        (Some(loaded), _) => loaded,
+        (None, Pairs::Feed { label, rx }) => match first_pair(label, rx, &state).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                control.shutdown();
+                return Err(e);
+            }
+        },
+        (None, Pairs::Files(paths)) => tls::load(paths, tls::now())?,
+    };
+    state.metrics.cert_expiry.set(info.not_after);
+    let rustls = RustlsConfig::from_config(server_config);
+
+    let handle = Handle::<SocketAddr>::with_control(control.clone());
+    let mut server = axum_server::bind_rustls(opts.addr, rustls.clone())
+        .handle(handle.clone())
+        .first_request_timeout(Duration::from_secs(10));
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Duration::from_secs(10));
+    let app = router(state.clone());
+    let main = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let addr = handle.listening().await.ok_or_else(|| ServeError::Bind {
+        addr: opts.addr,
+        source: std::io::Error::other("the TLS listener failed to bind"),
+    })?;
+
     // The reloaders live as long as this server, so a restarted one has its own.
-    let mut reloaders = vec![tokio::spawn(reload_certificates(
-        opts.certs.clone(),
-        rustls,
-        state.clone(),
-        opts.cert_poll,
-    ))];
+    let mut reloaders = vec![match pairs {
+        Pairs::Files(paths) => tokio::spawn(reload_certificates(
+            paths,
+            rustls,
+            state.clone(),
+            opts.cert_poll,
+        )),
+        Pairs::Feed { label, rx } => tokio::spawn(reload_fed(label, rx, rustls, state.clone())),
+    }];
     if state.policies.dir().is_some() {
         reloaders.push(tokio::spawn(reload_policies(
             state.clone(),
@@ -288,9 +389,45 @@ async fn shutdown_signal() {
     }
 }
 
-/// Re-reads the certificate pair when its files change. A pair that fails the checks
-/// is refused: the old one keeps serving, the error is logged, counted and shown by
+/// Swaps a checked pair in, or keeps the previous one: logged, counted and shown by
 /// readiness until a good pair arrives.
+fn swap(
+    rustls: &RustlsConfig,
+    state: &AppState,
+    source: &str,
+    loaded: Result<(Arc<rustls::ServerConfig>, tls::CertInfo), tls::TlsError>,
+) {
+    match loaded {
+        Ok((config, info)) => {
+            rustls.reload_from_config(config);
+            state.metrics.cert_expiry.set(info.not_after);
+            state
+                .metrics
+                .cert_reloads
+                .get_or_create(&ResultLabels { result: "ok" })
+                .inc();
+            state.readiness.set_problem("certificate", None);
+            tracing::info!(cert = %source, not_after = info.not_after, "serving certificate reloaded");
+        }
+        Err(e) => {
+            state
+                .metrics
+                .cert_reloads
+                .get_or_create(&ResultLabels { result: "error" })
+                .inc();
+            state.readiness.set_problem(
+                "certificate",
+                Some(format!(
+                    "reload refused, previous certificate still serving: {e}"
+                )),
+            );
+            tracing::error!(error = %e, "serving certificate reload refused; keeping the previous one");
+        }
+    }
+}
+
+/// Re-reads the certificate pair when its files change. A pair that fails the checks
+/// is refused and the old one keeps serving.
 async fn reload_certificates(
     paths: CertPaths,
     rustls: RustlsConfig,
@@ -315,35 +452,28 @@ async fn reload_certificates(
         if seen == current {
             continue;
         }
-        match tls::load(&paths, tls::now()) {
-            Ok((config, info)) => {
-                rustls.reload_from_config(config);
-                current = seen;
-                state.metrics.cert_expiry.set(info.not_after);
-                state
-                    .metrics
-                    .cert_reloads
-                    .get_or_create(&ResultLabels { result: "ok" })
-                    .inc();
-                state.readiness.set_problem("certificate", None);
-                tracing::info!(cert = %paths.cert.display(), not_after = info.not_after, "serving certificate reloaded");
-            }
-            Err(e) => {
-                state
-                    .metrics
-                    .cert_reloads
-                    .get_or_create(&ResultLabels { result: "error" })
-                    .inc();
-                state.readiness.set_problem(
-                    "certificate",
-                    Some(format!(
-                        "reload refused, previous certificate still serving: {e}"
-                    )),
-                );
-                tracing::error!(error = %e, "serving certificate reload refused; keeping the previous one");
-                // Do not retry the same bad files until they change again.
-                current = seen;
-            }
+        // A bad pair is not retried until the files change again.
+        current = seen;
+        swap(
+            &rustls,
+            &state,
+            &paths.cert.display().to_string(),
+            tls::load(&paths, tls::now()),
+        );
+    }
+}
+
+/// Swaps in each new pair of the feed (the follower only publishes changes).
+async fn reload_fed(
+    label: String,
+    mut rx: tokio::sync::watch::Receiver<Option<crate::certs::follow::Pair>>,
+    rustls: RustlsConfig,
+    state: Arc<AppState>,
+) {
+    while rx.changed().await.is_ok() {
+        let pair = rx.borrow_and_update().clone();
+        if let Some((cert, key)) = pair {
+            swap(&rustls, &state, &label, load_fed(&label, &cert, &key));
         }
     }
 }

@@ -43,6 +43,16 @@ pub struct CertPaths {
     pub key: PathBuf,
 }
 
+/// Where the serving pair comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// PEM files, reloaded when they change (a mounted Secret, `--dev`).
+    Files(CertPaths),
+    /// A Secret kept by self-managed TLS ([`crate::certs`]), watched through the
+    /// apiserver; the process needs a cluster.
+    Managed(Box<crate::certs::Settings>),
+}
+
 /// Facts about a loaded certificate, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CertInfo {
@@ -73,9 +83,27 @@ pub fn cert_info(der: &[u8], path: &Path) -> Result<CertInfo, TlsError> {
 pub fn load(paths: &CertPaths, now: i64) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
     let cert_pem = read(&paths.cert)?;
     let key_pem = read(&paths.key)?;
-    let cert_path = paths.cert.display().to_string();
-    let key_path = paths.key.display().to_string();
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+    load_pem(
+        &cert_pem,
+        &key_pem,
+        &paths.cert.display().to_string(),
+        &paths.key.display().to_string(),
+        now,
+    )
+}
+
+/// Checks a PEM pair (`cert_path` and `key_path` name where it came from in errors) and
+/// builds the server configuration for it.
+pub fn load_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_path: &str,
+    key_path: &str,
+    now: i64,
+) -> Result<(Arc<ServerConfig>, CertInfo), TlsError> {
+    let cert_path = cert_path.to_string();
+    let key_path = key_path.to_string();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::Parse {
             path: cert_path.clone(),
@@ -84,7 +112,7 @@ pub fn load(paths: &CertPaths, now: i64) -> Result<(Arc<ServerConfig>, CertInfo)
     let leaf = chain.first().ok_or_else(|| TlsError::NoCertificate {
         path: cert_path.clone(),
     })?;
-    let info = cert_info(leaf, &paths.cert)?;
+    let info = cert_info(leaf, Path::new(&cert_path))?;
     if now > info.not_after {
         return Err(TlsError::Expired {
             path: cert_path,
@@ -97,7 +125,7 @@ pub fn load(paths: &CertPaths, now: i64) -> Result<(Arc<ServerConfig>, CertInfo)
             not_before: info.not_before,
         });
     }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::NoKey {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::NoKey {
         path: key_path.clone(),
         reason: e.to_string(),
     })?;

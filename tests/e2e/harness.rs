@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sandgate::app::{self, App, PolicySource, Settings};
 use sandgate::config::Config;
-use sandgate::server::{ServeOptions, devcerts};
+use sandgate::server::{ServeOptions, devcerts, tls};
 use serde_json::{Value, json};
 
 /// The shared reconciler's full-audit interval (short, so tests see a sweep soon).
@@ -35,6 +35,10 @@ pub enum Nodes {
     // Constructed by the real-node test binary (tests/realnode), which shares this file.
     #[allow(dead_code)]
     Real(fn(&NodeContext) -> Result<(), String>),
+    /// A real node and a cluster without sandgate: no CRDs, RuntimeClass, RBAC,
+    /// webhook registration or reconciler (tests/install puts them there with Helm).
+    #[allow(dead_code)]
+    Bare(fn(&NodeContext) -> Result<(), String>),
 }
 
 /// What a real node needs from the control plane.
@@ -64,6 +68,9 @@ pub struct Cluster {
     webhook: Mutex<Webhook>,
     /// Tests take it shared; a test that stops the webhook takes it exclusively.
     pub gate: RwLock<()>,
+    /// The apiserver's port on 127.0.0.1.
+    #[allow(dead_code)]
+    pub api_port: u16,
 }
 
 /// sandgate's webhook, in process, started through the same `App` as `main`.
@@ -96,7 +103,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -217,6 +224,8 @@ fn pki(dir: &Path) -> Result<Pki, String> {
         "127.0.0.1".to_string(),
         "localhost".to_string(),
         "kubernetes.default.svc".to_string(),
+        // The real node's gateway, where its pods reach the apiserver (tests/install).
+        "10.244.0.1".to_string(),
     ])
     .map_err(e)?;
     serving
@@ -444,6 +453,9 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
             format!("--kubelet-client-certificate={}", p("admin.crt")),
             format!("--kubelet-client-key={}", p("admin.key")),
             "--kubelet-preferred-address-types=InternalIP".into(),
+            // Webhooks behind a Service are called at an endpoint's address: there is
+            // no Service proxy on the host (tests/install calls sandgate that way).
+            "--enable-aggregator-routing=true".into(),
         ],
     )?;
     let kubeconfig = dir.join("kubeconfig");
@@ -500,7 +512,8 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
             "--kube-api-burst=1000".into(),
         ],
     )?;
-    let mut kwok = if matches!(nodes, Nodes::Real(_)) {
+    let bare = matches!(nodes, Nodes::Bare(_));
+    let mut kwok = if matches!(nodes, Nodes::Real(_) | Nodes::Bare(_)) {
         None
     } else {
         Some(spawn_kwok(&dir, &bin, &kcfg)?)
@@ -515,29 +528,31 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
             Err(format!("{what}: {}", String::from_utf8_lossy(&o.stderr)))
         }
     };
-    let crds = root().join("deploy/crds").display().to_string();
-    apply(
-        &["apply", "--server-side", "-f", &crds],
-        "applying deploy/crds",
-    )?;
-    // `kubectl wait` errors while a CRD has no conditions yet: poll it instead.
-    wait_until("CRDs established", Duration::from_secs(60), || {
-        Ok(kc(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=5s",
-            "crd/sandboxtemplates.sandbox.gke.io",
-            "crd/sandboxes.sandbox.gke.io",
-            "crd/sandboxclaims.sandbox.gke.io",
-        ])
-        .status
-        .success())
-    })?;
-    let rc = root()
-        .join("deploy/runtimeclass.yaml")
-        .display()
-        .to_string();
-    apply(&["apply", "-f", &rc], "applying deploy/runtimeclass.yaml")?;
+    if !bare {
+        let crds = root().join("deploy/crds").display().to_string();
+        apply(
+            &["apply", "--server-side", "-f", &crds],
+            "applying deploy/crds",
+        )?;
+        // `kubectl wait` errors while a CRD has no conditions yet: poll it instead.
+        wait_until("CRDs established", Duration::from_secs(60), || {
+            Ok(kc(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=5s",
+                "crd/sandboxtemplates.sandbox.gke.io",
+                "crd/sandboxes.sandbox.gke.io",
+                "crd/sandboxclaims.sandbox.gke.io",
+            ])
+            .status
+            .success())
+        })?;
+        let rc = root()
+            .join("deploy/runtimeclass.yaml")
+            .display()
+            .to_string();
+        apply(&["apply", "-f", &rc], "applying deploy/runtimeclass.yaml")?;
+    }
     // A plain runc class as many clusters have, so a pod asking for it reaches sandgate
     // instead of being refused by the RuntimeClass admission plugin for not existing.
     let runc = r#"{"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "runc"}, "handler": "runc"}"#;
@@ -555,7 +570,7 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
             .success())
     })?;
     match (nodes, kwok.as_mut()) {
-        (Nodes::Real(start_node), _) => {
+        (Nodes::Real(start_node) | Nodes::Bare(start_node), _) => {
             let node_kubeconfig = dir.join("node.kubeconfig");
             write_kubeconfig_for(&node_kubeconfig, &server, &pki, "node")?;
             start_node(&NodeContext {
@@ -592,15 +607,18 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
         (Nodes::Kwok, None) => return Err("kwok did not start".into()),
     }
 
-    // sandgate, in process, registered like deploy/webhooks.yaml.
+    // sandgate, in process, registered like deploy/webhooks.yaml (a bare cluster starts
+    // it unregistered).
     let webhook = start_webhook(&dir, &kubeconfig)?;
-    let registration = webhook_configurations(webhook.addr, &webhook_ca(&dir)?)?;
-    let reg_path = dir.join("webhooks.json");
-    write(&reg_path, &registration)?;
-    apply(
-        &["apply", "-f", &reg_path.display().to_string()],
-        "registering the webhooks",
-    )?;
+    if !bare {
+        let registration = webhook_configurations(webhook.addr, &webhook_ca(&dir)?)?;
+        let reg_path = dir.join("webhooks.json");
+        write(&reg_path, &registration)?;
+        apply(
+            &["apply", "-f", &reg_path.display().to_string()],
+            "registering the webhooks",
+        )?;
+    }
 
     // The reconciler's namespace, identity and RBAC exactly as deploy/ ships them, and
     // the PolicyReport CRDs its audit writes (installed as the README says: if absent).
@@ -613,6 +631,9 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
         "installing the PolicyReport CRDs",
     )?;
     for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+        if bare {
+            break;
+        }
         let path = root().join("deploy").join(f).display().to_string();
         apply(&["apply", "-f", &path], &format!("applying deploy/{f}"))?;
     }
@@ -632,8 +653,11 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
         reconciler: Mutex::new(None),
         webhook: Mutex::new(webhook),
         gate: RwLock::new(()),
+        api_port,
     };
-    cluster.start_reconciler();
+    if !bare {
+        cluster.start_reconciler();
+    }
     Ok(cluster)
 }
 
@@ -717,7 +741,7 @@ fn start_webhook(dir: &Path, kubeconfig: &Path) -> Result<Webhook, String> {
         webhook: Some(ServeOptions {
             addr,
             probe_addr: None,
-            certs: certs.serving,
+            certs: tls::CertSource::Files(certs.serving),
             shutdown_grace: Duration::from_secs(2),
             cert_poll: Duration::from_secs(60),
             policy_poll: Duration::from_secs(60),
@@ -725,6 +749,7 @@ fn start_webhook(dir: &Path, kubeconfig: &Path) -> Result<Webhook, String> {
         probe_addr: None,
         reconciler: None,
         runtime_check_every: Duration::from_millis(500),
+        shutdown_delay: Duration::ZERO,
     };
     let kubeconfig = kubeconfig.to_path_buf();
     let (app, running) = runtime.block_on(async move {
@@ -799,12 +824,6 @@ fn sandgate_exe() -> PathBuf {
 /// watchdog. Returns the child and its probe port.
 pub fn spawn_reconciler(c: &Cluster, name: &str, extra: &[&str]) -> (Child, u16) {
     let port = free_port();
-    let log_path = c.dir.join("logs").join(format!("{name}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .expect("log file");
     let mut args = vec![
         "reconcile".to_string(),
         format!("--probe-addr=127.0.0.1:{port}"),
@@ -813,9 +832,24 @@ pub fn spawn_reconciler(c: &Cluster, name: &str, extra: &[&str]) -> (Child, u16)
         format!("--identity={name}"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
+    (
+        spawn_sandgate(c, name, &args, &c.reconciler_kubeconfig),
+        port,
+    )
+}
+
+/// A sandgate process with `args`, talking to the cluster through `kubeconfig`, logging
+/// to `logs/<name>.log`, its pid recorded for the watchdog.
+pub fn spawn_sandgate(c: &Cluster, name: &str, args: &[String], kubeconfig: &Path) -> Child {
+    let log_path = c.dir.join("logs").join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("log file");
     let child = Command::new(sandgate_exe())
-        .args(&args)
-        .env("KUBECONFIG", &c.reconciler_kubeconfig)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
         .env(
             "RUST_LOG",
             std::env::var("SANDGATE_E2E_RECONCILER_LOG").unwrap_or_else(|_| "info".into()),
@@ -825,12 +859,12 @@ pub fn spawn_reconciler(c: &Cluster, name: &str, extra: &[&str]) -> (Child, u16)
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()
-        .expect("sandgate reconcile starts");
+        .expect("sandgate starts");
     let _ = std::fs::write(
         c.dir.join("pids").join(format!("{name}.pid")),
         child.id().to_string(),
     );
-    (child, port)
+    child
 }
 
 /// GET over plain HTTP on loopback; the body of a 200, else None.
@@ -883,6 +917,12 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The test bed's directory (the real node keeps its containerd under it).
+    #[allow(dead_code)]
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Where a process of the test bed logs.

@@ -4,6 +4,7 @@
 mod audit;
 mod harness;
 mod pools;
+mod selftls;
 mod upstream;
 
 use std::process::Output;
