@@ -628,3 +628,30 @@ fn the_shipped_configuration_is_valid_and_is_the_defaults() {
     let cfg = sandgate::config::Config::build(file, Default::default()).unwrap();
     assert_eq!(cfg, sandgate::config::Config::default());
 }
+
+/// The arguments deploy/ passes are ones `sandgate` accepts (a typo would crash-loop
+/// every replica), and they ask for self-managed TLS with the probes on their own port.
+#[test]
+fn the_deployments_arguments_parse_and_ask_for_self_managed_tls() {
+    use clap::Parser as _;
+    let objects = kustomized();
+    let d = find(&objects, "Deployment");
+    let args: Vec<String> = d["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let cli = sandgate::cli::Cli::try_parse_from(
+        std::iter::once("sandgate".to_string()).chain(args.clone()),
+    )
+    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let sandgate::cli::Command::Serve(serve) = cli.command else {
+        panic!("not serve: {args:?}")
+    };
+    assert_eq!(serve.tls_mode, sandgate::cli::TlsMode::SelfManaged);
+    assert_eq!(serve.self_tls.tls_secret, "sandgate-tls");
+    assert!(serve.probe_addr.is_some() && serve.reconcile);
+    let probe = &d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"];
+    assert_eq!(probe["port"], "metrics");
+}
