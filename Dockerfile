@@ -1,5 +1,7 @@
-# sandgate image: the binary and the shipped policies on a distroless base.
-# (Not built in CI here: this machine has no container engine.)
+# sandgate image for users with Docker: the binary and the shipped policies on a
+# distroless base. The tests build the same image without a container engine
+# (scripts/build-image.sh: Debian's libc on a from-scratch layer, non-root) and run it
+# in the real node (tests/install); keep the two alike.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

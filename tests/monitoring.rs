@@ -23,6 +23,7 @@ fn exported() -> BTreeSet<String> {
     let r = sandgate::reconcile::Metrics::register(&mut registry);
     let a = sandgate::audit::metrics::Metrics::register(&mut registry);
     sandgate::runtime_check::register(&mut registry);
+    sandgate::certs::Metrics::register(&mut registry);
     // A family is exported once it has a child: give each one.
     w.requests
         .get_or_create(&webhook::RequestLabels {

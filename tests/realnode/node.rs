@@ -172,10 +172,26 @@ fn take_down_stale() {
     };
     let stale = stale.trim();
     eprintln!("real node: taking down a node left by an earlier run ({stale})");
+    // Its watchdog, if it has not started yet, then finds no teardown to run.
+    let _ = std::fs::remove_file(Path::new(stale).join("teardown"));
     let _ = Command::new("bash")
         .arg(root().join("tests/realnode/teardown.sh"))
         .args([stale, BRIDGE])
         .status();
+    // The previous test binary's watchdog may be tearing the same node down right now
+    // (it starts when that binary exits): wait for it, so it cannot remove the bridge
+    // this node is about to make.
+    let pattern = format!("teardown.sh {stale} ");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120)
+        && Command::new("pgrep")
+            .args(["-f", &pattern])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let _ = std::fs::remove_file(ACTIVE);
 }
 
@@ -422,4 +438,46 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(10250)
+}
+
+/// Imports an image archive into the node's containerd, where the kubelet finds it
+/// (`imagePullPolicy: Never`: no registry exists here). Used by tests/install.
+#[allow(dead_code)]
+pub fn import_image(cluster_dir: &Path, archive: &Path) -> Result<(), String> {
+    let sock = cluster_dir.join("containerd").join("containerd.sock");
+    run(Command::new("ctr")
+        .arg("--address")
+        .arg(&sock)
+        .args(["-n", "k8s.io", "images", "import"])
+        .arg(archive))
+    .map(|_| ())
+}
+
+/// Forwards `listen` (an address on the node's bridge) to the apiserver on loopback, so
+/// pods reach it as a cluster's pods reach `kubernetes.default` (there is no Service
+/// proxy). Threads, one per connection, for the life of the test binary.
+#[allow(dead_code)]
+pub fn forward_to_apiserver(listen: &str, api_port: u16) -> Result<(), String> {
+    let listener =
+        std::net::TcpListener::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
+    std::thread::spawn(move || {
+        for inbound in listener.incoming().flatten() {
+            let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", api_port)) else {
+                continue;
+            };
+            let (Ok(mut a), Ok(mut b)) = (inbound.try_clone(), outbound.try_clone()) else {
+                continue;
+            };
+            let (mut inbound, mut outbound) = (inbound, outbound);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut outbound);
+                let _ = outbound.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut b, &mut inbound);
+                let _ = inbound.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Ok(())
 }

@@ -5,6 +5,7 @@ that `ctr -n k8s.io images import` accepts; the image name comes from the
 zeroed, entries sorted, gzip without a timestamp.
 
 usage: mkimage.py ROOTFS NAME:TAG OUT.tar [--entrypoint a,b] [--cmd a,b] [--env K=V ...]
+                  [--user UID:GID]
 """
 
 import argparse
@@ -26,6 +27,7 @@ def main() -> None:
     p.add_argument("--entrypoint", default="")
     p.add_argument("--cmd", default="")
     p.add_argument("--env", action="append", default=[PATH])
+    p.add_argument("--user", default="")
     a = p.parse_args()
 
     def norm(ti: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -54,6 +56,8 @@ def main() -> None:
         config["Entrypoint"] = a.entrypoint.split(",")
     if a.cmd:
         config["Cmd"] = a.cmd.split(",")
+    if a.user:
+        config["User"] = a.user
     cfg = {
         "architecture": "amd64",
         "os": "linux",
