@@ -309,7 +309,15 @@ impl App {
     /// Runs until SIGTERM or SIGINT (or until a component stops on its own), then
     /// drains and stops everything.
     pub async fn run(&self) -> Result<(), AppError> {
-        let mut running = self.start().await?;
+        // A webhook waiting for its first certificate must still stop on SIGTERM (as
+        // PID 1 an unhandled signal is ignored).
+        let mut running = tokio::select! {
+            started = self.start() => started?,
+            _ = server::signal() => {
+                tracing::info!("SIGTERM before the webhook started: stopping");
+                return Ok(());
+            }
+        };
         let outcome = tokio::select! {
             _ = server::signal() => {
                 let delay = self.settings.shutdown_delay;

@@ -103,7 +103,8 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
 }
 
-/// Helm's own labels and the config checksum are the only things deploy/ lacks; a
+/// Helm's own labels and annotations (the config checksum, the RuntimeClass's hook) are
+/// the only things deploy/ lacks; a
 /// ConfigMap's YAML file is compared as YAML, not as text.
 fn normalize(mut v: Value) -> Value {
     const HELM_LABELS: [&str; 4] = [
@@ -120,7 +121,7 @@ fn normalize(mut v: Value) -> Value {
                 }
             }
             if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
-                a.retain(|k, _| !k.starts_with("checksum/"));
+                a.retain(|k, _| !k.starts_with("checksum/") && !k.starts_with("helm.sh/"));
                 if a.is_empty() {
                     m.remove("annotations");
                 }

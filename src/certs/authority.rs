@@ -46,6 +46,19 @@ impl Lifetimes {
     /// life must hold the two graces of a CA rotation, and a serving certificate must fit
     /// inside its CA's remaining life.
     pub fn validated(self) -> Result<Self, CertError> {
+        // Beyond a century the X.509 times overflow what the encoding holds.
+        const CENTURY: u64 = 100 * 365 * 86_400;
+        if self.grace.as_secs() == 0 {
+            return Err(CertError::Lifetimes(
+                "the rotation grace must be at least one second".into(),
+            ));
+        }
+        if self.ca.as_secs() > CENTURY {
+            return Err(CertError::Lifetimes(format!(
+                "the CA's validity ({} s) must not exceed a century ({CENTURY} s)",
+                self.ca.as_secs()
+            )));
+        }
         let grace = self.grace.as_secs();
         if self.cert.as_secs() < grace.saturating_mul(6) {
             return Err(CertError::Lifetimes(format!(
@@ -208,14 +221,16 @@ pub fn parse(
                 .general_names
                 .iter()
                 .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
                     x509_parser::extensions::GeneralName::IPAddress(ip) => ip_text(ip),
                     _ => None,
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let names_ok = names.iter().all(|n| sans.contains(n));
+    let names_ok = names.iter().all(|n| sans.contains(&canonical(n)));
     let stamp = |key: &str| {
         annotations
             .get(key)
@@ -234,6 +249,15 @@ pub fn parse(
         ca_trusted_since: stamp(keys::CA_TRUSTED_SINCE),
         cert_issued_at: stamp(keys::CERT_ISSUED_AT),
     })
+}
+
+/// A name as a certificate reads back: IP addresses in their canonical text
+/// (`FD00:0::1` is `fd00::1`), DNS names lower-cased.
+pub fn canonical(name: &str) -> String {
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => name.to_ascii_lowercase(),
+    }
 }
 
 fn ip_text(raw: &[u8]) -> Option<String> {
@@ -323,18 +347,20 @@ pub fn plan(material: &Result<Material, Unusable>, now: i64, lifetimes: &Lifetim
     }
 }
 
-fn time_at(unix: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+fn time_at(unix: i64) -> Result<time::OffsetDateTime, CertError> {
+    time::OffsetDateTime::from_unix_timestamp(unix).map_err(|e| {
+        CertError::Lifetimes(format!("{unix} is not a time a certificate can hold: {e}"))
+    })
 }
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// How far back a certificate's validity starts, for clocks behind ours: a minute, or a
+/// How far back a certificate's validity starts, for clocks behind ours: an hour, or a
 /// twentieth of a short lifetime.
 fn backdate(validity: Duration) -> i64 {
-    secs(validity / 20).min(60)
+    secs(validity / 20).min(3600)
 }
 
 /// A new CA, valid from a little before `now`.
@@ -352,14 +378,14 @@ fn new_ca(now: i64, validity: Duration) -> Result<(Ca, String), CertError> {
     ];
     let not_before = now.saturating_sub(backdate(validity));
     let not_after = now.saturating_add(secs(validity));
-    params.not_before = time_at(not_before);
-    params.not_after = time_at(not_after);
+    params.not_before = time_at(not_before)?;
+    params.not_after = time_at(not_after)?;
     let cert = params.self_signed(&key)?;
     Ok((
         Ca {
             pem: cert.pem(),
-            not_before: time_at(not_before).unix_timestamp(),
-            not_after: time_at(not_after).unix_timestamp(),
+            not_before,
+            not_after,
         },
         key.serialize_pem(),
     ))
@@ -396,8 +422,8 @@ fn issue(
     params.use_authority_key_identifier_extension = true;
     let not_before = now.saturating_sub(backdate(validity)).max(ca.not_before);
     let not_after = now.saturating_add(secs(validity)).min(ca.not_after);
-    params.not_before = time_at(not_before);
-    params.not_after = time_at(not_after);
+    params.not_before = time_at(not_before)?;
+    params.not_after = time_at(not_after)?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem(), not_before, not_after))
 }
@@ -561,6 +587,19 @@ mod tests {
     }
 
     #[test]
+    fn names_compare_as_the_certificate_reads_them_back() {
+        let now = 1_800_000_000;
+        let m = fresh(now);
+        let spelled = vec![
+            "Sandgate.Sandgate-System.svc".to_string(),
+            "127.0.0.1".into(),
+        ];
+        let parsed = parse(&m.data(), &m.annotations(), &spelled).expect("parses");
+        assert!(parsed.names_ok);
+        assert_eq!(canonical("FD00:0::1"), "fd00::1");
+    }
+
+    #[test]
     fn lifetimes_that_cannot_rotate_are_refused() {
         let l = Lifetimes {
             ca: Duration::from_secs(100),
@@ -569,6 +608,16 @@ mod tests {
         };
         assert!(l.validated().is_err());
         assert!(lifetimes().validated().is_ok());
+        let no_grace = Lifetimes {
+            grace: Duration::ZERO,
+            ..lifetimes()
+        };
+        assert!(no_grace.validated().is_err());
+        let forever = Lifetimes {
+            ca: Duration::from_secs(u64::MAX / 2),
+            ..lifetimes()
+        };
+        assert!(forever.validated().is_err());
     }
 
     /// Three CA lifetimes, one hour at a time, with the apiserver and the replicas each

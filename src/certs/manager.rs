@@ -54,6 +54,7 @@ impl Settings {
         contract::dns_names_of(&self.service, &self.namespace)
             .into_iter()
             .chain(self.extra_names.iter().cloned())
+            .map(|n| authority::canonical(&n))
             .collect()
     }
 }
@@ -189,7 +190,9 @@ fn secret_material(secret: Option<&Secret>, names: &[String]) -> Result<Material
     authority::parse(&data, &annotations, names)
 }
 
-/// One round: the Secret first, then the bundles from what it now holds.
+/// One round. A new CA reaches the webhooks' caBundle before the Secret (where the
+/// rotation grace starts): a round whose bundle write fails writes no Secret, so the
+/// grace never runs while the apiserver does not yet trust the new CA.
 pub async fn reconcile(
     client: &kube::Client,
     settings: &Settings,
@@ -200,7 +203,7 @@ pub async fn reconcile(
     let existing = api.get_opt(&settings.secret).await?;
     let mut material = secret_material(existing.as_ref(), &names);
     let now = crate::server::tls::now();
-    let mut changed = false;
+    let mut steps = Vec::new();
     // Steps that follow one another at once (a Create never needs another round).
     for _ in 0..4 {
         let step = authority::plan(&material, now, &settings.lifetimes);
@@ -208,7 +211,33 @@ pub async fn reconcile(
         else {
             break;
         };
-        match &step {
+        steps.push(step);
+        material = Ok(next);
+    }
+    let Ok(material) = material else {
+        return Ok(());
+    };
+    let owner = service_owner(client, settings).await?;
+    let owner_stale = owner.as_ref().is_some_and(|o| {
+        existing
+            .as_ref()
+            .and_then(|s| s.metadata.owner_references.as_ref())
+            .is_none_or(|refs| !refs.iter().any(|r| r.uid == o.uid))
+    });
+    let in_bundles =
+        ensure_bundles(client, &settings.webhook_configuration, &material.bundle()).await?;
+    if steps.contains(&Step::RotateCa) && !in_bundles {
+        tracing::warn!(
+            name = %settings.webhook_configuration,
+            "self-managed TLS: a new CA is due but the webhook configurations are missing; not rotating"
+        );
+        return Ok(());
+    }
+    if !steps.is_empty() || owner_stale {
+        write_secret(client, settings, existing, &material, owner).await?;
+    }
+    for step in &steps {
+        match step {
             Step::Create(why) => {
                 tracing::info!(secret = %settings.secret, reason = %why, "self-managed TLS: new CA and serving certificate")
             }
@@ -226,32 +255,21 @@ pub async fn reconcile(
         metrics
             .steps
             .get_or_create(&StepLabels {
-                step: step_name(&step),
+                step: step_name(step),
             })
             .inc();
-        material = Ok(next);
-        changed = true;
-    }
-    let Ok(material) = material else {
-        return Ok(());
-    };
-    if changed {
-        write_secret(client, settings, existing, &material).await?;
     }
     metrics.ca_expiry.set(material.cas[0].not_after);
-    ensure_bundles(client, &settings.webhook_configuration, &material.bundle()).await?;
     Ok(())
 }
 
-async fn write_secret(
+/// The Service as the Secret's owner, when it exists.
+async fn service_owner(
     client: &kube::Client,
     settings: &Settings,
-    existing: Option<Secret>,
-    material: &Material,
-) -> Result<(), kube::Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
+) -> Result<Option<OwnerReference>, kube::Error> {
     let services: Api<Service> = Api::namespaced(client.clone(), &settings.namespace);
-    let owner = services.get_opt(&settings.service).await?.and_then(|s| {
+    Ok(services.get_opt(&settings.service).await?.and_then(|s| {
         Some(OwnerReference {
             api_version: "v1".into(),
             kind: "Service".into(),
@@ -259,7 +277,17 @@ async fn write_secret(
             uid: s.metadata.uid?,
             ..OwnerReference::default()
         })
-    });
+    }))
+}
+
+async fn write_secret(
+    client: &kube::Client,
+    settings: &Settings,
+    existing: Option<Secret>,
+    material: &Material,
+    owner: Option<OwnerReference>,
+) -> Result<(), kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &settings.namespace);
     let data = material
         .data()
         .into_iter()
@@ -291,8 +319,15 @@ async fn write_secret(
                 .annotations
                 .get_or_insert_with(BTreeMap::new)
                 .extend(material.annotations());
-            if secret.metadata.owner_references.is_none() {
-                secret.metadata.owner_references = owner.map(|o| vec![o]);
+            // A Service re-created (a reinstall) has a new uid: own the Secret by it, or
+            // the garbage collector removes the Secret in use.
+            if let Some(owner) = owner {
+                let refs = secret
+                    .metadata
+                    .owner_references
+                    .get_or_insert_with(Vec::new);
+                refs.retain(|r| !(r.kind == "Service" && r.api_version == "v1"));
+                refs.push(owner);
             }
             secret.data = Some(data);
             // The resourceVersion read above: a replica that lost the race gets 409.
@@ -305,13 +340,14 @@ async fn write_secret(
 
 /// Writes `bundle` into every webhook of sandgate's two configurations (a missing one is
 /// skipped: it may not be installed yet, or this install has no such kind).
+/// Returns whether both configurations exist (and now hold `bundle`).
 async fn ensure_bundles(
     client: &kube::Client,
     name: &str,
     bundle: &str,
-) -> Result<(), kube::Error> {
+) -> Result<bool, kube::Error> {
     let want = ByteString(bundle.as_bytes().to_vec());
-    ensure_bundle(
+    let mutating = ensure_bundle(
         Api::<MutatingWebhookConfiguration>::all(client.clone()),
         name,
         |c| {
@@ -323,7 +359,7 @@ async fn ensure_bundles(
         },
     )
     .await?;
-    ensure_bundle(
+    let validating = ensure_bundle(
         Api::<ValidatingWebhookConfiguration>::all(client.clone()),
         name,
         |c| {
@@ -334,7 +370,8 @@ async fn ensure_bundles(
             changed
         },
     )
-    .await
+    .await?;
+    Ok(mutating && validating)
 }
 
 fn set_bundle(current: &mut Option<ByteString>, want: &ByteString) -> bool {
@@ -349,7 +386,7 @@ async fn ensure_bundle<K>(
     api: Api<K>,
     name: &str,
     set: impl Fn(&mut K) -> bool,
-) -> Result<(), kube::Error>
+) -> Result<bool, kube::Error>
 where
     K: kube::Resource + Clone + std::fmt::Debug + Serialize + DeserializeOwned,
     K::DynamicType: Default,
@@ -359,11 +396,11 @@ where
             name,
             "webhook configuration not found; caBundle not written"
         );
-        return Ok(());
+        return Ok(false);
     };
     if set(&mut config) {
         api.replace(name, &PostParams::default(), &config).await?;
         tracing::info!(name, kind = %K::kind(&K::DynamicType::default()), "caBundle written");
     }
-    Ok(())
+    Ok(true)
 }

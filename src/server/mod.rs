@@ -248,8 +248,15 @@ async fn first_pair(
                 }
             }
         }
-        if rx.changed().await.is_err() {
-            return Err(ServeError::FeedClosed(label.to_string()));
+        // A pair not valid yet (a clock behind the leader's) becomes usable by itself:
+        // look again in a while even when nothing changes.
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Err(ServeError::FeedClosed(label.to_string()));
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }
@@ -323,10 +330,14 @@ async fn start_with(
         .header_read_timeout(Duration::from_secs(10));
     let app = router(state.clone());
     let main = tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    let addr = handle.listening().await.ok_or_else(|| ServeError::Bind {
-        addr: opts.addr,
-        source: std::io::Error::other("the TLS listener failed to bind"),
-    })?;
+    let Some(addr) = handle.listening().await else {
+        // The probe listener, if up, goes too: a later start binds it again.
+        control.shutdown();
+        return Err(ServeError::Bind {
+            addr: opts.addr,
+            source: std::io::Error::other("the TLS listener failed to bind"),
+        });
+    };
 
     // The reloaders live as long as this server, so a restarted one has its own.
     let mut reloaders = vec![match pairs {
@@ -470,10 +481,29 @@ async fn reload_fed(
     rustls: RustlsConfig,
     state: Arc<AppState>,
 ) {
-    while rx.changed().await.is_ok() {
-        let pair = rx.borrow_and_update().clone();
+    // Set while the newest pair is refused as not valid yet: retried on a timer.
+    let mut pending: Option<crate::certs::follow::Pair> = None;
+    loop {
+        let retry = async {
+            match &pending {
+                Some(_) => tokio::time::sleep(Duration::from_secs(10)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let pair = tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                rx.borrow_and_update().clone()
+            }
+            _ = retry => pending.take(),
+        };
         if let Some((cert, key)) = pair {
-            swap(&rustls, &state, &label, load_fed(&label, &cert, &key));
+            let loaded = load_fed(&label, &cert, &key);
+            pending = matches!(loaded, Err(tls::TlsError::NotYetValid { .. }))
+                .then(|| (cert.clone(), key.clone()));
+            swap(&rustls, &state, &label, loaded);
         }
     }
 }
