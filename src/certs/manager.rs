@@ -350,28 +350,30 @@ async fn ensure_bundles(
     let mutating = ensure_bundle(
         Api::<MutatingWebhookConfiguration>::all(client.clone()),
         name,
-        |c| {
-            let mut changed = false;
-            for w in c.webhooks.iter_mut().flatten() {
-                changed |= set_bundle(&mut w.client_config.ca_bundle, &want);
-            }
-            changed
-        },
+        |c| set_bundles(&mut c.webhooks, &want, |w| &mut w.client_config.ca_bundle),
     )
     .await?;
     let validating = ensure_bundle(
         Api::<ValidatingWebhookConfiguration>::all(client.clone()),
         name,
-        |c| {
-            let mut changed = false;
-            for w in c.webhooks.iter_mut().flatten() {
-                changed |= set_bundle(&mut w.client_config.ca_bundle, &want);
-            }
-            changed
-        },
+        |c| set_bundles(&mut c.webhooks, &want, |w| &mut w.client_config.ca_bundle),
     )
     .await?;
     Ok(mutating && validating)
+}
+
+/// Sets `want` in every webhook entry (`bundle` finds an entry's caBundle: the two
+/// configurations' entry types differ); whether any changed.
+fn set_bundles<W>(
+    webhooks: &mut Option<Vec<W>>,
+    want: &ByteString,
+    bundle: fn(&mut W) -> &mut Option<ByteString>,
+) -> bool {
+    let mut changed = false;
+    for w in webhooks.iter_mut().flatten() {
+        changed |= set_bundle(bundle(w), want);
+    }
+    changed
 }
 
 fn set_bundle(current: &mut Option<ByteString>, want: &ByteString) -> bool {
