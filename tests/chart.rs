@@ -238,7 +238,8 @@ fn args_of(objects: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn ca_bundles(objects: &[Value]) -> Vec<Value> {
+/// Every webhook entry of sandgate's two configurations.
+fn webhook_entries(objects: &[Value]) -> Vec<Value> {
     [
         "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
@@ -250,8 +251,14 @@ fn ca_bundles(objects: &[Value]) -> Vec<Value> {
             .cloned()
             .unwrap_or_default()
     })
-    .map(|w| w["clientConfig"]["caBundle"].clone())
     .collect()
+}
+
+fn ca_bundles(objects: &[Value]) -> Vec<Value> {
+    webhook_entries(objects)
+        .into_iter()
+        .map(|w| w["clientConfig"]["caBundle"].clone())
+        .collect()
 }
 
 #[test]
@@ -337,19 +344,10 @@ fn an_existing_secret_needs_its_ca_and_gets_it_into_every_webhook() {
 #[test]
 fn the_upstream_switch_drops_its_webhook_entries_and_tells_the_config() {
     let names = |objects: &[Value]| -> Vec<String> {
-        [
-            "MutatingWebhookConfiguration",
-            "ValidatingWebhookConfiguration",
-        ]
-        .iter()
-        .flat_map(|k| {
-            find(objects, k, "sandgate")["webhooks"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|w| w["name"].as_str().map(str::to_string))
-        .collect()
+        webhook_entries(objects)
+            .into_iter()
+            .filter_map(|w| w["name"].as_str().map(str::to_string))
+            .collect()
     };
     let on = template(&[]).expect("helm template");
     let off = template(&["upstreamAgentSandbox.enabled=false"]).expect("helm template");

@@ -42,6 +42,22 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Whether a real node can start here. Where it cannot, says why and the caller skips;
+/// under `SANDGATE_REQUIRE_REAL_NODE=1` (CI) that fails the test instead.
+pub fn can_start() -> bool {
+    let Some(why) = unavailable() else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("SANDGATE_REQUIRE_REAL_NODE").is_none(),
+        "the real node is required (SANDGATE_REQUIRE_REAL_NODE) but cannot start: {why}"
+    );
+    // Written past libtest's capture, so a passing run still shows it.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (no real node): {why}");
+    false
+}
+
 /// Why a real node cannot start here, if it cannot: checked before anything is built
 /// or changed.
 pub fn unavailable() -> Option<String> {
