@@ -29,7 +29,8 @@
 #   scripts/build-controlplane.sh               build (or reuse) the binaries
 #   scripts/build-controlplane.sh --print-dir   print the bin dir, build nothing
 #
-# The first build compiles all of Kubernetes: expect ~15-25 minutes on 2 cores.
+# The first build compiles all of Kubernetes: expect ~15-25 minutes on 2 cores. Go builds
+# run one at a time on the machine (scripts/lib/go-serial.sh).
 set -euo pipefail
 
 KUBE_VERSION=v1.35.4
@@ -79,7 +80,8 @@ if (( print_only )); then
     exit 0
 fi
 
-# name:module-dir:package
+# name:module-dir:package; the binaries of one module are built by one `go build`, so
+# Go links one while it compiles for the next.
 TARGETS=(
     "kube-apiserver:$MOD_DIR:k8s.io/kubernetes/cmd/kube-apiserver"
     "kube-controller-manager:$MOD_DIR:k8s.io/kubernetes/cmd/kube-controller-manager"
@@ -153,31 +155,36 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     k8s_ldflags+=" -X $pkg.buildDate=$BUILD_DATE"
 done
 
+# shellcheck source=lib/go-serial.sh
+. "$ROOT/scripts/lib/go-serial.sh"
+
+# Builds the missing binaries of one module dir into $BIN: into a temporary directory
+# first, renamed into place, so an interrupted build leaves no output.
+build_module() { # dir ldflags
+    local dir=$1 ldflags=$2 t name pkgs=() names=() start=$SECONDS tmp
+    for t in "${TARGETS[@]}"; do
+        name=${t%%:*}
+        [[ ${t#*:} == "$dir":* && ! -x $BIN/$name ]] || continue
+        names+=("$name")
+        pkgs+=("${t##*:}")
+    done
+    ((${#pkgs[@]})) || return 0
+    log "building ${names[*]}..."
+    tmp=$(mktemp -d "$BIN/.build.XXXXXX")
+    if ! (cd "$dir" && nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}"); then
+        rm -rf "$tmp"
+        die "building ${names[*]} in $dir failed (see the go output above)"
+    fi
+    for name in "${names[@]}"; do mv -f "$tmp/$name" "$BIN/$name"; done
+    rm -rf "$tmp"
+    log "${names[*]} done in $((SECONDS - start))s"
+}
+
 log "building Kubernetes $KUBE_VERSION + kwok $KWOK_VERSION with $go_ver into $BIN"
-total=${#TARGETS[@]}
-i=0
 start_all=$SECONDS
-for t in "${TARGETS[@]}"; do
-    i=$((i + 1))
-    name=${t%%:*}
-    rest=${t#*:}
-    dir=${rest%%:*}
-    pkg=${rest#*:}
-    if [[ -x "$BIN/$name" ]]; then
-        log "[$i/$total] $name: already built"
-        continue
-    fi
-    if [[ $name == kwok ]]; then ldflags="-s -w"; else ldflags=$k8s_ldflags; fi
-    log "[$i/$total] building $name ($pkg)..."
-    start=$SECONDS
-    tmp="$BIN/.$name.tmp.$$"
-    if ! (cd "$dir" && nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$tmp" "$pkg"); then
-        rm -f "$tmp"
-        die "building $name ($pkg) in $dir failed (see the go output above)"
-    fi
-    mv -f "$tmp" "$BIN/$name"
-    log "[$i/$total] $name done in $((SECONDS - start))s ($(du -h "$BIN/$name" | cut -f1))"
-done
+rm -rf "$BIN"/.build.* # left by a killed build (this one holds the lock)
+go_serial "control plane" build_module "$MOD_DIR" "$k8s_ldflags"
+go_serial "control plane" build_module "$KWOK_DIR" "-s -w"
 
 all_present || die "some binaries are missing from $BIN after the build"
 copy_etcd

@@ -37,8 +37,10 @@ if [[ ! -x "$BIN/helm" ]]; then
         trap 'rm -rf "$tmp"' EXIT
         start=$SECONDS
         log "building $HELM_VERSION (helm.sh/helm/$major, once)..."
+        # shellcheck source=lib/go-serial.sh
+        . "$(dirname "${BASH_SOURCE[0]}")/lib/go-serial.sh"
         GOBIN="$tmp" GOTOOLCHAIN=local GOFLAGS=-buildvcs=false GOWORK=off CGO_ENABLED=0 \
-            nice -n 10 go install -trimpath \
+            go_serial helm nice -n 10 go install -trimpath \
             -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
             "helm.sh/helm/$major/cmd/helm@$HELM_VERSION" ||
             die "go install helm.sh/helm/$major/cmd/helm@$HELM_VERSION failed"

@@ -3,7 +3,8 @@
 # reproducibly, as an OCI layout in a tar that `ctr images import` (or `skopeo copy
 # oci-archive:...`) accepts, named sandgate.local/sandgate:<tag>:
 #
-#   usr/local/bin/sandgate    `cargo build --release --locked --bin sandgate`
+#   usr/local/bin/sandgate    `cargo build --release --locked --bin sandgate`, or the
+#                             binary --binary names, its debug sections stripped
 #   etc/sandgate/policies     the repo's policies/ (*.rego and .json/.yaml data files)
 #   usr/lib/..., lib, lib64   a distroless-style base from Debian's packages: exactly the
 #                             shared libraries the binary needs (its NEEDED entries, and
@@ -20,6 +21,10 @@
 #   scripts/build-image.sh             build (or reuse) sandgate.local/sandgate:<version>
 #                                      (Cargo.toml's, the chart's appVersion)
 #   scripts/build-image.sh --tag T     ... tagged T
+#   scripts/build-image.sh --binary B  ... of the sandgate binary B, built already (the
+#                                      install test packs the binary the test build
+#                                      made, so CI compiles the crate once; the
+#                                      packing and the checks below are the same)
 #   scripts/build-image.sh --help      this text
 #
 # Prints the tar's path, ${SANDGATE_IMAGE_CACHE:-~/.cache/sandgate/image}/<key>/
@@ -47,32 +52,48 @@ export LC_ALL=C
 
 # The crate's version: what the chart's image.tag defaults to (its appVersion).
 TAG=$(awk -F'"' '/^version = / {print $2; exit}' "$ROOT/Cargo.toml")
+GIVEN=
 while (($#)); do
     case $1 in
+        --binary) (($# >= 2)) || die "--binary needs a path"; GIVEN=$2; shift 2 ;;
+        --binary=*) GIVEN=${1#--binary=}; shift ;;
         --tag) (($# >= 2)) || die "--tag needs a value"; TAG=$2; shift 2 ;;
         --tag=*) TAG=${1#--tag=}; shift ;;
-        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (try --help)" ;;
     esac
 done
 [[ $TAG =~ ^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$ ]] || die "not an OCI tag: $TAG"
 
 [[ $(uname -m) == x86_64 ]] || die "builds amd64 images only (mkimage.py), on x86_64"
-for c in cargo apt-get apt-cache dpkg dpkg-deb objdump readelf python3 sha256sum; do
+for c in cargo apt-get apt-cache dpkg dpkg-deb objcopy objdump readelf python3 sha256sum; do
     command -v "$c" >/dev/null || die "$c not found"
 done
 [[ $(dpkg --print-architecture) == amd64 ]] || die "needs a Debian amd64 system (dpkg, apt)"
 umask 022
+cleanup=()
+trap 'rm -rf "${cleanup[@]}"' EXIT
 sha() { sha256sum | cut -c1-12; }
 
 # 1. The binary.
 start=$SECONDS
-log "cargo build --release --locked --bin sandgate (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)..."
-(cd "$ROOT" && nice -n 10 cargo build --release --locked --bin sandgate) >&2 ||
-    die "cargo build failed"
-BIN=$CARGO_TARGET_DIR/release/sandgate
-[[ -x $BIN ]] || die "cargo left no $BIN"
-log "binary ready in $((SECONDS - start))s"
+if [[ -n $GIVEN ]]; then
+    [[ -x $GIVEN ]] || die "--binary $GIVEN is not an executable file"
+    mkdir -p "$CACHE"
+    # Debug sections stripped (a test build's line tables are of no use in a pod), into
+    # a file of this process's, removed at exit.
+    BIN=$CACHE/.sandgate.$$
+    cleanup+=("$BIN")
+    objcopy --strip-debug "$GIVEN" "$BIN" || die "objcopy --strip-debug $GIVEN failed"
+    log "binary: $GIVEN, debug sections stripped"
+else
+    log "cargo build --release --locked --bin sandgate (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)..."
+    (cd "$ROOT" && nice -n 10 cargo build --release --locked --bin sandgate) >&2 ||
+        die "cargo build failed"
+    BIN=$CARGO_TARGET_DIR/release/sandgate
+    [[ -x $BIN ]] || die "cargo left no $BIN"
+    log "binary ready in $((SECONDS - start))s"
+fi
 
 # 2. What it needs at run time: its loader, and the closure of NEEDED over the host's
 # libraries (what it was linked against), each mapped to the Debian package owning it.
@@ -157,7 +178,7 @@ if [[ -s $OUT ]]; then log "cached at $OUT"; echo "$OUT"; exit 0; fi
 start=$SECONDS
 rm -rf "$CACHE"/.work.* # left by a killed build (this one holds the lock)
 work=$(mktemp -d "$CACHE/.work.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+cleanup+=("$work")
 mkdir -p "$work/debs" "$work/ext" "$work/rootfs" "$work/out"
 
 # 4. The Debian packages, unpacked into one tree with /lib and /lib64 merged into /usr.

@@ -21,7 +21,13 @@
 # at ...").
 #
 #   scripts/build-node.sh               build (or reuse)
+#   scripts/build-node.sh --images      build (or reuse) the two images only: debootstrap
+#                                       is network and disk, so CI runs it beside the
+#                                       Go builds (scripts/build-tools.sh)
 #   scripts/build-node.sh --print-dir   print the assembled directory, build nothing
+#
+# The Go parts are built under the node's lock and, like every Go build of ours, one at
+# a time on the machine (scripts/lib/go-serial.sh); the images under a lock of their own.
 #
 # gVisor is patched twice for this kind of machine: tests/realnode/gvisor/patch.py says
 # what and why.
@@ -67,10 +73,12 @@ CACHE=${SANDGATE_NODE_CACHE:-$NODE_CACHE/$(echo "$key_kubelet $key_gvisor $key_r
 BIN=$CACHE/bin
 IMAGES=$CACHE/images
 
+images_only=0
 case "${1:-}" in
     "") ;;
+    --images) images_only=1 ;;
     --print-dir) printf '%s\n' "$CACHE"; exit 0 ;;
-    -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (try --help)" ;;
 esac
 
@@ -83,13 +91,8 @@ all_present() {
 if all_present; then log "cached at $CACHE"; exit 0; fi
 
 mkdir -p "$NODE_CACHE" "$P_KUBELET" "$P_GVISOR" "$P_ROUTER" "$P_PAUSE" "$P_PYTHON"
-exec 9>"$NODE_CACHE/.lock"
-flock -n 9 || { log "another build holds $NODE_CACHE/.lock; waiting for it"; flock 9; }
-if all_present; then log "cached at $CACHE"; exit 0; fi
-
-command -v go >/dev/null || die "go not found"
-export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0
-export GOFLAGS="-mod=mod -buildvcs=false"
+# shellcheck source=lib/go-serial.sh
+. "$ROOT/scripts/lib/go-serial.sh"
 
 # Builds into a temporary name and renames, so an interrupted build leaves no output.
 gobuild() { # output dir pkg ldflags
@@ -102,8 +105,57 @@ gobuild() { # output dir pkg ldflags
     log "$(basename "$out") done in $((SECONDS - start))s"
 }
 
+# The images: a static pause, and Debian's python3 as the article's python:3.11-slim.
+build_images() {
+    exec 8>"$NODE_CACHE/.images.lock"
+    flock -n 8 || { log "another build holds $NODE_CACHE/.images.lock; waiting for it"; flock 8; }
+    if [[ ! -s $P_PAUSE/pause.tar ]]; then
+        local rootfs=$P_PAUSE/rootfs
+        rm -rf "$rootfs"; mkdir -p "$rootfs"
+        gcc -Os -static -s -o "$rootfs/pause" "$IMAGES_SRC/pause.c" || die "gcc (static pause) failed: libc6-dev?"
+        python3 "$IMAGES_SRC/mkimage.py" "$rootfs" registry.k8s.io/pause:3.10 "$P_PAUSE/pause.tar.tmp" --entrypoint /pause
+        mv -f "$P_PAUSE/pause.tar.tmp" "$P_PAUSE/pause.tar"
+        rm -rf "$rootfs"
+    fi
+    if [[ ! -s $P_PYTHON/python.tar ]]; then
+        command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)"
+        local mirror rootfs=$P_PYTHON/rootfs start=$SECONDS
+        mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+        [[ -n $mirror ]] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+        [[ -n $mirror ]] || die "no Debian mirror found in the apt sources"
+        rm -rf "$rootfs"
+        log "debootstrap $DEBIAN_SUITE + python3 from $mirror..."
+        debootstrap --variant=minbase --include=python3,curl,netcat-openbsd,ca-certificates \
+            "$DEBIAN_SUITE" "$rootfs" "$mirror" >"$P_PYTHON/debootstrap.log" 2>&1 ||
+            { tail -20 "$P_PYTHON/debootstrap.log" >&2; die "debootstrap failed"; }
+        rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+            "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
+        # The official image's name for the interpreter, as scripts expect it.
+        ln -sf python3 "$rootfs/usr/bin/python"
+        python3 "$IMAGES_SRC/mkimage.py" "$rootfs" docker.io/library/python:3.11-slim \
+            "$P_PYTHON/python.tar.tmp" --cmd python3
+        mv -f "$P_PYTHON/python.tar.tmp" "$P_PYTHON/python.tar"
+        rm -rf "$rootfs"
+        log "python image done in $((SECONDS - start))s"
+    fi
+    exec 8>&-
+}
+if ((images_only)); then
+    build_images
+    log "images at $P_PAUSE/pause.tar, $P_PYTHON/python.tar"
+    exit 0
+fi
+
+exec 9>"$NODE_CACHE/.lock"
+flock -n 9 || { log "another build holds $NODE_CACHE/.lock; waiting for it"; flock 9; }
+if all_present; then log "cached at $CACHE"; exit 0; fi
+
+command -v go >/dev/null || die "go not found"
+export GOTOOLCHAIN=local GOWORK=off CGO_ENABLED=0
+export GOFLAGS="-mod=mod -buildvcs=false"
+
 # 1. kubelet, with the control plane's version stamp and flags.
-gobuild "$P_KUBELET/kubelet" "$CP_MOD" k8s.io/kubernetes/cmd/kubelet "$k8s_ld"
+go_serial node gobuild "$P_KUBELET/kubelet" "$CP_MOD" k8s.io/kubernetes/cmd/kubelet "$k8s_ld"
 
 # 2. runsc and the shim, from patched copies of the pinned module sources.
 if [[ ! -s $P_GVISOR/runsc || ! -s $P_GVISOR/containerd-shim-runsc-v1 ]]; then
@@ -119,8 +171,8 @@ if [[ ! -s $P_GVISOR/runsc || ! -s $P_GVISOR/containerd-shim-runsc-v1 ]]; then
     chmod -R u+w "$work/gvisor-src" "$work/containerd-src"
     python3 "$PATCHES" "$work/gvisor-src" "$work/containerd-src"
     printf 'replace gvisor.dev/gvisor => ./gvisor-src\nreplace github.com/containerd/containerd/v2 => ./containerd-src\n' >>"$work/go.mod"
-    gobuild "$P_GVISOR/runsc" "$work" gvisor.dev/gvisor/runsc "-s -w"
-    gobuild "$P_GVISOR/containerd-shim-runsc-v1" "$work" gvisor.dev/gvisor/shim "-s -w"
+    go_serial node gobuild "$P_GVISOR/runsc" "$work" gvisor.dev/gvisor/runsc "-s -w"
+    go_serial node gobuild "$P_GVISOR/containerd-shim-runsc-v1" "$work" gvisor.dev/gvisor/shim "-s -w"
     rm -rf "$work"
 fi
 
@@ -128,43 +180,14 @@ fi
 if [[ ! -s $P_ROUTER/kube-router ]]; then
     start=$SECONDS
     log "installing kube-router $KUBE_ROUTER_VERSION..."
-    GOBIN=$P_ROUTER GOFLAGS=-buildvcs=false nice -n 10 go install -trimpath -ldflags "-s -w" \
+    GOBIN=$P_ROUTER GOFLAGS=-buildvcs=false go_serial node nice -n 10 go install -trimpath -ldflags "-s -w" \
         "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" ||
         die "go install kube-router failed"
     log "kube-router done in $((SECONDS - start))s"
 fi
 
 # 4. Images.
-if [[ ! -s $P_PAUSE/pause.tar ]]; then
-    rootfs=$P_PAUSE/rootfs
-    rm -rf "$rootfs"; mkdir -p "$rootfs"
-    gcc -Os -static -s -o "$rootfs/pause" "$IMAGES_SRC/pause.c" || die "gcc (static pause) failed: libc6-dev?"
-    python3 "$IMAGES_SRC/mkimage.py" "$rootfs" registry.k8s.io/pause:3.10 "$P_PAUSE/pause.tar.tmp" --entrypoint /pause
-    mv -f "$P_PAUSE/pause.tar.tmp" "$P_PAUSE/pause.tar"
-    rm -rf "$rootfs"
-fi
-if [[ ! -s $P_PYTHON/python.tar ]]; then
-    command -v debootstrap >/dev/null || die "debootstrap not found (apt-get install debootstrap)"
-    mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    [[ -n $mirror ]] || mirror=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-    [[ -n $mirror ]] || die "no Debian mirror found in the apt sources"
-    rootfs=$P_PYTHON/rootfs
-    rm -rf "$rootfs"
-    start=$SECONDS
-    log "debootstrap $DEBIAN_SUITE + python3 from $mirror..."
-    debootstrap --variant=minbase --include=python3,curl,netcat-openbsd,ca-certificates \
-        "$DEBIAN_SUITE" "$rootfs" "$mirror" >"$P_PYTHON/debootstrap.log" 2>&1 ||
-        { tail -20 "$P_PYTHON/debootstrap.log" >&2; die "debootstrap failed"; }
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-        "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/*
-    # The official image's name for the interpreter, as scripts expect it.
-    ln -sf python3 "$rootfs/usr/bin/python"
-    python3 "$IMAGES_SRC/mkimage.py" "$rootfs" docker.io/library/python:3.11-slim \
-        "$P_PYTHON/python.tar.tmp" --cmd python3
-    mv -f "$P_PYTHON/python.tar.tmp" "$P_PYTHON/python.tar"
-    rm -rf "$rootfs"
-    log "python image done in $((SECONDS - start))s"
-fi
+build_images
 
 # 5. The assembled directory the harness uses (hard links: no copies).
 mkdir -p "$BIN" "$IMAGES"

@@ -1,5 +1,5 @@
 //! sandgate installed as a platform engineer installs it: the image built here
-//! (scripts/build-image.sh) and imported into the real node's containerd, `helm install`
+//! (scripts/build-image.sh, of the binary this test build made) and imported into the real node's containerd, `helm install`
 //! of charts/sandgate into a cluster that has no sandgate at all, self-managed TLS, two
 //! replicas behind the Service the apiserver calls. Then the article's walkthrough
 //! through it, a replica deleted mid-traffic, and `helm uninstall` leaving a cluster
@@ -52,10 +52,11 @@ fn get_json(c: &Cluster, args: &[&str]) -> Value {
     serde_json::from_slice(&c.kubectl(&a).stdout).unwrap_or(Value::Null)
 }
 
-/// The first line a build script prints: the path of what it built.
-fn built(script: &str) -> PathBuf {
+/// The last line a build script prints: the path of what it built.
+fn built(script: &str, args: &[&str]) -> PathBuf {
     let o = Command::new("bash")
         .arg(root().join(script))
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{script}: {e}"));
     assert!(o.status.success(), "{script} failed: {}", out(&o));
@@ -122,9 +123,14 @@ fn sandbox_pod(name: &str, ns: &str) -> Value {
 #[test]
 fn helm_installs_sandgate_that_runs_the_walkthrough_and_uninstalls_cleanly() {
     let Some(c) = bare_node() else { return };
-    let image = built("scripts/build-image.sh");
+    // The image of the binary this test build made (the one every other test ran), packed
+    // by the same script as the release image: the crate is compiled once.
+    let image = built(
+        "scripts/build-image.sh",
+        &["--binary", env!("CARGO_BIN_EXE_sandgate")],
+    );
     node::import_image(c.dir(), &image).expect("the image imports");
-    let helm_bin = built("scripts/build-helm.sh");
+    let helm_bin = built("scripts/build-helm.sh", &[]);
     node::forward_to_apiserver(
         &format!("{}:{}", API_ON_BRIDGE.0, API_ON_BRIDGE.1),
         c.api_port,
