@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use promql_parser::parser::Expr;
 use promql_parser::util::{ExprVisitor, parse_duration, walk_expr};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
