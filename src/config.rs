@@ -45,6 +45,14 @@ pub struct ResourceSettings {
     pub default_limit: String,
     /// Highest limit a sandbox container may ask for.
     pub max_limit: String,
+    /// Lowest limit a sandbox container may ask for (a limit of zero is never allowed:
+    /// the container would run unbounded). Built-in default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_limit: Option<String>,
+    /// Highest sum of one pod's limits: its containers, init containers and sidecars
+    /// together, plus the pod's overhead. Built-in default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pod_limit: Option<String>,
 }
 
 /// The configuration file (`--config`), every field optional.
@@ -85,6 +93,8 @@ pub struct Overrides {
     pub default_requests: Vec<(String, String)>,
     pub default_limits: Vec<(String, String)>,
     pub max_limits: Vec<(String, String)>,
+    pub min_limits: Vec<(String, String)>,
+    pub max_pod_limits: Vec<(String, String)>,
     pub exclude_namespaces: Vec<String>,
 }
 
@@ -98,6 +108,10 @@ pub struct Resource {
     pub default_limit_milli: Milli,
     pub max_limit: String,
     pub max_limit_milli: Milli,
+    pub min_limit: String,
+    pub min_limit_milli: Milli,
+    pub max_pod_limit: String,
+    pub max_pod_limit_milli: Milli,
 }
 
 /// The validated configuration every decision reads.
@@ -143,16 +157,28 @@ impl Default for Config {
     }
 }
 
+/// The built-in (minimum limit, maximum pod total) of a resource.
+fn builtin_bounds(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "cpu" => ("10m", "8"),
+        "memory" => ("16Mi", "16Gi"),
+        _ => ("1Mi", "20Gi"),
+    }
+}
+
 fn builtin(name: &str) -> ResourceSettings {
     let (req, lim, max) = match name {
         "cpu" => ("500m", "1", "4"),
         "memory" => ("512Mi", "1Gi", "8Gi"),
         _ => ("1Gi", "2Gi", "10Gi"),
     };
+    // The bounds are left unset: they follow the limits given (Config::build).
     ResourceSettings {
         default_request: req.into(),
         default_limit: lim.into(),
         max_limit: max.into(),
+        min_limit: None,
+        max_pod_limit: None,
     }
 }
 
@@ -203,6 +229,8 @@ impl Config {
             ("--default-request", &flags.default_requests),
             ("--default-limit", &flags.default_limits),
             ("--max-limit", &flags.max_limits),
+            ("--min-limit", &flags.min_limits),
+            ("--max-pod-limit", &flags.max_pod_limits),
         ] {
             for (name, _) in list {
                 if !MANAGED_RESOURCES.contains(&name.as_str()) {
@@ -235,6 +263,8 @@ impl Config {
             if let Some(v) = pick(&flags.max_limits) {
                 s.max_limit = v;
             }
+            let min_given = pick(&flags.min_limits).or(s.min_limit.take());
+            let pod_max_given = pick(&flags.max_pod_limits).or(s.max_pod_limit.take());
             let parse = |field: &str, text: &str| {
                 let q = quantity::parse(text)
                     .map_err(|e| ConfigError::Invalid(format!("resources.{name}.{field}: {e}")))?;
@@ -248,6 +278,35 @@ impl Config {
             let req = parse("defaultRequest", &s.default_request)?;
             let lim = parse("defaultLimit", &s.default_limit)?;
             let max = parse("maxLimit", &s.max_limit)?;
+            // Unset bounds follow the other settings: the built-in floor unless the
+            // default limit is lower, the built-in pod total unless twice maxLimit is
+            // higher (a configuration written before these settings stays valid).
+            let (builtin_min, builtin_pod_max) = builtin_bounds(name);
+            let min_text = min_given.unwrap_or_else(|| match quantity::parse(builtin_min) {
+                Ok(b) if b > lim => s.default_limit.clone(),
+                _ => builtin_min.to_string(),
+            });
+            let pod_max_text = pod_max_given.unwrap_or_else(|| {
+                let twice = Milli(max.0.saturating_mul(2));
+                match quantity::parse(builtin_pod_max) {
+                    Ok(b) if b < twice => twice.to_string(),
+                    _ => builtin_pod_max.to_string(),
+                }
+            });
+            let min = parse("minLimit", &min_text)?;
+            let pod_max = parse("maxPodLimit", &pod_max_text)?;
+            if min > lim {
+                return Err(ConfigError::Invalid(format!(
+                    "resources.{name}: minLimit {min_text} is above defaultLimit {}",
+                    s.default_limit
+                )));
+            }
+            if max > pod_max {
+                return Err(ConfigError::Invalid(format!(
+                    "resources.{name}: maxLimit {} is above maxPodLimit {pod_max_text}",
+                    s.max_limit
+                )));
+            }
             if req > lim {
                 return Err(ConfigError::Invalid(format!(
                     "resources.{name}: defaultRequest {} is above defaultLimit {}",
@@ -268,6 +327,10 @@ impl Config {
                 default_limit_milli: lim,
                 max_limit: s.max_limit,
                 max_limit_milli: max,
+                min_limit: min_text,
+                min_limit_milli: min,
+                max_pod_limit: pod_max_text,
+                max_pod_limit_milli: pod_max,
             });
         }
 
@@ -390,6 +453,8 @@ impl Config {
                             default_request: r.default_request.clone(),
                             default_limit: r.default_limit.clone(),
                             max_limit: r.max_limit.clone(),
+                            min_limit: Some(r.min_limit.clone()),
+                            max_pod_limit: Some(r.max_pod_limit.clone()),
                         },
                     )
                 })
@@ -490,6 +555,18 @@ mod tests {
                 "above maxLimit",
             ),
             ("excludeNamespaces: ['Bad NS']", "excludeNamespaces"),
+            (
+                "resources:\n  cpu: {defaultRequest: 100m, defaultLimit: '1', maxLimit: '4', minLimit: '0'}",
+                "resources.cpu.minLimit: must be positive",
+            ),
+            (
+                "resources:\n  cpu: {defaultRequest: 100m, defaultLimit: '1', maxLimit: '4', minLimit: '2'}",
+                "minLimit 2 is above defaultLimit",
+            ),
+            (
+                "resources:\n  memory: {defaultRequest: 1Gi, defaultLimit: 1Gi, maxLimit: 8Gi, maxPodLimit: 4Gi}",
+                "maxLimit 8Gi is above maxPodLimit 4Gi",
+            ),
         ];
         for (yaml, needle) in bad {
             let file: ConfigFile = serde_yaml::from_str(yaml).unwrap();
@@ -500,6 +577,41 @@ mod tests {
         }
         let typo: Result<ConfigFile, _> = serde_yaml::from_str("runtimeClass: gvisor");
         assert!(typo.is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn unset_bounds_follow_the_other_settings() {
+        let c = Config::default();
+        let cpu = c.resource("cpu").unwrap();
+        assert_eq!(
+            (cpu.min_limit.as_str(), cpu.max_pod_limit.as_str()),
+            ("10m", "8")
+        );
+        // Written before minLimit and maxPodLimit existed: still valid, same meaning.
+        let file: ConfigFile = serde_yaml::from_str(
+            "resources:\n  cpu: {defaultRequest: 5m, defaultLimit: 5m, maxLimit: '16'}\n",
+        )
+        .unwrap();
+        let c = Config::build(file, Overrides::default()).unwrap();
+        let cpu = c.resource("cpu").unwrap();
+        assert_eq!(
+            (cpu.min_limit.as_str(), cpu.max_pod_limit.as_str()),
+            ("5m", "32")
+        );
+        // Flags win over the file.
+        let flags = Overrides {
+            min_limits: vec![("memory".into(), "64Mi".into())],
+            max_pod_limits: vec![("memory".into(), "32Gi".into())],
+            ..Default::default()
+        };
+        let c = Config::build(ConfigFile::default(), flags).unwrap();
+        let mem = c.resource("memory").unwrap();
+        assert_eq!(
+            (mem.min_limit.as_str(), mem.max_pod_limit.as_str()),
+            ("64Mi", "32Gi")
+        );
+        // What to_file prints builds the same configuration.
+        assert_eq!(Config::build(c.to_file(), Overrides::default()).unwrap(), c);
     }
 
     #[test]

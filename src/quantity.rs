@@ -27,6 +27,27 @@ impl fmt::Display for Milli {
     }
 }
 
+/// A quantity as a person writes it: bytes in the largest binary unit that divides
+/// them (`16Gi`), other amounts as [`Milli`] shows them (`8`, `250m`).
+pub fn show(q: Milli, bytes: bool) -> String {
+    if bytes && q.0 > 0 && q.0 % 1000 == 0 {
+        let b = q.0 / 1000;
+        for (unit, shift) in [
+            ("Ei", 60),
+            ("Pi", 50),
+            ("Ti", 40),
+            ("Gi", 30),
+            ("Mi", 20),
+            ("Ki", 10),
+        ] {
+            if b % (1i128 << shift) == 0 {
+                return format!("{}{unit}", b >> shift);
+            }
+        }
+    }
+    q.to_string()
+}
+
 /// Parses a quantity in the Kubernetes grammar: `<signedNumber><suffix>` where the suffix
 /// is a binary SI (`Ki`..`Ei`), decimal SI (`n`, `u`, `m`, ``, `k`, `M`..`E`) or a
 /// decimal exponent (`e3`, `E-2`).
@@ -139,6 +160,16 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(parse(text), Ok(Milli(want)), "{text}");
         }
+    }
+
+    #[test]
+    fn shows_bytes_in_binary_units() {
+        let q = |t| parse(t).unwrap();
+        assert_eq!(show(q("16Gi"), true), "16Gi");
+        assert_eq!(show(q("1536Mi"), true), "1536Mi");
+        assert_eq!(show(q("1000"), true), "1000");
+        assert_eq!(show(q("1500m"), false), "1500m");
+        assert_eq!(show(q("8"), false), "8");
     }
 
     #[test]

@@ -67,6 +67,11 @@ fn case(
     }
 }
 
+/// A container whose cpu limit is the configured per-container maximum (4).
+fn at_cap(name: &str) -> Value {
+    json!({"name": name, "image": "python:3.11-slim", "resources": {"limits": {"cpu": "4"}}})
+}
+
 #[rustfmt::skip]
 fn create_cases() -> Vec<Case> {
     vec![
@@ -103,6 +108,18 @@ fn create_cases() -> Vec<Case> {
         case("runtime class runc", "/spec/runtimeClassName", json!("runc"), Rule::RuntimeClass, SAME, json!("gvisor")),
         case("limit above the cap", "/spec/containers/0/resources/limits/cpu", json!("64"), Rule::ResourceCaps, SAME, json!("2")),
         case("memory limit above the cap in another unit", "/spec/containers/0/resources/limits/memory", json!("9000M"), Rule::ResourceCaps, SAME, json!("8Gi")),
+        case("cpu limit of zero (the container would run unbounded)", "/spec/containers/0/resources/limits/cpu", json!("0"), Rule::ResourceLimits, SAME, json!("10m")),
+        case("memory limit of zero", "/spec/containers/0/resources/limits/memory", json!("0"), Rule::ResourceLimits, SAME, json!("16Mi")),
+        case("memory limit of zero in another unit", "/spec/containers/0/resources/limits/memory", json!("0Gi"), Rule::ResourceLimits, SAME, json!("1Gi")),
+        case("ephemeral-storage limit of zero", "/spec/containers/0/resources/limits/ephemeral-storage", json!("0"), Rule::ResourceLimits, SAME, json!("1Mi")),
+        case("negative cpu limit", "/spec/containers/0/resources/limits/cpu", json!("-1"), Rule::ResourceLimits, SAME, json!("1")),
+        case("cpu limit below the floor", "/spec/containers/0/resources/limits/cpu", json!("9m"), Rule::ResourceLimits, SAME, json!("10m")),
+        case("memory limit below the floor, in bytes", "/spec/containers/0/resources/limits/memory", json!("1000"), Rule::ResourceLimits, SAME, json!("16777216")),
+        case("init container with a zero cpu limit", "/spec/initContainers", json!([{"name": "init", "image": "busybox", "resources": {"limits": {"cpu": "0", "memory": "64Mi", "ephemeral-storage": "1Gi"}}}]), Rule::ResourceLimits, SAME, json!([{"name": "init", "image": "busybox", "resources": {"limits": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "1Gi"}}}])),
+        case("sidecar with a zero memory limit", "/spec/initContainers", json!([{"name": "side", "image": "busybox", "restartPolicy": "Always", "resources": {"limits": {"cpu": "100m", "memory": "0", "ephemeral-storage": "1Gi"}}}]), Rule::ResourceLimits, SAME, json!([{"name": "side", "image": "busybox", "restartPolicy": "Always", "resources": {"limits": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "1Gi"}}}])),
+        case("three containers each at the cpu cap (12 > 8 for the pod)", "/spec/containers", json!([at_cap("a"), at_cap("b"), at_cap("c")]), Rule::PodResourceCaps, SAME, json!([at_cap("a"), at_cap("b")])),
+        case("sidecars and init containers count toward the pod's total", "/spec/initContainers", json!([at_cap("init"), {"restartPolicy": "Always", "name": "side", "image": "busybox", "resources": {"limits": {"cpu": "4"}}}]), Rule::PodResourceCaps, SAME, json!([at_cap("init")])),
+        case("overhead counts toward the pod's total", "/spec/overhead", json!({"cpu": "7500m"}), Rule::PodResourceCaps, SAME, json!({"cpu": "250m"})),
         case("request above the cap becomes a limit above the cap", "/spec/containers/0/resources/requests/cpu", json!("8"), Rule::ResourceCaps, SAME, json!("2")),
         case("nodeName set by the creator", "/spec/nodeName", json!("node-1"), Rule::NodeName, "/spec/nodeSelector", json!({"sandbox.gke.io/runtime": "gvisor"})),
         case("service-account token automount", "/spec/automountServiceAccountToken", json!(true), Rule::ServiceAccountToken, SAME, json!(false)),
@@ -451,9 +468,24 @@ fn resize_may_lower_limits_but_never_raise_them() {
     lowered["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!("750m");
     let d = decide(
         Webhook::Validate,
-        &pod_review("UPDATE", lowered, Some(old), Some("resize")),
+        &pod_review("UPDATE", lowered, Some(old.clone()), Some("resize")),
     );
     assert!(d.allowed, "{}", d.message());
+
+    // Lowering is allowed down to the floor, never to zero (no limit at all).
+    for (cpu, allowed) in [("0", false), ("-1", false), ("9m", false), ("10m", true)] {
+        let mut lowered = old.clone();
+        lowered["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!(cpu);
+        lowered["spec"]["containers"][0]["resources"]["limits"]["cpu"] = json!(cpu);
+        let d = decide(
+            Webhook::Validate,
+            &pod_review("UPDATE", lowered, Some(old.clone()), Some("resize")),
+        );
+        assert_eq!(d.allowed, allowed, "resize to {cpu}: {}", d.message());
+        if !allowed {
+            assert_eq!(rules(&d), vec!["resource-limits"], "resize to {cpu}");
+        }
+    }
 }
 
 #[test]

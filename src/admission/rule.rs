@@ -25,6 +25,7 @@ pub enum Rule {
     ProbeHost,
     ResourceLimits,
     ResourceCaps,
+    PodResourceCaps,
     NodeName,
     ServiceAccountToken,
     SandboxLabels,
@@ -47,7 +48,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 34] = [
+    pub const ALL: [Rule; 35] = [
         Rule::RuntimeClass,
         Rule::Privileged,
         Rule::PrivilegeEscalation,
@@ -65,6 +66,7 @@ impl Rule {
         Rule::ProbeHost,
         Rule::ResourceLimits,
         Rule::ResourceCaps,
+        Rule::PodResourceCaps,
         Rule::NodeName,
         Rule::ServiceAccountToken,
         Rule::SandboxLabels,
@@ -103,6 +105,7 @@ impl Rule {
             Rule::ProbeHost => "probe-host",
             Rule::ResourceLimits => "resource-limits",
             Rule::ResourceCaps => "resource-caps",
+            Rule::PodResourceCaps => "pod-resource-caps",
             Rule::NodeName => "node-name",
             Rule::ServiceAccountToken => "service-account-token",
             Rule::SandboxLabels => "sandbox-labels",

@@ -8,12 +8,13 @@ use k8s_openapi::api::core::v1::{
     AppArmorProfile, LifecycleHandler, Pod, PodSpec, Probe, SELinuxOptions, SeccompProfile,
     WindowsSecurityContextOptions,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::containers::{self, ContainerLike, ListKind};
 use super::{Rule, Violation};
 use crate::config::Config;
 use crate::contract::{LABEL_PREFIX, annotation, label};
-use crate::quantity;
+use crate::quantity::{self, Milli};
 
 /// The only capability the Pod Security "restricted" profile lets a container add.
 const ALLOWED_ADDED_CAPABILITIES: [&str; 1] = ["NET_BIND_SERVICE"];
@@ -283,6 +284,7 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
             out,
         );
     }
+    pod_total_rules(spec, prefix, cfg, out);
 }
 
 fn container_rules(
@@ -379,6 +381,18 @@ fn limit_rules(c: &dyn ContainerLike, p: &str, cfg: &Config, out: &mut Vec<Viola
             )),
             Some(q) => match quantity::parse(&q.0) {
                 Err(e) => out.push(Violation::new(Rule::ResourceLimits, field, e.to_string())),
+                // Zero (or less) is no limit at all: the container would run unbounded.
+                Ok(v) if v < r.min_limit_milli => out.push(Violation::new(
+                    Rule::ResourceLimits,
+                    field,
+                    format!(
+                        "container {:?} has a {} limit of {}; a limit must be at least {}",
+                        c.name(),
+                        r.name,
+                        q.0,
+                        r.min_limit
+                    ),
+                )),
                 Ok(v) if v > r.max_limit_milli => out.push(Violation::new(
                     Rule::ResourceCaps,
                     field,
@@ -392,6 +406,45 @@ fn limit_rules(c: &dyn ContainerLike, p: &str, cfg: &Config, out: &mut Vec<Viola
                 )),
                 Ok(_) => {}
             },
+        }
+    }
+}
+
+/// The pod's total per resource: every container, init container and sidecar together
+/// (counted as if all ran at once, which over-counts plain init containers but never
+/// under-counts), plus the pod's overhead, against the configured pod maximum. Limits
+/// that are missing or unreadable are the container rule's to report.
+fn pod_total_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Violation>) {
+    for r in &cfg.resources {
+        let parsed = |q: Option<&Quantity>| q.and_then(|q| quantity::parse(&q.0).ok());
+        let limits = containers::all(spec)
+            .filter(|(list, _, _)| *list != ListKind::EphemeralContainers)
+            .filter_map(|(_, _, c)| {
+                parsed(
+                    c.resources()
+                        .and_then(|res| res.limits.as_ref())
+                        .and_then(|l| l.get(r.name)),
+                )
+            });
+        let overhead = parsed(spec.overhead.as_ref().and_then(|o| o.get(r.name)));
+        let mut over_cap = false;
+        // Saturating: a sum too large to hold is above any maximum.
+        let total = limits
+            .inspect(|v| over_cap |= *v > r.max_limit_milli)
+            .chain(overhead)
+            .fold(0i128, |sum, v| sum.saturating_add(v.0));
+        // A container above its own cap is reported by the container rule already.
+        if total > r.max_pod_limit_milli.0 && !over_cap {
+            out.push(Violation::new(
+                Rule::PodResourceCaps,
+                format!("{prefix}.containers[*].resources.limits.{}", r.name),
+                format!(
+                    "the pod's {} limits add up to {} (containers, init containers and sidecars, plus overhead); a pod may have at most {}",
+                    r.name,
+                    quantity::show(Milli(total), r.name != "cpu"),
+                    r.max_pod_limit
+                ),
+            ));
         }
     }
 }

@@ -126,6 +126,7 @@ impl Outcome {
         let medium = [
             Rule::ResourceLimits,
             Rule::ResourceCaps,
+            Rule::PodResourceCaps,
             Rule::ResizeLimits,
             Rule::Policy,
         ];

@@ -102,6 +102,14 @@ pub struct ConfigArgs {
     /// Highest limit a sandbox container may have, e.g. cpu=4 (repeatable).
     #[arg(long, value_name = "RES=QTY", value_parser = config::parse_resource_flag)]
     pub max_limit: Vec<(String, String)>,
+    /// Lowest limit a sandbox container may have, e.g. memory=16Mi (repeatable; zero is
+    /// never allowed).
+    #[arg(long, value_name = "RES=QTY", value_parser = config::parse_resource_flag)]
+    pub min_limit: Vec<(String, String)>,
+    /// Highest sum of a sandbox pod's limits (all its containers, plus overhead), e.g.
+    /// cpu=8 (repeatable).
+    #[arg(long, value_name = "RES=QTY", value_parser = config::parse_resource_flag)]
+    pub max_pod_limit: Vec<(String, String)>,
     /// Namespace left alone even if its pods reach the webhook (repeatable; added to the
     /// configured list, which defaults to kube-system and sandgate-system).
     #[arg(long, value_name = "NAMESPACE")]
@@ -117,6 +125,8 @@ impl ConfigArgs {
                 default_requests: self.default_request.clone(),
                 default_limits: self.default_limit.clone(),
                 max_limits: self.max_limit.clone(),
+                min_limits: self.min_limit.clone(),
+                max_pod_limits: self.max_pod_limit.clone(),
                 exclude_namespaces: self.exclude_namespace.clone(),
             },
         )

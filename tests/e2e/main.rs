@@ -536,6 +536,59 @@ fn bypass_attempts_are_denied_by_the_real_apiserver() {
         &patch.to_string(),
     ]);
     assert!(o.status.success(), "resize down is allowed: {}", out(&o));
+    // ... but not to zero: no limit at all.
+    let patch = json!({"spec": {"containers": [{"name": "sandbox", "resources": {"limits": {"cpu": "0"}, "requests": {"cpu": "0"}}}]}});
+    let o = c.kubectl(&[
+        "patch",
+        "pod",
+        "target",
+        "-n",
+        n,
+        "--subresource=resize",
+        "--type=strategic",
+        "-p",
+        &patch.to_string(),
+    ]);
+    assert!(
+        !o.status.success() && out(&o).contains("[resource-limits]"),
+        "resize to zero: {}",
+        out(&o)
+    );
+
+    // Limits that do not limit: zero (the pod would run unbounded), and a pod of many
+    // containers each at the per-container cap.
+    for (resource, zero) in [("cpu", "0"), ("memory", "0Mi")] {
+        must_deny(
+            c,
+            &format!("{resource} limit of zero"),
+            &with(&|p| {
+                p["spec"]["containers"][0]["resources"] =
+                    json!({"limits": {resource: zero}, "requests": {resource: zero}});
+            }),
+            "[resource-limits]",
+        );
+    }
+    let containers = |count: usize| {
+        (0..count)
+            .map(|i| json!({"name": format!("c{i}"), "image": "python:3.11-slim", "resources": {"limits": {"cpu": "4"}}}))
+            .collect::<Vec<_>>()
+    };
+    must_deny(
+        c,
+        "three containers at the cap",
+        &with(&|p| p["spec"]["containers"] = json!(containers(3))),
+        "[pod-resource-caps]",
+    );
+    let twin = with(&|p| {
+        p["metadata"]["name"] = json!("two-at-cap");
+        p["spec"]["containers"] = json!(containers(2));
+    });
+    let o = create(c, &twin);
+    assert!(
+        o.status.success(),
+        "two containers at the cap are one pod at the pod cap: {}",
+        out(&o)
+    );
 
     // A Deployment whose pods would be privileged is refused when it is created, with
     // the field named in the Deployment; its compliant twin is admitted and its pods run.
