@@ -71,33 +71,66 @@ impl KubeDefaultDeny {
     }
 
     async fn ensure_now(&self, namespace: &str) -> Result<(), NetpolError> {
-        use kube::api::{Api, PostParams};
-        let err = |reason: String| NetpolError {
-            namespace: namespace.to_string(),
-            name: DEFAULT_DENY_NAME.to_string(),
-            reason,
-        };
-        let api: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), namespace);
-        let exists = api
-            .get_opt(DEFAULT_DENY_NAME)
+        let api = kube::Api::namespaced(self.client.clone(), namespace);
+        ensure_default_deny(&api, namespace)
             .await
-            .map_err(|e| err(e.to_string()))?
-            .is_some();
-        if !exists {
-            match api
-                .create(&PostParams::default(), &default_deny(namespace))
-                .await
-            {
-                Ok(_) => tracing::info!(namespace, "created the default-deny NetworkPolicy"),
-                Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(e) => return Err(err(e.to_string())),
-            }
-        }
+            .map_err(|e| NetpolError {
+                namespace: namespace.to_string(),
+                name: DEFAULT_DENY_NAME.to_string(),
+                reason: e.to_string(),
+            })?;
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(namespace.to_string(), std::time::Instant::now());
         Ok(())
+    }
+}
+
+/// What [`ensure_default_deny`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// sandgate's default-deny was there.
+    Present,
+    Created,
+    /// An object under its name that was not sandgate's policy was replaced by it.
+    Replaced,
+}
+
+/// Makes a namespace's default-deny sandgate's: a GET, then a CREATE when it is missing,
+/// or a replace (at the version read) when the object under its name is not sandgate's
+/// policy: made before sandgate saw the namespace, or while its webhook was away, it
+/// proves nothing by its name. Shared by admission, the reconciler and the audit.
+pub async fn ensure_default_deny(
+    api: &kube::Api<NetworkPolicy>,
+    namespace: &str,
+) -> Result<Ensured, kube::Error> {
+    use kube::api::PostParams;
+    match api.get_opt(DEFAULT_DENY_NAME).await? {
+        None => match api
+            .create(&PostParams::default(), &default_deny(namespace))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(namespace, "created the default-deny NetworkPolicy");
+                Ok(Ensured::Created)
+            }
+            // A concurrent writer made it; whoever asks next checks what it is.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Ensured::Present),
+            Err(e) => Err(e),
+        },
+        Some(np) if is_default_deny(&np) => Ok(Ensured::Present),
+        Some(np) => {
+            let mut real = default_deny(namespace);
+            real.metadata.resource_version = np.metadata.resource_version.clone();
+            api.replace(DEFAULT_DENY_NAME, &PostParams::default(), &real)
+                .await?;
+            tracing::warn!(
+                namespace,
+                "replaced a NetworkPolicy named {DEFAULT_DENY_NAME} that was not sandgate's default-deny"
+            );
+            Ok(Ensured::Replaced)
+        }
     }
 }
 
@@ -139,6 +172,21 @@ pub fn default_deny(namespace: &str) -> NetworkPolicy {
             egress: Some(vec![dns_egress()]),
         }),
     }
+}
+
+/// Whether a stored policy is sandgate's default-deny: its label and exactly its rules.
+/// The name alone proves nothing (anyone may have created an object under it first).
+pub fn is_default_deny(np: &NetworkPolicy) -> bool {
+    let Some(namespace) = np.metadata.namespace.as_deref() else {
+        return false;
+    };
+    let desired = default_deny(namespace);
+    np.metadata.name.as_deref() == Some(DEFAULT_DENY_NAME)
+        && contract::is_managed(np.metadata.labels.as_ref())
+        && match (desired.spec.as_ref(), np.spec.as_ref()) {
+            (Some(d), Some(s)) => same_spec(d, s),
+            _ => false,
+        }
 }
 
 /// The one egress rule sandbox pods get: DNS (UDP and TCP 53) to kube-dns.
@@ -307,5 +355,41 @@ mod tests {
             spec.ingress.is_none(),
             "no ingress rule means deny all ingress"
         );
+    }
+
+    #[test]
+    fn only_sandgates_own_default_deny_is_taken_for_it() {
+        let real = default_deny("team-a");
+        assert!(is_default_deny(&real));
+        // As the apiserver stores it (protocols defaulted, empty lists dropped): the same.
+        let mut stored = real.clone();
+        if let Some(spec) = stored.spec.as_mut() {
+            spec.ingress = Some(vec![]);
+        }
+        assert!(is_default_deny(&stored));
+        // The name alone: an empty policy a tenant created first selects nothing.
+        let squatter = NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some(DEFAULT_DENY_NAME.to_string()),
+                namespace: Some("team-a".to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NetworkPolicySpec::default()),
+        };
+        assert!(!is_default_deny(&squatter));
+        // The name and the label, but other rules.
+        let mut labelled = squatter.clone();
+        labelled.metadata.labels = Some(contract::managed_labels());
+        assert!(!is_default_deny(&labelled));
+        // The rules, without the label.
+        let mut unlabelled = real.clone();
+        unlabelled.metadata.labels = None;
+        assert!(!is_default_deny(&unlabelled));
+        // The label and the rules, opened by one more egress rule.
+        let mut widened = real.clone();
+        if let Some(egress) = widened.spec.as_mut().and_then(|s| s.egress.as_mut()) {
+            egress.push(NetworkPolicyEgressRule::default());
+        }
+        assert!(!is_default_deny(&widened));
     }
 }

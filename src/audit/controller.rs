@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
@@ -221,15 +219,12 @@ impl Auditor {
         for ns in std::mem::take(&mut scan.missing_default_deny) {
             let api: Api<NetworkPolicy> = Api::namespaced(scanner.client().clone(), &ns);
             scanner.pace("create").await;
-            match api
-                .create(&PostParams::default(), &netpol::default_deny(&ns))
-                .await
-            {
-                Ok(_) => {
+            match netpol::ensure_default_deny(&api, &ns).await {
+                Ok(netpol::Ensured::Present) => {}
+                Ok(done) => {
                     self.metrics.default_deny_created.inc();
-                    tracing::info!(namespace = %ns, "audit: created the missing default-deny NetworkPolicy");
+                    tracing::info!(namespace = %ns, ?done, "audit: the namespace's default-deny NetworkPolicy was missing or not sandgate's");
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => {
                     tracing::warn!(namespace = %ns, error = %e, "audit: cannot create the default-deny NetworkPolicy");
                     scan.namespaces

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::contract::{self, audit, label};
 use crate::crd::{SandboxClaim, SandboxTemplate};
 use crate::facts::{self, ClusterFacts, FactFuture};
+use crate::netpol;
 use crate::policy::PolicySet;
 use crate::resources::Kind;
 
@@ -359,15 +360,18 @@ impl Scanner {
         let mut relevant = Vec::new();
         for ns in &scan.sandbox_namespaces {
             let list = netpols.get(ns).map(Vec::as_slice).unwrap_or_default();
-            if !list
-                .iter()
-                .any(|np| np.metadata.name.as_deref() == Some(contract::DEFAULT_DENY_POLICY))
-            {
+            // By content, not by name: an object under the name that is not sandgate's
+            // policy leaves the namespace as open as no object at all.
+            if !list.iter().any(netpol::is_default_deny) {
                 scan.missing_default_deny.insert(ns.clone());
             }
+            let impostor = |np: &&NetworkPolicy| {
+                np.metadata.name.as_deref() == Some(contract::DEFAULT_DENY_POLICY)
+                    && !netpol::is_default_deny(np)
+            };
             for np in list
                 .iter()
-                .filter(|np| !netpol_guard::is_sandgates_typed(np))
+                .filter(|np| !netpol_guard::is_sandgates_typed(np) || impostor(np))
             {
                 match serde_json::to_value(np) {
                     Ok(v) => relevant.push((Kind::NetworkPolicy, v)),

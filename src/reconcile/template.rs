@@ -39,10 +39,10 @@ pub async fn reconcile(t: Arc<SandboxTemplate>, ctx: Arc<Context>) -> Result<Act
     // 1. Both NetworkPolicies exist before any pod of the template. Each is written
     // only when the cache shows it missing or different: a write wakes this controller
     // again (it owns the policy), so an unconditional one would never settle.
-    if ctx
+    if !ctx
         .caches
         .policy(&ns, contract::DEFAULT_DENY_POLICY)
-        .is_none()
+        .is_some_and(|np| crate::netpol::is_default_deny(&np))
     {
         ctx.default_deny.ensure(&ns).await?;
     }

@@ -893,6 +893,53 @@ fn sandgates_network_policies_are_guarded() {
     assert!(o.status.success(), "{}", out(&o));
 }
 
+/// sandgate's names prove nothing: a tenant may not create a NetworkPolicy under one,
+/// labelled or not (an empty `sandgate-default-deny` would stand in for the real one and
+/// leave sandbox pods open), and an object already under the name that is not
+/// sandgate's policy is replaced by the real one before the first sandbox pod is
+/// admitted. Her other policies stay hers.
+#[test]
+fn sandgates_names_cannot_be_squatted() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "squat", false);
+    let n = ns.name.as_str();
+    network_policy_admin(c, n);
+    let policy = |name: &str, spec: Value| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": n}, "spec": spec})
+    };
+    let selects_nothing = json!({"podSelector": {"matchLabels": {"nothing": "here"}}});
+    for name in ["sandgate-default-deny", "sandgate-template-python"] {
+        let o = apply_as_alice(c, &policy(name, selects_nothing.clone()));
+        assert!(
+            !o.status.success() && out(&o).contains("[managed-network-policy]"),
+            "{name} created by a tenant: {}",
+            out(&o)
+        );
+    }
+    let o = apply_as_alice(c, &policy("sandgate-python", selects_nothing.clone()));
+    assert!(o.status.success(), "a name of her own: {}", out(&o));
+
+    // One made before sandgate looked (here by an admin, who may): replaced by the real
+    // default-deny when the first sandbox pod comes.
+    let o = create(c, &policy("sandgate-default-deny", selects_nothing));
+    assert!(o.status.success(), "{}", out(&o));
+    let mut p = pod("first", n);
+    p["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": "first"});
+    let o = create(c, &p);
+    assert!(o.status.success(), "{}", out(&o));
+    let stored: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(get_json(
+        c,
+        &["networkpolicy", "sandgate-default-deny", "-n", n],
+    ))
+    .expect("a NetworkPolicy");
+    assert!(
+        sandgate::netpol::is_default_deny(&stored),
+        "the impostor is still there: {stored:?}"
+    );
+}
+
 /// The sandbox RuntimeClass cannot be swapped for one without gVisor: a user who may
 /// manage RuntimeClasses may not delete it (other classes stay theirs), a cluster admin
 /// may not re-create it with another handler, and while it is missing the webhook says
