@@ -162,12 +162,65 @@ fn percentiles() {
     }
 }
 
+/// A SandboxTemplate review whose egress names `cidrs` CIDRs, the worst arrangement
+/// for the egress analysis: one block with every other CIDR an exception inside it.
+fn hostile_template(cidrs: usize) -> Vec<u8> {
+    let except: Vec<String> = (1..cidrs)
+        .map(|i| format!("10.{}.{}.{}/32", i / 65536 % 256, i / 256 % 256, i % 256))
+        .collect();
+    let mut review: serde_json::Value = serde_json::from_slice(&template_review()).unwrap();
+    review["request"]["object"]["spec"]["networkPolicy"] = serde_json::json!({
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": except}}]}]
+    });
+    serde_json::to_vec(&review).unwrap()
+}
+
+/// The worst reviews the egress analysis can be given: at the bound (judged) and just
+/// over it (refused), built-in rules alone and with the shipped policies.
+fn worst_case() {
+    let cfg = Config::default();
+    let policies = shipped();
+    let empty = PolicySet::empty();
+    let bound = sandgate::admission::egress::MAX_CIDRS;
+    for (cidrs, what) in [
+        (bound, "at the bound, judged"),
+        (bound + 1, "over the bound, refused"),
+    ] {
+        let body = hostile_template(cidrs);
+        for (label, set) in [
+            ("built-in rules", &empty),
+            ("with shipped policies", &policies),
+        ] {
+            let mut samples: Vec<Duration> = (0..30)
+                .map(|_| {
+                    let t = Instant::now();
+                    black_box(full_with(Webhook::Validate, black_box(&body), &cfg, set));
+                    t.elapsed()
+                })
+                .collect();
+            samples.sort();
+            println!(
+                "hostile template, {cidrs} CIDRs ({what}, {} KiB), {label}, 30 samples: p50 {:?}  max {:?}",
+                body.len() / 1024,
+                samples[samples.len() / 2],
+                samples[samples.len() - 1]
+            );
+        }
+    }
+}
+
 fn main() {
+    // SANDGATE_BENCH=worst-case: only the hostile inputs (quick, for BENCHMARKS.md).
+    if std::env::var("SANDGATE_BENCH").as_deref() == Ok("worst-case") {
+        worst_case();
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();
     // `cargo test --benches` runs this binary in test mode: skip the long pass there.
     if !std::env::args().any(|a| a == "--test" || a == "--list") {
         percentiles();
+        worst_case();
     }
 }

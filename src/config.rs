@@ -67,6 +67,9 @@ pub struct ConfigFile {
     pub template_label_creators: Option<Vec<String>>,
     pub network_policy_writers: Option<Vec<String>>,
     pub runtime_class_writers: Option<Vec<String>>,
+    /// CSI drivers a sandbox pod may mount inline (`volumes[].csi`); none by default.
+    #[serde(rename = "inlineCSIDrivers")]
+    pub inline_csi_drivers: Option<Vec<String>>,
     pub upstream_agent_sandbox: Option<UpstreamSettings>,
 }
 
@@ -133,6 +136,10 @@ pub struct Config {
     pub network_policy_writers: BTreeSet<String>,
     /// Users or groups that may create, change or delete the configured RuntimeClass.
     pub runtime_class_writers: BTreeSet<String>,
+    /// CSI drivers sandbox pods may mount inline. An inline CSI volume is mounted by
+    /// the node's driver, outside the sandbox and its egress policy (an NFS or SMB
+    /// driver reaches any server it is told to), so none is trusted unless named.
+    pub inline_csi_drivers: BTreeSet<String>,
     /// Whether pods of kubernetes-sigs/agent-sandbox Sandboxes (labelled
     /// `agents.x-k8s.io/sandbox-name-hash`) are sandbox pods (DESIGN.md §2, case 3).
     pub upstream: bool,
@@ -382,6 +389,17 @@ impl Config {
             ));
         }
 
+        let inline_csi_drivers: BTreeSet<String> = file
+            .inline_csi_drivers
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if let Some(bad) = inline_csi_drivers.iter().find(|d| !is_dns1123_subdomain(d)) {
+            return Err(ConfigError::Invalid(format!(
+                "inlineCSIDrivers: {bad:?} is not a CSI driver name (a DNS subdomain)"
+            )));
+        }
+
         let network_policy_writers: BTreeSet<String> = file
             .network_policy_writers
             .unwrap_or_else(|| {
@@ -422,6 +440,7 @@ impl Config {
             runtime_class_name,
             runtime_handler,
             runtime_class_writers,
+            inline_csi_drivers,
             resources,
             exclude_namespaces,
             template_label_creators,
@@ -443,6 +462,7 @@ impl Config {
             runtime_class_name: Some(self.runtime_class_name.clone()),
             runtime_handler: Some(self.runtime_handler.clone()),
             runtime_class_writers: Some(self.runtime_class_writers.iter().cloned().collect()),
+            inline_csi_drivers: Some(self.inline_csi_drivers.iter().cloned().collect()),
             resources: self
                 .resources
                 .iter()

@@ -83,7 +83,7 @@ fn create_cases() -> Vec<Case> {
         case("hostPath volume", "/spec/volumes", json!([{"name": "root", "hostPath": {"path": "/"}}]), Rule::HostPath, SAME, json!([{"name": "root", "emptyDir": {}}])),
         case("gitRepo volume (CVE-2024-10220)", "/spec/volumes", json!([{"name": "src", "gitRepo": {"repository": "https://example.com/x.git"}}]), Rule::VolumeTypes, SAME, json!([{"name": "src", "emptyDir": {}}])),
         case("nfs volume, mounted by the node", "/spec/volumes", json!([{"name": "share", "nfs": {"server": "10.0.0.5", "path": "/"}}]), Rule::VolumeTypes, SAME, json!([{"name": "share", "persistentVolumeClaim": {"claimName": "data"}}])),
-        case("iscsi volume", "/spec/volumes", json!([{"name": "disk", "iscsi": {"targetPortal": "10.0.0.6:3260", "iqn": "iqn.2001-04.com.example:storage", "lun": 0}}]), Rule::VolumeTypes, SAME, json!([{"name": "disk", "csi": {"driver": "csi.example.com"}}])),
+        case("iscsi volume", "/spec/volumes", json!([{"name": "disk", "iscsi": {"targetPortal": "10.0.0.6:3260", "iqn": "iqn.2001-04.com.example:storage", "lun": 0}}]), Rule::VolumeTypes, SAME, json!([{"name": "disk", "persistentVolumeClaim": {"claimName": "disk"}}])),
         case("rbd volume", "/spec/volumes", json!([{"name": "rbd", "rbd": {"monitors": ["10.0.0.7:6789"], "image": "img"}}]), Rule::VolumeTypes, SAME, json!([{"name": "rbd", "ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}])),
         case("cephfs volume", "/spec/volumes", json!([{"name": "fs", "cephfs": {"monitors": ["10.0.0.8:6789"]}}]), Rule::VolumeTypes, SAME, json!([{"name": "fs", "configMap": {"name": "settings"}}])),
         case("glusterfs volume", "/spec/volumes", json!([{"name": "gl", "glusterfs": {"endpoints": "gl", "path": "vol"}}]), Rule::VolumeTypes, SAME, json!([{"name": "gl", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}])),
@@ -120,6 +120,11 @@ fn create_cases() -> Vec<Case> {
         case("three containers each at the cpu cap (12 > 8 for the pod)", "/spec/containers", json!([at_cap("a"), at_cap("b"), at_cap("c")]), Rule::PodResourceCaps, SAME, json!([at_cap("a"), at_cap("b")])),
         case("sidecars and init containers count toward the pod's total", "/spec/initContainers", json!([at_cap("init"), {"restartPolicy": "Always", "name": "side", "image": "busybox", "resources": {"limits": {"cpu": "4"}}}]), Rule::PodResourceCaps, SAME, json!([at_cap("init")])),
         case("overhead counts toward the pod's total", "/spec/overhead", json!({"cpu": "7500m"}), Rule::PodResourceCaps, SAME, json!({"cpu": "250m"})),
+        case("inline CSI volume of a driver not allowed (NFS from the node)", "/spec/volumes", json!([{"name": "share", "csi": {"driver": "nfs.csi.k8s.io", "volumeAttributes": {"server": "10.0.0.5", "share": "/"}}}]), Rule::InlineCsi, SAME, json!([{"name": "share", "emptyDir": {}}])),
+        case("cluster-critical priority class", "/spec/priorityClassName", json!("system-cluster-critical"), Rule::PriorityClass, SAME, json!("sandbox-low")),
+        case("node-critical priority class", "/spec/priorityClassName", json!("system-node-critical"), Rule::PriorityClass, SAME, json!("batch")),
+        case("device claimed through DRA", "/spec/resourceClaims", json!([{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}]), Rule::DeviceClaims, SAME, json!([])),
+        case("container using a device claim", "/spec/containers/0/resources/claims", json!([{"name": "gpu"}]), Rule::DeviceClaims, SAME, json!([])),
         case("request above the cap becomes a limit above the cap", "/spec/containers/0/resources/requests/cpu", json!("8"), Rule::ResourceCaps, SAME, json!("2")),
         case("nodeName set by the creator", "/spec/nodeName", json!("node-1"), Rule::NodeName, "/spec/nodeSelector", json!({"sandbox.gke.io/runtime": "gvisor"})),
         case("service-account token automount", "/spec/automountServiceAccountToken", json!(true), Rule::ServiceAccountToken, SAME, json!(false)),
@@ -1147,4 +1152,70 @@ fn template_egress_is_judged_as_the_set_of_addresses_it_reaches() {
         "{:?}",
         d.warnings
     );
+}
+
+/// The egress analysis is bounded: the fuzz corpus's hostile template (thousands of
+/// exceptions in one block, hundreds of blocks) is judged exactly, and past the bound a
+/// template is refused with the count instead of being judged.
+#[test]
+fn templates_with_thousands_of_cidrs_are_judged_and_past_the_bound_refused() {
+    let hostile: Value = serde_json::from_str(include_str!(
+        "fixtures/adversarial-egress-template-review.json"
+    ))
+    .expect("the fixture is JSON");
+    let d = decide(Webhook::Validate, &hostile);
+    assert!(
+        !rules(&d).contains(&"egress-reach"),
+        "judged, and nothing it reaches is forbidden: {}",
+        d.message()
+    );
+    let mut over = hostile.clone();
+    let bound = sandgate::admission::egress::MAX_CIDRS;
+    over["request"]["object"]["spec"]["networkPolicy"]["egress"][0]["to"][0]["ipBlock"]["except"] = json!(
+        (0..bound)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect::<Vec<_>>()
+    );
+    let d = decide(Webhook::Validate, &over);
+    assert!(!d.allowed);
+    assert!(
+        d.violations
+            .iter()
+            .any(|v| v.rule == Rule::EgressReach && v.message.contains("at most")),
+        "{}",
+        d.message()
+    );
+}
+
+/// Inline CSI volumes are mounted by the node's driver: only the drivers the operator
+/// names (`inlineCSIDrivers`) may be used, every other one is refused.
+#[test]
+fn inline_csi_volumes_only_of_the_configured_drivers() {
+    let file: sandgate::config::ConfigFile =
+        serde_yaml::from_str("inlineCSIDrivers: [scratch.csi.example.com]").expect("yaml");
+    let cfg = Config::build(file, Default::default()).expect("valid");
+    let with_driver = |driver: &str| {
+        let mut p = pod();
+        set(
+            &mut p,
+            "/spec/volumes",
+            json!([{"name": "v", "csi": {"driver": driver}}]),
+        );
+        create(p)
+    };
+    let d = builtin(
+        Webhook::Mutate,
+        &request(&with_driver("scratch.csi.example.com")),
+        &cfg,
+    );
+    assert!(d.allowed, "{}", d.message());
+    let d = builtin(
+        Webhook::Mutate,
+        &request(&with_driver("smb.csi.k8s.io")),
+        &cfg,
+    );
+    assert_eq!(rules(&d), vec!["inline-csi"]);
+    // The default names none.
+    let d = decide(Webhook::Mutate, &with_driver("scratch.csi.example.com"));
+    assert_eq!(rules(&d), vec!["inline-csi"]);
 }

@@ -212,17 +212,17 @@ impl Lookup {
                 ),
             ),
             Lookup::SandboxNamespace { violation, .. } => Violation::new(
-                Rule::EgressWidening,
+                violation.rule,
                 violation.field.clone(),
                 format!(
-                    "widens egress, and whether the namespace hosts sandbox pods could not be checked ({reason}); retry later"
+                    "opens what the default-deny closes, and whether the namespace hosts sandbox pods could not be checked ({reason}); retry later"
                 ),
             ),
             Lookup::NoWideningPolicies { .. } => Violation::new(
                 Rule::EgressWidening,
                 "metadata.namespace",
                 format!(
-                    "the namespace's NetworkPolicies could not be checked for egress they would add to this sandbox pod ({reason}); retry later"
+                    "the namespace's NetworkPolicies could not be checked for egress or ingress they would open to this sandbox pod ({reason}); retry later"
                 ),
             ),
             Lookup::NamespaceWarmPools { .. } => Violation::new(

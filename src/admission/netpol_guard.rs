@@ -47,14 +47,12 @@ fn is_sandgates(object: Option<&Value>) -> bool {
     managed || contract::is_sandgate_policy_name(name)
 }
 
-/// The same test on a typed policy (from a list).
+/// Whether a stored policy (from a list) is one sandgate wrote, to be left out of the
+/// widening checks: by its label, which only `networkPolicyWriters` may set. Not by its
+/// name: an object under one of sandgate's names may have been made by anyone before
+/// sandgate saw the namespace, and is judged like any other policy.
 pub fn is_sandgates_typed(np: &NetworkPolicy) -> bool {
     contract::is_managed(np.metadata.labels.as_ref())
-        || np
-            .metadata
-            .name
-            .as_deref()
-            .is_some_and(contract::is_sandgate_policy_name)
 }
 
 /// The built-in decision on a NetworkPolicy request.
@@ -192,13 +190,25 @@ pub fn mirrors_template(np: &NetworkPolicy, template: &Value) -> bool {
     }
 }
 
-/// The egress this policy adds beyond DNS to kube-dns, as the violation that refuses
-/// it; `None` when it allows no egress or only that.
+/// What this policy opens beyond sandgate's default-deny, as the violation that refuses
+/// it: egress beyond DNS to kube-dns, or ingress from every source or from outside the
+/// cluster (an outside relay allowed in gets a two-way channel, whatever egress says).
+/// `None` when it opens neither. In-cluster callers named by selectors may come in.
 pub fn widening(spec: &NetworkPolicySpec) -> Option<Violation> {
-    // The apiserver defaults policyTypes; without Egress the egress rules are ignored.
-    if let Some(types) = spec.policy_types.as_ref().filter(|t| !t.is_empty())
-        && !types.iter().any(|t| t == "Egress")
-    {
+    egress_widening(spec).or_else(|| ingress_opening(spec))
+}
+
+/// Whether the policy has this policy type. The apiserver defaults an absent list to
+/// Ingress, plus Egress when there are egress rules; a type not listed is ignored.
+fn has_type(spec: &NetworkPolicySpec, kind: &str) -> bool {
+    match spec.policy_types.as_ref().filter(|t| !t.is_empty()) {
+        Some(types) => types.iter().any(|t| t == kind),
+        None => kind == "Ingress" || spec.egress.as_ref().is_some_and(|e| !e.is_empty()),
+    }
+}
+
+fn egress_widening(spec: &NetworkPolicySpec) -> Option<Violation> {
+    if !has_type(spec, "Egress") {
         return None;
     }
     let (i, _) = spec
@@ -215,6 +225,30 @@ pub fn widening(spec: &NetworkPolicySpec) -> Option<Violation> {
             label::SANDBOX
         ),
     ))
+}
+
+fn ingress_opening(spec: &NetworkPolicySpec) -> Option<Violation> {
+    if !has_type(spec, "Ingress") {
+        return None;
+    }
+    spec.ingress.iter().flatten().enumerate().find_map(|(i, rule)| {
+        let from = rule.from.as_deref().unwrap_or_default();
+        let what = if from.is_empty() {
+            "every source"
+        } else if from.iter().any(|p| p.ip_block.is_some()) {
+            "addresses outside the cluster (ipBlock)"
+        } else {
+            return None;
+        };
+        Some(Violation::new(
+            Rule::IngressWidening,
+            format!("spec.ingress[{i}]"),
+            format!(
+                "opens sandbox pods to ingress from {what}: whoever connects in gets a two-way channel, past the default-deny. Allow in-cluster callers by podSelector or namespaceSelector, or keep sandbox pods out of this policy (podSelector matchExpressions [{{key: {}, operator: DoesNotExist}}])",
+                label::SANDBOX
+            ),
+        ))
+    })
 }
 
 /// A rule that lets pods reach only what the default-deny already allows: kube-dns in
@@ -297,11 +331,16 @@ pub fn widening_policies<'a>(
             }
             let v = widening(spec)?;
             let name = np.metadata.name.as_deref().unwrap_or_default();
+            let opens = if v.rule == Rule::IngressWidening {
+                "opens it to ingress from every source or from outside the cluster"
+            } else {
+                "allows it egress beyond DNS to kube-dns"
+            };
             let violation = Violation::new(
-                Rule::EgressWidening,
+                v.rule,
                 "metadata.labels",
                 format!(
-                    "NetworkPolicy {name:?} selects this sandbox pod and, at {}, allows it egress beyond DNS to kube-dns; remove the policy, or keep sandbox pods out of it (podSelector matchExpressions [{{key: {}, operator: DoesNotExist}}])",
+                    "NetworkPolicy {name:?} selects this sandbox pod and, at {}, {opens}; remove the policy, or keep sandbox pods out of it (podSelector matchExpressions [{{key: {}, operator: DoesNotExist}}])",
                     v.field,
                     label::SANDBOX
                 ),
@@ -342,7 +381,29 @@ mod tests {
             json!({"podSelector": {}, "egress": [dns_rule()]}),
             json!({"podSelector": {}, "policyTypes": ["Egress"]}),
             json!({"podSelector": {}, "policyTypes": ["Ingress"], "egress": [{}]}),
-            json!({"podSelector": {}, "ingress": [{}]}),
+            json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "agent"}}}]}]}),
+        ] {
+            assert!(widening(&spec(s.clone())).is_none(), "{s}");
+        }
+    }
+
+    #[test]
+    fn ingress_from_everywhere_or_outside_opens_and_in_cluster_callers_do_not() {
+        for ingress in [
+            json!([{}]),
+            json!([{"ports": [{"port": 8080}]}]),
+            json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]),
+            json!([{"from": [{"podSelector": {}}, {"ipBlock": {"cidr": "203.0.113.7/32"}}]}]),
+        ] {
+            let s = spec(json!({"podSelector": {}, "ingress": ingress}));
+            let v = widening(&s).unwrap_or_else(|| panic!("{ingress}: not refused"));
+            assert_eq!(v.rule, Rule::IngressWidening, "{ingress}");
+        }
+        for s in [
+            json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}]}),
+            // Ingress rules ignored: the policy is of type Egress only.
+            json!({"podSelector": {}, "policyTypes": ["Egress"], "ingress": [{}]}),
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
         ] {
             assert!(widening(&spec(s.clone())).is_none(), "{s}");
         }
@@ -403,8 +464,15 @@ mod tests {
                 .map(|(_, v)| v.message.split('"').nth(1).unwrap_or_default().to_string())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names(labels(&[])), ["everything"]);
-        assert_eq!(names(labels(&[("app", "web")])), ["everything", "web"]);
+        // sandgate's name without its label proves nothing: that one is counted.
+        assert_eq!(
+            names(labels(&[])),
+            ["everything", "sandgate-template-python"]
+        );
+        assert_eq!(
+            names(labels(&[("app", "web")])),
+            ["everything", "web", "sandgate-template-python"]
+        );
     }
 
     fn write(user: &str, policy: Value) -> AdmissionRequest {

@@ -232,6 +232,18 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
         ));
     }
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        if let Some(csi) = v.csi.as_ref()
+            && !cfg.inline_csi_drivers.contains(&csi.driver)
+        {
+            out.push(Violation::new(
+                Rule::InlineCsi,
+                format!("{prefix}.volumes[{i}].csi.driver"),
+                format!(
+                    "volume {:?} is mounted inline by CSI driver {:?}, which the node runs outside the sandbox (an NFS or SMB driver reaches any server it is given); only the drivers in inlineCSIDrivers may be used",
+                    v.name, csi.driver
+                ),
+            ));
+        }
         if v.host_path.is_some() {
             out.push(Violation::new(
                 Rule::HostPath,
@@ -285,6 +297,46 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
         );
     }
     pod_total_rules(spec, prefix, cfg, out);
+    scheduling_rules(spec, prefix, out);
+}
+
+/// What a pod asks of the scheduler and the node beyond its sandbox: a `system-*`
+/// priority class (reserved for the cluster's own components, which it would preempt)
+/// and devices through dynamic resource allocation (host hardware, outside gVisor).
+fn scheduling_rules(spec: &PodSpec, prefix: &str, out: &mut Vec<Violation>) {
+    if let Some(class) = spec.priority_class_name.as_deref()
+        && class.starts_with("system-")
+    {
+        out.push(Violation::new(
+            Rule::PriorityClass,
+            format!("{prefix}.priorityClassName"),
+            format!(
+                "is {class:?}; system-* priority classes belong to the cluster's own components, which a sandbox would preempt"
+            ),
+        ));
+    }
+    if spec.resource_claims.as_ref().is_some_and(|c| !c.is_empty()) {
+        out.push(Violation::new(
+            Rule::DeviceClaims,
+            format!("{prefix}.resourceClaims"),
+            "claims devices through dynamic resource allocation; a device is host hardware, outside the sandbox",
+        ));
+    }
+    for (list, i, c) in containers::all(spec) {
+        if c.resources()
+            .and_then(|r| r.claims.as_ref())
+            .is_some_and(|c| !c.is_empty())
+        {
+            out.push(Violation::new(
+                Rule::DeviceClaims,
+                format!("{prefix}.{}[{i}].resources.claims", list.field()),
+                format!(
+                    "container {:?} uses a device claim; a device is host hardware, outside the sandbox",
+                    c.name()
+                ),
+            ));
+        }
+    }
 }
 
 fn container_rules(

@@ -405,6 +405,15 @@ fn bypass_attempts_are_denied_by_the_real_apiserver() {
             "[volume-types]",
         );
     }
+    must_deny(
+        c,
+        "inline CSI volume (NFS mounted by the node)",
+        &with(&|p| {
+            p["spec"]["volumes"] = json!([{"name": "v", "csi": {"driver": "nfs.csi.k8s.io",
+                "volumeAttributes": {"server": "10.0.0.5", "share": "/"}}}]);
+        }),
+        "[inline-csi]",
+    );
     let twin = with(&|p| {
         p["metadata"]["name"] = json!("scratch");
         p["spec"]["volumes"] = json!([{"name": "v", "emptyDir": {}}]);
@@ -568,6 +577,23 @@ fn bypass_attempts_are_denied_by_the_real_apiserver() {
             "[resource-limits]",
         );
     }
+    // Scheduling and devices: a system-* priority class, a DRA device claim.
+    must_deny(
+        c,
+        "cluster-critical priority class",
+        &with(&|p| p["spec"]["priorityClassName"] = json!("system-cluster-critical")),
+        "[priority-class]",
+    );
+    must_deny(
+        c,
+        "a device through dynamic resource allocation",
+        &with(&|p| {
+            p["spec"]["resourceClaims"] =
+                json!([{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}]);
+            p["spec"]["containers"][0]["resources"] = json!({"claims": [{"name": "gpu"}]});
+        }),
+        "[device-claims]",
+    );
     let containers = |count: usize| {
         (0..count)
             .map(|i| json!({"name": format!("c{i}"), "image": "python:3.11-slim", "resources": {"limits": {"cpu": "4"}}}))
@@ -784,6 +810,24 @@ fn other_network_policies_may_not_widen_sandbox_egress() {
         &apply_as_alice(c, &np("internet", e, internet)),
         "the internet for some pods",
     );
+    // Ingress from every source, or from outside the cluster: a two-way channel.
+    for (name, ingress) in [
+        ("ingress-from-all", json!([{}])),
+        (
+            "ingress-from-outside",
+            json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]),
+        ),
+    ] {
+        let o = apply_as_alice(
+            c,
+            &np(name, e, json!({"podSelector": {}, "ingress": ingress})),
+        );
+        assert!(
+            !o.status.success() && out(&o).contains("[ingress-widening]"),
+            "{name}: {}",
+            out(&o)
+        );
+    }
     for (name, spec) in [
         ("keep-out", keep_out.clone()),
         (
