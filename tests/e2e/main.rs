@@ -514,50 +514,31 @@ fn bypass_attempts_are_denied_by_the_real_apiserver() {
         out(&o)
     );
 
-    // Raising a limit through pods/resize.
-    let patch = json!({"spec": {"containers": [{"name": "sandbox", "resources": {"limits": {"cpu": "2"}, "requests": {"cpu": "500m"}}}]}});
-    let o = c.kubectl(&[
-        "patch",
-        "pod",
-        "target",
-        "-n",
-        n,
-        "--subresource=resize",
-        "--type=strategic",
-        "-p",
-        &patch.to_string(),
-    ]);
+    // Through pods/resize: a limit raised, lowered, and lowered to zero (no limit).
+    let resize = |limit: &str, request: &str| {
+        let patch = json!({"spec": {"containers": [{"name": "sandbox",
+            "resources": {"limits": {"cpu": limit}, "requests": {"cpu": request}}}]}});
+        c.kubectl(&[
+            "patch",
+            "pod",
+            "target",
+            "-n",
+            n,
+            "--subresource=resize",
+            "--type=strategic",
+            "-p",
+            &patch.to_string(),
+        ])
+    };
+    let o = resize("2", "500m");
     assert!(
         !o.status.success() && out(&o).contains("[resize-limits]"),
         "resize up: {}",
         out(&o)
     );
-    let patch = json!({"spec": {"containers": [{"name": "sandbox", "resources": {"limits": {"cpu": "750m"}, "requests": {"cpu": "500m"}}}]}});
-    let o = c.kubectl(&[
-        "patch",
-        "pod",
-        "target",
-        "-n",
-        n,
-        "--subresource=resize",
-        "--type=strategic",
-        "-p",
-        &patch.to_string(),
-    ]);
+    let o = resize("750m", "500m");
     assert!(o.status.success(), "resize down is allowed: {}", out(&o));
-    // ... but not to zero: no limit at all.
-    let patch = json!({"spec": {"containers": [{"name": "sandbox", "resources": {"limits": {"cpu": "0"}, "requests": {"cpu": "0"}}}]}});
-    let o = c.kubectl(&[
-        "patch",
-        "pod",
-        "target",
-        "-n",
-        n,
-        "--subresource=resize",
-        "--type=strategic",
-        "-p",
-        &patch.to_string(),
-    ]);
+    let o = resize("0", "0");
     assert!(
         !o.status.success() && out(&o).contains("[resource-limits]"),
         "resize to zero: {}",
