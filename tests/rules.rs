@@ -129,6 +129,7 @@ fn create_cases() -> Vec<Case> {
         case("nodeName set by the creator", "/spec/nodeName", json!("node-1"), Rule::NodeName, "/spec/nodeSelector", json!({"sandbox.gke.io/runtime": "gvisor"})),
         case("service-account token automount", "/spec/automountServiceAccountToken", json!(true), Rule::ServiceAccountToken, SAME, json!(false)),
         case("projected service-account token", "/spec/volumes", json!([{"name": "tok", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}]), Rule::ServiceAccountToken, SAME, json!([{"name": "tok", "projected": {"sources": [{"configMap": {"name": "settings"}}]}}])),
+        case("projected pod certificate (the service account's identity as a key pair)", "/spec/volumes", json!([{"name": "id", "projected": {"sources": [{"podCertificate": {"signerName": "example.com/identity", "keyType": "ED25519", "credentialBundlePath": "credentials.pem"}}]}}]), Rule::ServiceAccountToken, SAME, json!([{"name": "id", "projected": {"sources": [{"clusterTrustBundle": {"signerName": "example.com/identity", "labelSelector": {}, "path": "ca.pem"}}]}}])),
         case("privilege escalation allowed", "/spec/containers/0/securityContext/allowPrivilegeEscalation", json!(true), Rule::PrivilegeEscalation, SAME, json!(false)),
         case("second container privileged", "/spec/containers/1", json!({"name": "helper", "image": "busybox", "securityContext": {"privileged": true}}), Rule::Privileged, SAME, json!({"name": "helper", "image": "busybox"})),
     ]

@@ -270,6 +270,25 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
                 ),
             ));
         }
+        // A pod certificate is the same identity as a key pair the kubelet has signed for
+        // the pod's service account: a credential. (A clusterTrustBundle source only
+        // brings public trust anchors and stays allowed.)
+        let certificates = v
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .enumerate()
+            .filter_map(|(j, s)| s.pod_certificate.as_ref().map(|c| (j, c)));
+        for (j, cert) in certificates {
+            out.push(Violation::new(
+                Rule::ServiceAccountToken,
+                format!("{prefix}.volumes[{i}].projected.sources[{j}].podCertificate"),
+                format!(
+                    "volume {:?} projects a pod certificate signed by {:?}, a credential of the pod's service account; sandbox pods must not hold one",
+                    v.name, cert.signer_name
+                ),
+            ));
+        }
     }
     if let Some(psc) = spec.security_context.as_ref() {
         let p = format!("{prefix}.securityContext");
