@@ -254,40 +254,32 @@ pub fn spec_rules(spec: &PodSpec, prefix: &str, cfg: &Config, out: &mut Vec<Viol
                 ),
             ));
         }
-        let token_sources = v
-            .projected
-            .iter()
-            .flat_map(|p| p.sources.iter().flatten())
-            .enumerate()
-            .filter(|(_, s)| s.service_account_token.is_some());
-        for (j, _) in token_sources {
-            out.push(Violation::new(
-                Rule::ServiceAccountToken,
-                format!("{prefix}.volumes[{i}].projected.sources[{j}].serviceAccountToken"),
-                format!(
-                    "volume {:?} projects a service-account token; sandbox pods must not hold one",
-                    v.name
-                ),
-            ));
-        }
         // A pod certificate is the same identity as a key pair the kubelet has signed for
-        // the pod's service account: a credential. (A clusterTrustBundle source only
+        // the pod's service account: a credential too. (A clusterTrustBundle source only
         // brings public trust anchors and stays allowed.)
-        let certificates = v
-            .projected
-            .iter()
-            .flat_map(|p| p.sources.iter().flatten())
-            .enumerate()
-            .filter_map(|(j, s)| s.pod_certificate.as_ref().map(|c| (j, c)));
-        for (j, cert) in certificates {
-            out.push(Violation::new(
-                Rule::ServiceAccountToken,
-                format!("{prefix}.volumes[{i}].projected.sources[{j}].podCertificate"),
-                format!(
-                    "volume {:?} projects a pod certificate signed by {:?}, a credential of the pod's service account; sandbox pods must not hold one",
-                    v.name, cert.signer_name
-                ),
-            ));
+        let sources = v.projected.iter().flat_map(|p| p.sources.iter().flatten());
+        for (j, src) in sources.enumerate() {
+            let field = format!("{prefix}.volumes[{i}].projected.sources[{j}]");
+            if src.service_account_token.is_some() {
+                out.push(Violation::new(
+                    Rule::ServiceAccountToken,
+                    format!("{field}.serviceAccountToken"),
+                    format!(
+                        "volume {:?} projects a service-account token; sandbox pods must not hold one",
+                        v.name
+                    ),
+                ));
+            }
+            if let Some(cert) = src.pod_certificate.as_ref() {
+                out.push(Violation::new(
+                    Rule::ServiceAccountToken,
+                    format!("{field}.podCertificate"),
+                    format!(
+                        "volume {:?} projects a pod certificate signed by {:?}, a credential of the pod's service account; sandbox pods must not hold one",
+                        v.name, cert.signer_name
+                    ),
+                ));
+            }
         }
     }
     if let Some(psc) = spec.security_context.as_ref() {

@@ -3,7 +3,8 @@
 //! the default, a kubelet v1.35.4, bridge CNI on a bridge of its own, and kube-router's
 //! firewall as the NetworkPolicy engine. The facts of this kind of machine that shape it
 //! (cgroup v1, no negative oom_score_adj, no nft queue, a node IP that cannot be
-//! loopback) are in `../shared/reference/testbed/README.md`; the binaries and images
+//! loopback) are in the README's "The real node" section and in the patch notes of
+//! `gvisor/patch.py`; the binaries and images
 //! come from `scripts/build-node.sh` (cached by its inputs).
 //!
 //! Everything it changes on the machine is undone by `teardown.sh`, which the harness's

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The two patches the test node's gVisor needs on this kind of machine
-(../shared/reference/testbed/README.md), applied to copies of the pinned sources.
+(the README's "The real node" section), applied to copies of the pinned sources.
 
   a) gvisor pkg/shim/v1/manager.go: the shim sets its own oom_score_adj to -999 and
      aborts when it cannot; this VM refuses negative values even to root, so the
