@@ -5,7 +5,22 @@ package sandgate.lib.egress
 
 import rego.v1
 
-metadata_ip := "169.254.169.254"
+# What a sandbox must never reach: the node's link-local neighbours and every cloud's
+# metadata and host-agent endpoints (they hand out the node's or the pod's credentials),
+# IPv4 ones also in their NAT64 form (64:ff9b::/96). sandgate's built-in analysis judges
+# the same list exactly, across rules and in every notation.
+host_endpoints := [
+	"169.254.0.0/16",
+	"168.63.129.16/32",
+	"100.100.100.200/32",
+	"fe80::/10",
+	"fd00:ec2::254/128",
+	"fd00:ec2::23/128",
+	"fd20:ce::254/128",
+	"64:ff9b::a9fe:0/112",
+	"64:ff9b::a83f:8110/128",
+	"64:ff9b::6464:64c8/128",
+]
 
 rules := object.get(input.review.object, ["spec", "networkPolicy", "egress"], [])
 
@@ -42,19 +57,25 @@ is_dns_port(p) if p == 53
 
 is_dns_port(p) if p == "53"
 
-# Any IPv4 block that contains the metadata server without excepting it.
+# Any block that meets a host endpoint without excepting all of it. Two CIDRs meet
+# exactly when one contains the other.
 violations contains msg if {
 	some i, rule in rules
 	some j, peer in object.get(rule, "to", [])
 	cidr := peer.ipBlock.cidr
-	net.cidr_contains(cidr, metadata_ip)
-	not excepts_metadata(object.get(peer.ipBlock, "except", []))
-	msg := sprintf("spec.networkPolicy.egress[%d].to[%d].ipBlock %s reaches the cloud metadata server; add 169.254.0.0/16 to its except list", [i, j, cidr])
+	some endpoint in host_endpoints
+	meets(cidr, endpoint)
+	not excepted(object.get(peer.ipBlock, "except", []), endpoint)
+	msg := sprintf("spec.networkPolicy.egress[%d].to[%d].ipBlock %s reaches the host endpoint %s (cloud metadata and credentials); add it to the except list", [i, j, cidr, endpoint])
 }
 
-excepts_metadata(excepts) if {
+meets(a, b) if net.cidr_contains(a, b)
+
+meets(a, b) if net.cidr_contains(b, a)
+
+excepted(excepts, endpoint) if {
 	some e in excepts
-	net.cidr_contains(e, metadata_ip)
+	net.cidr_contains(e, endpoint)
 }
 
 # All of IPv6.

@@ -1,4 +1,4 @@
-# Egress of a SandboxTemplate must not reach everywhere, nor the cloud metadata server
+# Egress of a SandboxTemplate must not reach everywhere, nor the cloud metadata and host endpoints
 # (the rules: lib/egress.rego, shared with agent-sandbox's templates).
 package sandgate.sandboxtemplate.egress
 

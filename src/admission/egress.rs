@@ -5,12 +5,13 @@
 //! placed in one 128-bit space (IPv4 as `::ffff:a.b.c.d`) and the union computed exactly.
 //!
 //! Refused: a rule without `to` (every address on its ports) unless it is DNS alone,
-//! any reach to a cloud metadata service (169.254.169.254 in either notation,
-//! GCE's `fd20:ce::254`, AWS's `fd00:ec2::254`), all of the IPv6 internet (`2000::/3`),
+//! any reach to the node's link-local neighbours or a cloud's metadata and host-agent
+//! endpoints ([`HOST_ENDPOINTS_V4`], [`HOST_ENDPOINTS_V6`], IPv4 ones in every notation),
+//! all of the IPv6 internet (`2000::/3`),
 //! and a peer selecting every pod of every namespace (every other tenant's sandbox and
 //! the cluster's own services: lateral movement is a way out too). Warned: a peer
 //! selecting labelled pods in every namespace. IPv4 egress to the internet with the
-//! metadata range excepted stays allowed, as DESIGN.md §4 has it.
+//! host endpoints excepted stays allowed.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -19,20 +20,82 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{Rule, Violation};
 
-/// The metadata services, as 128-bit addresses (IPv4 mapped).
-fn metadata_addresses() -> [(u128, &'static str); 3] {
-    [
-        (mapped(Ipv4Addr::new(169, 254, 169, 254)), "169.254.169.254"),
-        (
-            u128::from(Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254)),
-            "fd20:ce::254",
-        ),
-        (
-            u128::from(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
-            "fd00:ec2::254",
-        ),
-    ]
+/// What a sandbox must never reach: the node's link-local neighbours and every cloud's
+/// metadata and host-agent endpoints, which hand out the node's or the pod's
+/// credentials. `(first, last, what)` in the 128-bit space; IPv4 entries are also
+/// reachable as NAT64 (`64:ff9b::/96`) and IPv4-compatible (`::/96`) addresses, which
+/// [`host_endpoints`] adds, and IPv4-mapped ones are the same addresses here.
+const HOST_ENDPOINTS_V4: [(Ipv4Addr, u8, &str); 3] = [
+    (
+        Ipv4Addr::new(169, 254, 0, 0),
+        16,
+        "the link-local range 169.254.0.0/16 (the cloud metadata service 169.254.169.254, the ECS and EKS pod-identity agents 169.254.170.2 and 169.254.170.23)",
+    ),
+    (
+        Ipv4Addr::new(168, 63, 129, 16),
+        32,
+        "Azure's host endpoint 168.63.129.16 (WireServer)",
+    ),
+    (
+        Ipv4Addr::new(100, 100, 100, 200),
+        32,
+        "Alibaba Cloud's metadata service 100.100.100.200",
+    ),
+];
+
+const HOST_ENDPOINTS_V6: [(Ipv6Addr, u8, &str); 4] = [
+    (
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+        10,
+        "the IPv6 link-local range fe80::/10",
+    ),
+    (
+        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+        128,
+        "AWS's IPv6 metadata service fd00:ec2::254",
+    ),
+    (
+        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+        128,
+        "the EKS pod-identity agent fd00:ec2::23",
+    ),
+    (
+        Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254),
+        128,
+        "GCE's IPv6 metadata service fd20:ce::254",
+    ),
+];
+
+/// How to say what to except, in the refusal.
+const HOST_ENDPOINTS_EXCEPT: &str = "169.254.0.0/16, 168.63.129.16/32, 100.100.100.200/32, fe80::/10, fd00:ec2::/32, fd20:ce::/32, and their NAT64 forms under 64:ff9b::/96";
+
+/// Every host endpoint as an inclusive range, in every notation that reaches it, with
+/// what it is and how it was written.
+fn host_endpoints() -> Vec<(u128, u128, String)> {
+    let mut out = Vec::new();
+    for (v4, len, what) in HOST_ENDPOINTS_V4 {
+        let bits = u128::from(u32::from(v4));
+        let len = 96 + u32::from(len);
+        let (l, h) = prefix_range(mapped(v4), len);
+        out.push((l, h, what.to_string()));
+        for (prefix, how) in [
+            (NAT64_PREFIX, "NAT64 64:ff9b::/96"),
+            (0, "IPv4-compatible ::/96"),
+        ] {
+            let (l, h) = prefix_range(prefix | bits, len);
+            out.push((l, h, format!("{what}, written as {how}")));
+        }
+    }
+    for (v6, len, what) in HOST_ENDPOINTS_V6 {
+        let (l, h) = prefix_range(u128::from(v6), u32::from(len));
+        out.push((l, h, what.to_string()));
+    }
+    out
 }
+
+/// The well-known NAT64 prefix `64:ff9b::/96`: a NAT64 gateway turns these addresses
+/// into the IPv4 address of their last 32 bits.
+const NAT64_PREFIX: u128 = 0x0064_ff9b_u128 << 96;
 
 /// `2000::/3`: every global unicast IPv6 address.
 const IPV6_INTERNET: (u128, u128) = (0x2000 << 112, (0x4000 << 112) - 1);
@@ -57,14 +120,19 @@ pub fn range(cidr: &str) -> Option<(u128, u128)> {
         }
         (u128::from(v6), len)
     };
-    let host_bits = 128 - prefix;
+    Some(prefix_range(base, prefix))
+}
+
+/// The inclusive range of the `len`-bit prefix of `base` (`len` at most 128).
+fn prefix_range(base: u128, len: u32) -> (u128, u128) {
+    let host_bits = 128 - len.min(128);
     let mask = if host_bits == 128 {
         0
     } else {
         u128::MAX << host_bits
     };
     let start = base & mask;
-    Some((start, start | !mask))
+    (start, start | !mask)
 }
 
 /// The most CIDRs (ipBlock ranges and their exceptions together) one object's egress
@@ -127,6 +195,12 @@ impl Set {
         // The first range ending at or after addr is the only one that can hold it.
         let i = self.0.partition_point(|&(_, h)| h < addr);
         self.0.get(i).is_some_and(|&(l, _)| l <= addr)
+    }
+
+    /// Whether any address of `lo..=hi` is in the set.
+    pub fn meets(&self, (lo, hi): (u128, u128)) -> bool {
+        let i = self.0.partition_point(|&(_, h)| h < lo);
+        self.0.get(i).is_some_and(|&(l, _)| l <= hi)
     }
 
     /// Whether every address of `lo..=hi` is in the set.
@@ -210,17 +284,17 @@ pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> (Vec<Violation>
         }
     }
     let union = Set::of(reached);
-    for (addr, shown) in metadata_addresses() {
-        if union.contains(addr) {
+    for (lo, hi, what) in host_endpoints() {
+        if union.meets((lo, hi)) {
             let field = origins
                 .iter()
-                .find(|(_, s)| s.contains(addr))
+                .find(|(_, s)| s.meets((lo, hi)))
                 .map_or_else(|| prefix.to_string(), |(f, _)| format!("{f}.ipBlock"));
             violations.push(Violation::new(
                 Rule::EgressReach,
                 field,
                 format!(
-                    "reaches the cloud metadata service {shown} (which hands out the node's credentials); except it (169.254.0.0/16, fd20:ce::/32, fd00:ec2::/32) or name narrower ranges"
+                    "reaches {what}, where the node's and the pod's credentials are handed out; except it ({HOST_ENDPOINTS_EXCEPT}) or name narrower ranges"
                 ),
             ));
         }
@@ -385,33 +459,85 @@ mod tests {
         assert!(range("10.0.0.0/33").is_none() && range("nonsense").is_none());
     }
 
+    /// The exceptions that keep every host endpoint out of IPv4 (and IPv4-mapped) reach.
+    const V4_EXCEPT: [&str; 3] = ["169.254.0.0/16", "168.63.129.16/32", "100.100.100.200/32"];
+
     #[test]
-    fn the_metadata_service_is_unreachable_in_every_notation() {
-        for cidr in [
-            "169.254.0.0/16",
-            "0.0.0.0/0",
-            "::ffff:0:0/96",
-            "::ffff:169.254.169.254/128",
-            "fd00::/8",
-            "fd20:ce::/32",
-            "::/0",
+    fn host_endpoints_are_unreachable_in_every_notation() {
+        for (cidr, shown) in [
+            ("169.254.0.0/16", "169.254.169.254"),
+            ("169.254.170.23/32", "169.254.0.0/16"),
+            ("169.254.1.1/32", "link-local"),
+            ("0.0.0.0/0", "169.254.169.254"),
+            ("::ffff:0:0/96", "169.254.169.254"),
+            ("::ffff:169.254.169.254/128", "169.254.169.254"),
+            ("168.63.129.16/32", "Azure"),
+            ("168.63.0.0/16", "Azure"),
+            ("100.64.0.0/10", "Alibaba"),
+            ("::ffff:100.100.100.200/128", "Alibaba"),
+            ("64:ff9b::a9fe:a9fe/128", "NAT64"),
+            ("64:ff9b::/96", "NAT64"),
+            ("::a9fe:a9fe/128", "IPv4-compatible"),
+            ("::/96", "IPv4-compatible"),
+            ("fe80::1/128", "fe80::/10"),
+            ("fd00::/8", "fd00:ec2::254"),
+            ("fd00:ec2::23/128", "pod-identity"),
+            ("fd20:ce::/32", "fd20:ce::254"),
+            ("::/0", "fe80::/10"),
         ] {
             let r = reasons(serde_json::json!([{"to": [{"ipBlock": {"cidr": cidr}}]}]));
-            assert!(r.iter().any(|m| m.contains("metadata")), "{cidr}: {r:?}");
+            assert!(r.iter().any(|m| m.contains(shown)), "{cidr}: {r:?}");
         }
         // Excepted, in the same notation or the other: allowed.
+        let mapped: Vec<String> = V4_EXCEPT
+            .iter()
+            .filter_map(|c| {
+                let (a, l) = c.split_once('/')?;
+                Some(format!("::ffff:{a}/{}", 96 + l.parse::<u32>().ok()?))
+            })
+            .collect();
+        let nat64 = [
+            "64:ff9b::a9fe:0/112",
+            "64:ff9b::a83f:8110/128",
+            "64:ff9b::6464:64c8/128",
+        ];
         for (cidr, except) in [
-            ("0.0.0.0/0", "169.254.0.0/16"),
-            ("::ffff:0:0/96", "::ffff:169.254.0.0/112"),
+            ("0.0.0.0/0", V4_EXCEPT.map(String::from).to_vec()),
+            ("::ffff:0:0/96", V4_EXCEPT.map(String::from).to_vec()),
+            ("0.0.0.0/0", mapped),
+            ("64:ff9b::/96", nat64.map(String::from).to_vec()),
+            ("fd00:ec2::/32", vec!["fd00:ec2::/112".to_string()]),
         ] {
             let r = reasons(
-                serde_json::json!([{"to": [{"ipBlock": {"cidr": cidr, "except": [except]}}]}]),
+                serde_json::json!([{"to": [{"ipBlock": {"cidr": cidr, "except": except}}]}]),
             );
-            assert!(r.is_empty(), "{cidr} except {except}: {r:?}");
+            assert!(r.is_empty(), "{cidr} except {except:?}: {r:?}");
+        }
+        // Only the link-local range excepted: the other clouds' endpoints still reached.
+        let r = reasons(
+            serde_json::json!([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]}]),
+        );
+        assert!(
+            r.len() == 2
+                && r.iter().any(|m| m.contains("Azure"))
+                && r.iter().any(|m| m.contains("Alibaba")),
+            "{r:?}"
+        );
+        // Narrow ranges beside the endpoints stay allowed.
+        for cidr in [
+            "169.253.255.255/32",
+            "169.255.0.0/16",
+            "168.63.129.17/32",
+            "100.100.100.201/32",
+            "fec0::/10",
+            "fd00:ec2::24/128",
+        ] {
+            let r = reasons(serde_json::json!([{"to": [{"ipBlock": {"cidr": cidr}}]}]));
+            assert!(r.is_empty(), "{cidr}: {r:?}");
         }
         // An exception in one peer does not cover another peer's reach.
         let r = reasons(serde_json::json!([{"to": [
-            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": V4_EXCEPT}},
             {"ipBlock": {"cidr": "169.254.169.0/24"}}
         ]}]));
         assert!(r.iter().any(|m| m.contains("169.254.169.254")), "{r:?}");
@@ -426,10 +552,10 @@ mod tests {
         assert!(r.iter().any(|m| m.contains("every IPv6")), "{r:?}");
         let narrow = reasons(serde_json::json!([{"to": [{"ipBlock": {"cidr": "2001:db8::/32"}}]}]));
         assert!(narrow.is_empty(), "{narrow:?}");
-        // IPv4 split in halves with the metadata range excepted stays allowed (§4).
+        // IPv4 split in halves with the host endpoints excepted stays allowed.
         let halves = reasons(serde_json::json!([{"to": [
-            {"ipBlock": {"cidr": "0.0.0.0/1"}},
-            {"ipBlock": {"cidr": "128.0.0.0/1", "except": ["169.254.0.0/16"]}}
+            {"ipBlock": {"cidr": "0.0.0.0/1", "except": ["100.100.100.200/32"]}},
+            {"ipBlock": {"cidr": "128.0.0.0/1", "except": ["169.254.0.0/16", "168.63.129.16/32"]}}
         ]}]));
         assert!(halves.is_empty(), "{halves:?}");
     }

@@ -786,7 +786,7 @@ fn other_network_policies_may_not_widen_sandbox_egress() {
         "open egress",
     );
     let internet = json!({"podSelector": {"matchLabels": {"app": "agent"}},
-        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]}]});
+        "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16", "168.63.129.16/32", "100.100.100.200/32"]}}]}]});
     refused(
         &apply_as_alice(c, &np("internet", e, internet)),
         "the internet for some pods",
