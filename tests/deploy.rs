@@ -157,8 +157,8 @@ fn webhooks_fail_closed_and_are_scoped_to_sandbox_pods() {
     assert!(pod_entries.len() >= 4, "pod entries in both configurations");
 
     for (name, w) in &entries {
-        // The one entry that may fail open: NetworkPolicies outside enforced namespaces
-        // (the rest of the cluster), and then only briefly.
+        // The entries that may fail open: NetworkPolicies and token Secrets outside
+        // enforced namespaces (the rest of the cluster), and then only briefly.
         let outside_enforced = w["namespaceSelector"]["matchExpressions"]
             .as_array()
             .is_some_and(|a| {
@@ -168,15 +168,14 @@ fn webhooks_fail_closed_and_are_scoped_to_sandbox_pods() {
                         && e["values"] == serde_json::json!(["true"])
                 })
             });
-        let only_network_policies = w["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["resources"] == serde_json::json!(["networkpolicies"]));
+        let only_rest_of_cluster_kinds = w["rules"].as_array().unwrap().iter().all(|r| {
+            r["resources"] == serde_json::json!(["networkpolicies"])
+                || r["resources"] == serde_json::json!(["secrets"])
+        });
         if w["failurePolicy"] == "Ignore" {
             assert!(
-                outside_enforced && only_network_policies,
-                "{name}: only NetworkPolicies outside enforced namespaces may fail open"
+                outside_enforced && only_rest_of_cluster_kinds,
+                "{name}: only NetworkPolicies and Secrets outside enforced namespaces may fail open"
             );
             assert!(w["timeoutSeconds"].as_i64().unwrap() <= 2, "{name}");
         } else {

@@ -1096,12 +1096,26 @@ fn token_secrets_are_refused_where_they_are_judged_and_other_secrets_pass() {
                        "metadata": {"name": "bot-token", "namespace": "agents",
                                     "annotations": {"kubernetes.io/service-account.name": "bot"}}}}})
     };
+    // Refused where the namespace hosts sandboxes, which only the cluster knows (an
+    // enforced namespace always does): the decision asks.
     let d = decide(
         Webhook::Validate,
         &secret("kubernetes.io/service-account-token"),
     );
-    assert_eq!(rules(&d), ["service-account-token"]);
-    assert!(decide(Webhook::Validate, &secret("Opaque")).allowed);
+    match d.lookups.as_slice() {
+        [
+            sandgate::admission::Lookup::SandboxNamespace {
+                namespace,
+                violation,
+            },
+        ] => {
+            assert_eq!(namespace, "agents");
+            assert_eq!(violation.rule.as_str(), "service-account-token");
+        }
+        other => panic!("expected one namespace lookup, got {other:?}"),
+    }
+    let other = decide(Webhook::Validate, &secret("Opaque"));
+    assert!(other.allowed && other.lookups.is_empty());
 }
 
 #[test]

@@ -114,7 +114,8 @@ pub enum Lookup {
         namespace: String,
         refs: Vec<SecretRef>,
     },
-    /// A NetworkPolicy that would widen egress for the pods it selects, admitted only
+    /// A write harmless only where no sandbox runs (a NetworkPolicy that would widen
+    /// egress for the pods it selects, a service-account token Secret), admitted only
     /// if the namespace hosts no sandbox pods (it is not enforced and none is
     /// labelled); otherwise `violation` denies it.
     SandboxNamespace {
@@ -215,7 +216,8 @@ impl Lookup {
                 violation.rule,
                 violation.field.clone(),
                 format!(
-                    "opens what the default-deny closes, and whether the namespace hosts sandbox pods could not be checked ({reason}); retry later"
+                    "{}; whether the namespace hosts sandbox pods could not be checked ({reason}), so it is refused: retry later",
+                    violation.message
                 ),
             ),
             Lookup::NoWideningPolicies { .. } => Violation::new(

@@ -1107,4 +1107,33 @@ fn legacy_token_secrets_never_reach_a_sandbox() {
         "kubectl shows the warning: {}",
         out(&o)
     );
+
+    // Late: a sandbox pod names a Secret that does not exist yet (admitted: nothing to
+    // judge), and the Secret is then created as a token, which the kubelet would mount.
+    // The namespace now holds sandbox pods, so the Secret is refused at the source.
+    let o = create(
+        c,
+        &pod_with(
+            "waits-for-token",
+            &|p| {
+                p["spec"]["volumes"] =
+                    json!([{"name": "t", "secret": {"secretName": "late-token", "optional": true}}])
+            },
+        ),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let mut late = token(n);
+    late["metadata"]["name"] = json!("late-token");
+    let o = create(c, &late);
+    assert!(
+        !o.status.success() && out(&o).contains("[service-account-token]"),
+        "a token Secret created after the sandbox pod that names it is refused: {}",
+        out(&o)
+    );
+    let mut renamed = opaque(n);
+    renamed["metadata"]["name"] = json!("late-token");
+    assert!(
+        create(c, &renamed).status.success(),
+        "an ordinary Secret of that name still passes"
+    );
 }
