@@ -253,6 +253,11 @@ pub fn template_policy_name(template: &str) -> String {
     format!("{TEMPLATE_POLICY_PREFIX}{template}")
 }
 
+/// The template whose policy this name would be (`None`: not a template policy name).
+pub fn template_of_policy(name: &str) -> Option<&str> {
+    name.strip_prefix(TEMPLATE_POLICY_PREFIX)
+}
+
 /// Whether a NetworkPolicy name is one sandgate gives its policies.
 pub fn is_sandgate_policy_name(name: &str) -> bool {
     name == DEFAULT_DENY_POLICY || name.starts_with(TEMPLATE_POLICY_PREFIX)

@@ -356,13 +356,13 @@ fn the_article_template_passes_the_shipped_policies_and_bad_ones_do_not() {
         d.warnings
     );
 
-    // Open egress is refused by the built-in egress-reach rule before the policies run
-    // (the policies say the same, and OPA agrees: tests/opa_diff.rs); the field named is
-    // the built-in's.
+    // Open egress and ingress are refused by the built-in egress-reach and
+    // ingress-reach rules before the policies run (the policies say the same, and OPA
+    // agrees: tests/opa_diff.rs); the field named is the built-in's.
     let cases = [
         (
             "/spec/networkPolicy/egress",
-            json!([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]),
+            json!([{"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}]}]),
             "spec.networkPolicy.egress[0].to[0].ipBlock",
         ),
         (
@@ -373,7 +373,7 @@ fn the_article_template_passes_the_shipped_policies_and_bad_ones_do_not() {
         (
             "/spec/networkPolicy/ingress",
             json!([{"ports": [{"port": 8080}]}]),
-            "sandboxtemplate.ingress",
+            "spec.networkPolicy.ingress[0]",
         ),
         (
             "/spec/poolConfig/size",

@@ -1252,3 +1252,79 @@ fn inline_csi_volumes_only_of_the_configured_drivers() {
     let d = decide(Webhook::Mutate, &with_driver("scratch.csi.example.com"));
     assert_eq!(rules(&d), vec!["inline-csi"]);
 }
+
+/// Template ingress is judged as a set, on sandgate's templates and on agent-sandbox's
+/// alike: every source however it is written is refused, narrow sources pass.
+#[test]
+fn template_ingress_is_judged_as_a_set_for_both_kinds_of_template() {
+    let sandgate = |ingress: Value| {
+        let mut t = common::article_template();
+        t["spec"]["networkPolicy"]["ingress"] = ingress;
+        decide(Webhook::Validate, &template_review(t))
+    };
+    let upstream = |ingress: Value| {
+        let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "0c9a2b6e-5555-4c2a-9f0e-000000000009",
+            "kind": {"group": "extensions.agents.x-k8s.io", "version": "v1beta1", "kind": "SandboxTemplate"},
+            "resource": {"group": "extensions.agents.x-k8s.io", "version": "v1beta1", "resource": "sandboxtemplates"},
+            "name": "python", "namespace": "agents", "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": {"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+                       "metadata": {"name": "python", "namespace": "agents"},
+                       "spec": {"podTemplate": {"spec": {"runtimeClassName": "gvisor",
+                                    "containers": [{"name": "c", "image": "python:3.11-slim",
+                                        "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}},
+                                "networkPolicy": {
+                                    "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}],
+                                    "ingress": ingress}}}}});
+        let cfg = Config {
+            upstream: true,
+            ..Config::default()
+        };
+        // Upstream kinds are routed by the whole pipeline (no policies here).
+        sandgate::admission::admit(
+            Webhook::Validate,
+            &request(&review),
+            &cfg,
+            &sandgate::policy::PolicySet::empty(),
+        )
+    };
+    #[rustfmt::skip]
+    let cases: &[(&str, Value, Value)] = &[
+        ("no `from`: every source on port 8888",
+         json!([{"ports": [{"port": 8888}]}]),
+         json!([{"from": [{"podSelector": {"matchLabels": {"app": "router"}}}], "ports": [{"port": 8888}]}])),
+        ("the IPv4 internet split in two",
+         json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/1"}}]}, {"from": [{"ipBlock": {"cidr": "128.0.0.0/1"}}]}]),
+         json!([{"from": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}])),
+        ("everything but one address",
+         json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["198.51.100.7/32"]}}]}]),
+         json!([{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}])),
+        ("the IPv6 internet",
+         json!([{"from": [{"ipBlock": {"cidr": "2000::/3"}}]}]),
+         json!([{"from": [{"ipBlock": {"cidr": "2001:db8::/48"}}]}])),
+        ("every pod of every namespace",
+         json!([{"from": [{"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}}]}]),
+         json!([{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "agent-sandbox-system"}}}]}])),
+    ];
+    for (kind, judge) in [
+        ("sandgate", &sandgate as &dyn Fn(Value) -> Decision),
+        ("agent-sandbox", &upstream),
+    ] {
+        for (name, bad, twin) in cases {
+            let d = judge(bad.clone());
+            assert!(!d.allowed, "{kind}: {name}: must be refused: {d:?}");
+            assert!(
+                rules(&d).contains(&"ingress-reach"),
+                "{kind}: {name}: {}",
+                d.message()
+            );
+            let ok = judge(twin.clone());
+            assert!(
+                ok.allowed,
+                "{kind}: {name}: twin must pass: {}",
+                ok.message()
+            );
+        }
+    }
+}

@@ -15,7 +15,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use k8s_openapi::api::networking::v1::{IPBlock, NetworkPolicyEgressRule, NetworkPolicyPeer};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{Rule, Violation};
@@ -135,6 +137,9 @@ fn prefix_range(base: u128, len: u32) -> (u128, u128) {
     (start, start | !mask)
 }
 
+/// What an analysis finds: the violations that refuse, and the warnings that do not.
+pub type Findings = (Vec<Violation>, Vec<String>);
+
 /// The most CIDRs (ipBlock ranges and their exceptions together) one object's egress
 /// may name before it is refused unjudged: far above any real policy, low enough that
 /// the worst input is judged in a few milliseconds.
@@ -191,6 +196,16 @@ impl Set {
         Set(out)
     }
 
+    /// How many addresses of `self` are in `other` (saturating at `u128::MAX`).
+    pub fn size_within(&self, other: &Set) -> u128 {
+        let size = |s: &Set| {
+            s.0.iter().fold(0u128, |n, &(l, h)| {
+                n.saturating_add((h - l).saturating_add(1))
+            })
+        };
+        size(self).saturating_sub(size(&self.minus(other)))
+    }
+
     pub fn contains(&self, addr: u128) -> bool {
         // The first range ending at or after addr is the only one that can hold it.
         let i = self.0.partition_point(|&(_, h)| h < addr);
@@ -223,50 +238,29 @@ pub fn block(b: &IPBlock) -> Option<Set> {
     Some(whole.minus(&Set::of(except)))
 }
 
-/// How many CIDRs the rules name (ipBlocks and exceptions).
-fn cidr_count(rules: &[NetworkPolicyEgressRule]) -> usize {
-    rules
-        .iter()
-        .flat_map(|r| r.to.iter().flatten())
-        .filter_map(|p| p.ip_block.as_ref())
-        .map(|b| 1 + b.except.as_ref().map_or(0, Vec::len))
-        .sum()
+/// What a list of rules' peers reach: the union of their ipBlocks, where each part came
+/// from (for messages), and the peers that are refused on their own.
+struct Reach {
+    union: Set,
+    origins: Vec<(String, Set)>,
 }
 
-/// Every rule that lets egress reach what sandbox pods must never reach. `prefix` is
-/// the path of the rule list (`spec.networkPolicy.egress`).
-pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> (Vec<Violation>, Vec<String>) {
-    let mut violations = Vec::new();
-    let mut warnings = Vec::new();
-    let named = cidr_count(rules);
-    if named > MAX_CIDRS {
-        violations.push(Violation::new(
-            Rule::EgressReach,
-            prefix.to_string(),
-            format!(
-                "names {named} CIDRs (ipBlocks and their exceptions); at most {MAX_CIDRS} are judged, so it is refused: merge them into fewer, wider ranges"
-            ),
-        ));
-        return (violations, warnings);
-    }
+/// Walks every peer of every rule (`peers[i]`, `None`: the rule has none), judging the
+/// selector peers (`selector_peer`) and gathering the ipBlocks into one set. `side` is
+/// `to` or `from`, for the field paths.
+fn reach<'a>(
+    peers: impl Iterator<Item = &'a [NetworkPolicyPeer]>,
+    prefix: &str,
+    side: &str,
+    rule: Rule,
+    violations: &mut Vec<Violation>,
+    warnings: &mut Vec<String>,
+) -> Reach {
     let mut reached = Vec::new();
-    // Where each part of the union came from, for the message.
     let mut origins: Vec<(String, Set)> = Vec::new();
-    for (i, rule) in rules.iter().enumerate() {
-        if rule.to.as_ref().is_none_or(|to| to.is_empty()) {
-            // No `to`: every address on the rule's ports, the metadata services and
-            // the internet included. DNS alone is the tolerated case (DESIGN.md §4).
-            if !dns_ports_only(rule) {
-                violations.push(Violation::new(
-                    Rule::EgressReach,
-                    format!("{prefix}[{i}]"),
-                    "has no `to`, so it reaches every address on its ports (the cloud metadata services and the whole internet included); name its destinations",
-                ));
-            }
-            continue;
-        }
-        for (j, peer) in rule.to.iter().flatten().enumerate() {
-            let field = format!("{prefix}[{i}].to[{j}]");
+    for (i, peers) in peers.enumerate() {
+        for (j, peer) in peers.iter().enumerate() {
+            let field = format!("{prefix}[{i}].{side}[{j}]");
             if let Some(b) = peer.ip_block.as_ref() {
                 match block(b) {
                     Some(set) => {
@@ -274,16 +268,71 @@ pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> (Vec<Violation>
                         origins.push((field.clone(), set));
                     }
                     None => violations.push(Violation::new(
-                        Rule::EgressReach,
+                        rule,
                         format!("{field}.ipBlock"),
                         format!("{:?} is not a CIDR; it cannot be judged", b.cidr),
                     )),
                 }
             }
-            selector_peer(peer, &field, &mut violations, &mut warnings);
+            selector_peer(peer, &field, rule, side, violations, warnings);
         }
     }
-    let union = Set::of(reached);
+    Reach {
+        union: Set::of(reached),
+        origins,
+    }
+}
+
+/// The refusal of a list naming more CIDRs than are judged (`None`: few enough).
+fn too_many(named: usize, prefix: &str, rule: Rule) -> Option<Violation> {
+    (named > MAX_CIDRS).then(|| {
+        Violation::new(
+            rule,
+            prefix.to_string(),
+            format!(
+                "names {named} CIDRs (ipBlocks and their exceptions); at most {MAX_CIDRS} are judged, so it is refused: merge them into fewer, wider ranges"
+            ),
+        )
+    })
+}
+
+/// How many CIDRs some peers name (ipBlocks and exceptions).
+fn cidr_count<'a>(peers: impl Iterator<Item = &'a [NetworkPolicyPeer]>) -> usize {
+    peers
+        .flatten()
+        .filter_map(|p| p.ip_block.as_ref())
+        .map(|b| 1 + b.except.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
+/// Every rule that lets egress reach what sandbox pods must never reach. `prefix` is
+/// the path of the rule list (`spec.networkPolicy.egress`).
+pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> Findings {
+    let mut violations = Vec::new();
+    let mut warnings = Vec::new();
+    let peers = || rules.iter().map(|r| r.to.as_deref().unwrap_or_default());
+    if let Some(v) = too_many(cidr_count(peers()), prefix, Rule::EgressReach) {
+        return (vec![v], warnings);
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        // No `to`: every address on the rule's ports, the host endpoints and the
+        // internet included. DNS alone is the tolerated case (the article's rule).
+        if rule.to.as_ref().is_none_or(|to| to.is_empty()) && !dns_ports_only(rule) {
+            violations.push(Violation::new(
+                Rule::EgressReach,
+                format!("{prefix}[{i}]"),
+                "has no `to`, so it reaches every address on its ports (the cloud metadata services and the whole internet included); name its destinations",
+            ));
+        }
+    }
+    let Reach { union, origins } = reach(
+        peers(),
+        prefix,
+        "to",
+        Rule::EgressReach,
+        &mut violations,
+        &mut warnings,
+    );
     for (lo, hi, what) in host_endpoints() {
         if union.meets((lo, hi)) {
             let field = origins
@@ -304,6 +353,88 @@ pub fn rules(rules: &[NetworkPolicyEgressRule], prefix: &str) -> (Vec<Violation>
             Rule::EgressReach,
             prefix.to_string(),
             "together these ipBlocks reach every IPv6 address of the internet (2000::/3); name the ranges the sandbox needs",
+        ));
+    }
+    (violations, warnings)
+}
+
+/// IPv4 ranges that are not the internet: this network, private, shared (carrier NAT),
+/// loopback, link-local, and multicast with the reserved space above it.
+const IPV4_NOT_INTERNET: [&str; 8] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/3",
+];
+
+/// The most public sources an ingress rule list may let in: a /8 of IPv4, a /32 of
+/// IPv6 (an ISP's allocation). Beyond that anyone can find an address inside, so an
+/// outside relay could connect back, and it is the internet at large however it is
+/// split or excepted.
+const MAX_PUBLIC_V4_SOURCES: u128 = 1 << 24;
+const MAX_PUBLIC_V6_SOURCES: u128 = 1 << 96;
+
+/// Every public IPv4 address.
+fn ipv4_internet() -> Set {
+    let all = Set::of(vec![mapped_range(Ipv4Addr::UNSPECIFIED, 0)]);
+    let not = IPV4_NOT_INTERNET.iter().filter_map(|c| range(c)).collect();
+    all.minus(&Set::of(not))
+}
+
+fn mapped_range(v4: Ipv4Addr, len: u32) -> (u128, u128) {
+    prefix_range(mapped(v4), 96 + len)
+}
+
+/// Every ingress rule that lets anyone connect to a sandbox, judged as a set like
+/// egress: a rule without `from` (every source), ipBlocks that together take in more
+/// of the public internet than [`MAX_PUBLIC_V4_SOURCES`] or [`MAX_PUBLIC_V6_SOURCES`]
+/// however they are split (an outside relay would get a two-way channel into the
+/// sandbox), and a peer selecting every pod of every namespace. Narrow sources, inside
+/// or outside the cluster, stay allowed.
+pub fn ingress_rules(rules: &[NetworkPolicyIngressRule], prefix: &str) -> Findings {
+    let mut violations = Vec::new();
+    let mut warnings = Vec::new();
+    let peers = || rules.iter().map(|r| r.from.as_deref().unwrap_or_default());
+    if let Some(v) = too_many(cidr_count(peers()), prefix, Rule::IngressReach) {
+        return (vec![v], warnings);
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.from.as_ref().is_none_or(|from| from.is_empty()) {
+            violations.push(Violation::new(
+                Rule::IngressReach,
+                format!("{prefix}[{i}]"),
+                "has no `from`, so every address (the whole internet included) may connect to the sandbox on its ports; name the sources",
+            ));
+        }
+    }
+    let Reach { union, .. } = reach(
+        peers(),
+        prefix,
+        "from",
+        Rule::IngressReach,
+        &mut violations,
+        &mut warnings,
+    );
+    let public_v4 = union.size_within(&ipv4_internet());
+    if public_v4 > MAX_PUBLIC_V4_SOURCES {
+        violations.push(Violation::new(
+            Rule::IngressReach,
+            prefix.to_string(),
+            format!(
+                "together these ipBlocks let {public_v4} public IPv4 addresses connect to the sandbox (more than a /8's {MAX_PUBLIC_V4_SOURCES}): that is the internet at large, a two-way channel for anything outside; name the sources it needs"
+            ),
+        ));
+    }
+    let public_v6 = union.size_within(&Set::of(vec![IPV6_INTERNET]));
+    if public_v6 > MAX_PUBLIC_V6_SOURCES {
+        violations.push(Violation::new(
+            Rule::IngressReach,
+            prefix.to_string(),
+            "together these ipBlocks let more of the IPv6 internet (2000::/3) connect to the sandbox than a /32: that is the internet at large; name the sources it needs",
         ));
     }
     (violations, warnings)
@@ -343,11 +474,13 @@ pub fn selects_all(selector: &LabelSelector, always: &[&str]) -> bool {
 }
 
 /// Peers that select pods by namespace: every namespace and every pod is the whole
-/// cluster (denied); every namespace with a pod selector reaches those pods of every
-/// tenant (warned).
+/// cluster (denied: lateral movement is a way out too); every namespace with a pod
+/// selector reaches those pods of every tenant (warned).
 fn selector_peer(
     peer: &NetworkPolicyPeer,
     field: &str,
+    rule: Rule,
+    side: &str,
     violations: &mut Vec<Violation>,
     warnings: &mut Vec<String>,
 ) {
@@ -361,15 +494,26 @@ fn selector_peer(
         .pod_selector
         .as_ref()
         .is_none_or(|p| selects_all(p, &[]));
+    let (reaches, reach) = if side == "to" {
+        (
+            "selects every pod of every namespace (other tenants' sandboxes and the cluster's own services)",
+            "reaches",
+        )
+    } else {
+        (
+            "lets every pod of every namespace (other tenants' sandboxes included) connect",
+            "lets in",
+        )
+    };
     if every_pod {
         violations.push(Violation::new(
-            Rule::EgressReach,
+            rule,
             format!("{field}.namespaceSelector"),
-            "selects every pod of every namespace (other tenants' sandboxes and the cluster's own services); select the namespaces the sandbox needs",
+            format!("{reaches}; select the namespaces the sandbox needs"),
         ));
     } else {
         warnings.push(format!(
-            "{field}: namespaceSelector {{}} reaches the selected pods in every namespace, other tenants' included"
+            "{field}: namespaceSelector {{}} {reach} the selected pods in every namespace, other tenants' included"
         ));
     }
 }
@@ -576,6 +720,79 @@ mod tests {
             serde_json::json!([{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]),
         );
         assert!(r.is_empty(), "{r:?}");
+    }
+
+    fn ingress_reasons(v: serde_json::Value) -> Vec<String> {
+        let rules: Vec<NetworkPolicyIngressRule> = serde_json::from_value(v).unwrap();
+        ingress_rules(&rules, "spec.ingress")
+            .0
+            .into_iter()
+            .map(|v| v.message)
+            .collect()
+    }
+
+    #[test]
+    fn ingress_from_everywhere_is_refused_however_it_is_split() {
+        for (ingress, shown) in [
+            (serde_json::json!([{}]), "no `from`"),
+            (
+                serde_json::json!([{"ports": [{"port": 8888}]}]),
+                "no `from`",
+            ),
+            (
+                serde_json::json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]),
+                "public IPv4",
+            ),
+            (
+                serde_json::json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/1"}}]}]),
+                "public IPv4",
+            ),
+            // Every address but one is the internet too.
+            (
+                serde_json::json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["8.8.8.8/32"]}}]}]),
+                "public IPv4",
+            ),
+            (
+                serde_json::json!([
+                    {"from": [{"ipBlock": {"cidr": "0.0.0.0/1"}}]},
+                    {"from": [{"ipBlock": {"cidr": "128.0.0.0/1"}}], "ports": [{"port": 22}]}
+                ]),
+                "public IPv4",
+            ),
+            // The private ranges excepted: still every public address.
+            (
+                serde_json::json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}]}]),
+                "public IPv4",
+            ),
+            (
+                serde_json::json!([{"from": [{"ipBlock": {"cidr": "::ffff:0:0/96"}}]}]),
+                "public IPv4",
+            ),
+            (
+                serde_json::json!([{"from": [{"ipBlock": {"cidr": "2000::/4"}}, {"ipBlock": {"cidr": "3000::/4"}}]}]),
+                "IPv6 internet",
+            ),
+            (
+                serde_json::json!([{"from": [{"namespaceSelector": {}}]}]),
+                "every pod of every namespace",
+            ),
+        ] {
+            let r = ingress_reasons(ingress.clone());
+            assert!(r.iter().any(|m| m.contains(shown)), "{ingress}: {r:?}");
+        }
+        // Narrow sources pass: a range outside the cluster, one namespace, private space.
+        for ingress in [
+            serde_json::json!([{"from": [{"ipBlock": {"cidr": "203.0.113.0/24"}}]}]),
+            serde_json::json!([{"from": [{"ipBlock": {"cidr": "11.0.0.0/8"}}]}]),
+            serde_json::json!([{"from": [{"ipBlock": {"cidr": "2001:db8::/32"}}]}]),
+            serde_json::json!([{"from": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3", "224.0.0.0/3", "160.0.0.0/4", "176.0.0.0/5", "184.0.0.0/6", "188.0.0.0/7", "190.0.0.0/8"]}}]}]),
+            serde_json::json!([{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}, {"ipBlock": {"cidr": "192.168.0.0/16"}}]}]),
+            serde_json::json!([{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]}]),
+            serde_json::json!([]),
+        ] {
+            let r = ingress_reasons(ingress.clone());
+            assert!(r.is_empty(), "{ingress}: {r:?}");
+        }
     }
 
     #[test]

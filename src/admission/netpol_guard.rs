@@ -16,7 +16,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -48,11 +49,46 @@ fn is_sandgates(object: Option<&Value>) -> bool {
 }
 
 /// Whether a stored policy (from a list) is one sandgate wrote, to be left out of the
-/// widening checks: by its label, which only `networkPolicyWriters` may set. Not by its
-/// name: an object under one of sandgate's names may have been made by anyone before
-/// sandgate saw the namespace, and is judged like any other policy.
+/// widening checks: its label, which only `networkPolicyWriters` may set, *and* content
+/// sandgate would write. Not by its name, nor by its label alone: an object under one
+/// of sandgate's names, labelled or not, may have been made by anyone before sandgate
+/// was installed, and unless it is exactly the default-deny or a template policy that
+/// selects only its template's pods with rules a template may have, it is judged like
+/// any other policy (and the audit reports it).
 pub fn is_sandgates_typed(np: &NetworkPolicy) -> bool {
     contract::is_managed(np.metadata.labels.as_ref())
+        && (netpol::is_default_deny(np) || is_template_policy(np))
+}
+
+/// A template policy as the reconciler writes it: named for a template, selecting
+/// exactly that template's pods, with egress and ingress the template analyses admit.
+fn is_template_policy(np: &NetworkPolicy) -> bool {
+    let Some(template) = np
+        .metadata
+        .name
+        .as_deref()
+        .and_then(contract::template_of_policy)
+    else {
+        return false;
+    };
+    let Some(spec) = np.spec.as_ref() else {
+        return false;
+    };
+    let selector = spec.pod_selector.clone().unwrap_or_default();
+    let only_its_pods = selector
+        .match_expressions
+        .as_ref()
+        .is_none_or(Vec::is_empty)
+        && selector.match_labels.as_ref().is_some_and(|m| {
+            m.len() == 1 && m.get(label::TEMPLATE).map(String::as_str) == Some(template)
+        });
+    only_its_pods
+        && super::egress::rules(spec.egress.as_deref().unwrap_or_default(), "spec.egress")
+            .0
+            .is_empty()
+        && super::egress::ingress_rules(spec.ingress.as_deref().unwrap_or_default(), "spec.ingress")
+            .0
+            .is_empty()
 }
 
 /// The built-in decision on a NetworkPolicy request.
@@ -119,8 +155,8 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
 }
 
 /// Upstream's controller writing the NetworkPolicy of a managed template (owned by
-/// it): its egress is the template's, which `/validate` judged with the egress
-/// analysis, so it gets that analysis here instead of the widening guard. `None`: not
+/// it): its egress and ingress are the template's, which `/validate` judged with the
+/// egress and ingress analyses, so it gets those here instead of the widening guard. `None`: not
 /// such a write, the usual guard applies.
 fn upstream_managed(req: &AdmissionRequest, cfg: &Config, who: &str) -> Option<Decision> {
     if !cfg.upstream
@@ -131,12 +167,13 @@ fn upstream_managed(req: &AdmissionRequest, cfg: &Config, who: &str) -> Option<D
     }
     let np = parse_object::<NetworkPolicy>(req.object.as_ref(), "object", "NetworkPolicy").ok()?;
     upstream_template_owner(&np)?;
-    let egress = np
-        .spec
-        .as_ref()
-        .and_then(|s| s.egress.clone())
-        .unwrap_or_default();
-    let (violations, warnings) = super::egress::rules(&egress, "spec.egress");
+    let spec = np.spec.clone().unwrap_or_default();
+    let (mut violations, mut warnings) =
+        super::egress::rules(spec.egress.as_deref().unwrap_or_default(), "spec.egress");
+    let (v, w) =
+        super::egress::ingress_rules(spec.ingress.as_deref().unwrap_or_default(), "spec.ingress");
+    violations.extend(v);
+    warnings.extend(w);
     let mut d = if violations.is_empty() {
         Decision::allow_subject(who)
     } else {
@@ -160,32 +197,42 @@ pub fn upstream_template_owner(np: &NetworkPolicy) -> Option<&str> {
         .map(|o| o.name.as_str())
 }
 
-/// Whether a managed policy's egress is exactly its upstream template's (`template`, as
-/// stored): then it adds nothing the template's admission did not judge. Ports without
-/// a protocol are TCP on both sides (the apiserver defaults the policy's).
+/// Whether a managed policy's egress and ingress are exactly its upstream template's
+/// (`template`, as stored): then it adds nothing the template's admission did not judge.
+/// Ports without a protocol are TCP on both sides (the apiserver defaults the policy's);
+/// a template without ingress rules gives a policy without any.
 pub fn mirrors_template(np: &NetworkPolicy, template: &Value) -> bool {
-    let normal = |rules: Vec<NetworkPolicyEgressRule>| -> Vec<NetworkPolicyEgressRule> {
-        rules
+    fn normal<T: serde::Serialize>(rules: &[T]) -> Value {
+        let mut v = serde_json::to_value(rules).unwrap_or_default();
+        for port in v
+            .as_array_mut()
             .into_iter()
-            .map(|mut r| {
-                for p in r.ports.iter_mut().flatten() {
-                    p.protocol.get_or_insert_with(|| "TCP".to_string());
-                }
-                r
-            })
-            .collect()
-    };
-    let ours = np
-        .spec
-        .as_ref()
-        .and_then(|s| s.egress.clone())
-        .unwrap_or_default();
-    let theirs = template
+            .flatten()
+            .filter_map(|r| r.get_mut("ports")?.as_array_mut())
+            .flatten()
+            .filter_map(Value::as_object_mut)
+        {
+            port.entry("protocol").or_insert_with(|| Value::from("TCP"));
+        }
+        v
+    }
+    let spec = np.spec.clone().unwrap_or_default();
+    let theirs_egress = template
         .pointer("/spec/networkPolicy/egress")
         .cloned()
         .map(serde_json::from_value::<Vec<NetworkPolicyEgressRule>>);
-    match theirs {
-        Some(Ok(theirs)) => normal(ours) == normal(theirs),
+    let theirs_ingress = template
+        .pointer("/spec/networkPolicy/ingress")
+        .cloned()
+        .map_or(
+            Ok(Vec::new()),
+            serde_json::from_value::<Vec<NetworkPolicyIngressRule>>,
+        );
+    match (theirs_egress, theirs_ingress) {
+        (Some(Ok(egress)), Ok(ingress)) => {
+            normal(spec.egress.as_deref().unwrap_or_default()) == normal(&egress)
+                && normal(spec.ingress.as_deref().unwrap_or_default()) == normal(&ingress)
+        }
         _ => false,
     }
 }
@@ -464,15 +511,115 @@ mod tests {
                 .map(|(_, v)| v.message.split('"').nth(1).unwrap_or_default().to_string())
                 .collect::<Vec<_>>()
         };
-        // sandgate's name without its label proves nothing: that one is counted.
+        // sandgate's name without its label proves nothing, and neither does its label
+        // on content sandgate would not write: both are counted.
         assert_eq!(
             names(labels(&[])),
-            ["everything", "sandgate-template-python"]
+            ["everything", "sandgate-template-python", "ours"]
         );
         assert_eq!(
             names(labels(&[("app", "web")])),
-            ["everything", "web", "sandgate-template-python"]
+            ["everything", "web", "sandgate-template-python", "ours"]
         );
+    }
+
+    #[test]
+    fn a_labelled_template_policy_is_trusted_only_with_content_sandgate_would_write() {
+        let managed = json!({label::MANAGED_BY: label::MANAGED_BY_SANDGATE});
+        let np = |name: &str, selector: Value, egress: Value, ingress: Value| -> NetworkPolicy {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "ns", "labels": managed},
+                "spec": {"podSelector": selector, "policyTypes": ["Ingress", "Egress"],
+                         "egress": egress, "ingress": ingress}
+            }))
+            .unwrap()
+        };
+        let python = json!({"matchLabels": {label::TEMPLATE: "python"}});
+        let https =
+            json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]);
+        // As the reconciler writes it: trusted.
+        assert!(is_sandgates_typed(&np(
+            "sandgate-template-python",
+            python.clone(),
+            https.clone(),
+            json!([])
+        )));
+        for (what, policy) in [
+            (
+                "selects every pod",
+                np(
+                    "sandgate-template-python",
+                    json!({}),
+                    https.clone(),
+                    json!([]),
+                ),
+            ),
+            (
+                "selects another template's pods",
+                np(
+                    "sandgate-template-python",
+                    json!({"matchLabels": {label::TEMPLATE: "other"}}),
+                    https.clone(),
+                    json!([]),
+                ),
+            ),
+            (
+                "selects more than its template's pods",
+                np(
+                    "sandgate-template-python",
+                    json!({"matchLabels": {label::TEMPLATE: "python"}, "matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}),
+                    https.clone(),
+                    json!([]),
+                ),
+            ),
+            (
+                "opens egress to everything",
+                np(
+                    "sandgate-template-python",
+                    python.clone(),
+                    json!([{}]),
+                    json!([]),
+                ),
+            ),
+            (
+                "reaches the metadata service",
+                np(
+                    "sandgate-template-python",
+                    python.clone(),
+                    json!([{"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}]}]),
+                    json!([]),
+                ),
+            ),
+            (
+                "lets the internet in",
+                np(
+                    "sandgate-template-python",
+                    python.clone(),
+                    https.clone(),
+                    json!([{}]),
+                ),
+            ),
+            (
+                "is not named for a template",
+                np("sandgate-python", python.clone(), https.clone(), json!([])),
+            ),
+        ] {
+            assert!(
+                !is_sandgates_typed(&policy),
+                "{what}: an impostor is trusted"
+            );
+            // Judged like any other policy: a python sandbox pod it selects is told.
+            let pod = BTreeMap::from([
+                (label::SANDBOX.to_string(), "true".to_string()),
+                (label::TEMPLATE.to_string(), "python".to_string()),
+            ]);
+            let selects_python = what != "selects another template's pods";
+            assert_eq!(
+                !widening_policies(&pod, std::slice::from_ref(&policy)).is_empty(),
+                selects_python,
+                "{what}"
+            );
+        }
     }
 
     fn write(user: &str, policy: Value) -> AdmissionRequest {
@@ -569,5 +716,16 @@ mod tests {
             ]))
         ));
         assert!(!mirrors_template(&np, &json!({"spec": {}})));
+        // Ingress must match too: the policy's own ingress is not the template's.
+        let https =
+            json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]);
+        let mut open = np.clone();
+        if let Some(spec) = open.spec.as_mut() {
+            spec.ingress = serde_json::from_value(json!([{}])).unwrap();
+        }
+        assert!(!mirrors_template(&open, &template(https.clone())));
+        let with_ingress = json!({"spec": {"networkPolicy": {"egress": https, "ingress": [{}]}}});
+        assert!(mirrors_template(&open, &with_ingress));
+        assert!(!mirrors_template(&np, &with_ingress));
     }
 }

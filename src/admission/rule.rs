@@ -40,6 +40,7 @@ pub enum Rule {
     EgressWidening,
     IngressWidening,
     EgressReach,
+    IngressReach,
     RuntimeClassHandler,
     ManagedRuntimeClass,
     UpstreamMetadata,
@@ -52,7 +53,7 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 39] = [
+    pub const ALL: [Rule; 40] = [
         Rule::RuntimeClass,
         Rule::Privileged,
         Rule::PrivilegeEscalation,
@@ -85,6 +86,7 @@ impl Rule {
         Rule::EgressWidening,
         Rule::IngressWidening,
         Rule::EgressReach,
+        Rule::IngressReach,
         Rule::RuntimeClassHandler,
         Rule::ManagedRuntimeClass,
         Rule::UpstreamMetadata,
@@ -128,6 +130,7 @@ impl Rule {
             Rule::EgressWidening => "egress-widening",
             Rule::IngressWidening => "ingress-widening",
             Rule::EgressReach => "egress-reach",
+            Rule::IngressReach => "ingress-reach",
             Rule::RuntimeClassHandler => "runtime-class-handler",
             Rule::ManagedRuntimeClass => "managed-runtime-class",
             Rule::UpstreamMetadata => "upstream-metadata",

@@ -28,16 +28,18 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
         "spec.template.spec",
         &mut violations,
     );
-    let (reach, warnings) = egress::rules(
-        template
-            .spec
-            .network_policy
-            .as_ref()
-            .and_then(|n| n.egress.as_deref())
-            .unwrap_or_default(),
+    let np = template.spec.network_policy.as_ref();
+    let (reach, mut warnings) = egress::rules(
+        np.and_then(|n| n.egress.as_deref()).unwrap_or_default(),
         "spec.networkPolicy.egress",
     );
     violations.extend(reach);
+    let (reach, more) = egress::ingress_rules(
+        np.and_then(|n| n.ingress.as_deref()).unwrap_or_default(),
+        "spec.networkPolicy.ingress",
+    );
+    violations.extend(reach);
+    warnings.extend(more);
     if violations.is_empty() {
         let mut d = Decision::allow_subject(who);
         d.warnings = warnings;

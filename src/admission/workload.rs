@@ -5,8 +5,10 @@
 //! refused with those reasons, named at their place in the workload. Otherwise a bad
 //! template is admitted and only its controller's pods fail, later and quietly.
 
+use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyIngressRule};
 use serde_json::{Value, json};
 
+use super::egress::Findings;
 use super::review::{GroupVersionKind, GroupVersionResource};
 use super::{AdmissionRequest, Decision, Operation, Rule, Violation, pipeline, subject};
 use crate::config::Config;
@@ -30,12 +32,12 @@ pub fn admit(kind: Kind, req: &AdmissionRequest, cfg: &Config, policies: &Policy
         );
     };
     let inner = pipeline::admit_as_apiserver(pod_req, cfg, policies);
-    let (reach, mut egress_warnings) = upstream_egress(kind, req);
+    let (reach, mut network_warnings) = upstream_network(kind, req);
     let mut inner = inner;
     if !reach.is_empty() {
         inner.allowed = false;
     }
-    inner.warnings.append(&mut egress_warnings);
+    inner.warnings.append(&mut network_warnings);
     let mut violations: Vec<Violation> = inner
         .violations
         .into_iter()
@@ -61,27 +63,43 @@ pub fn admit(kind: Kind, req: &AdmissionRequest, cfg: &Config, policies: &Policy
     }
 }
 
-/// An upstream SandboxTemplate's explicit egress rules, through the same analysis as
-/// sandgate's templates (`spec.networkPolicy.egress`); other kinds have none.
-fn upstream_egress(kind: Kind, req: &AdmissionRequest) -> (Vec<Violation>, Vec<String>) {
-    let Some(rules) = (kind == Kind::UpstreamSandboxTemplate)
-        .then(|| req.object.as_ref()?.pointer("/spec/networkPolicy/egress"))
+/// An upstream SandboxTemplate's explicit network rules, through the same analyses as
+/// sandgate's templates (`spec.networkPolicy.egress` and `.ingress`); other kinds have
+/// none.
+fn upstream_network(kind: Kind, req: &AdmissionRequest) -> Findings {
+    let mut out = (Vec::new(), Vec::new());
+    let Some(np) = (kind == Kind::UpstreamSandboxTemplate)
+        .then(|| req.object.as_ref()?.pointer("/spec/networkPolicy"))
         .flatten()
     else {
-        return (Vec::new(), Vec::new());
+        return out;
     };
-    match serde_json::from_value::<Vec<k8s_openapi::api::networking::v1::NetworkPolicyEgressRule>>(
-        rules.clone(),
-    ) {
-        Ok(rules) => super::egress::rules(&rules, "spec.networkPolicy.egress"),
-        Err(e) => (
-            vec![Violation::new(
-                Rule::MalformedObject,
-                "spec.networkPolicy.egress",
-                format!("is not a list of NetworkPolicy egress rules ({e}); it cannot be judged"),
-            )],
-            Vec::new(),
-        ),
+    judge_rules::<NetworkPolicyEgressRule>(np, "egress", super::egress::rules, &mut out);
+    judge_rules::<NetworkPolicyIngressRule>(np, "ingress", super::egress::ingress_rules, &mut out);
+    out
+}
+
+/// One side of a template's `networkPolicy` through its analysis, into `out`; rules that
+/// do not parse are refused as malformed (judging on would guess).
+fn judge_rules<R: serde::de::DeserializeOwned>(
+    np: &Value,
+    side: &str,
+    analysis: fn(&[R], &str) -> Findings,
+    out: &mut Findings,
+) {
+    let Some(rules) = np.get(side) else { return };
+    let field = format!("spec.networkPolicy.{side}");
+    match serde_json::from_value::<Vec<R>>(rules.clone()) {
+        Ok(rules) => {
+            let (v, w) = analysis(&rules, &field);
+            out.0.extend(v);
+            out.1.extend(w);
+        }
+        Err(e) => out.0.push(Violation::new(
+            Rule::MalformedObject,
+            field,
+            format!("is not a list of NetworkPolicy {side} rules ({e}); it cannot be judged"),
+        )),
     }
 }
 

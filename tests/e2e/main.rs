@@ -963,6 +963,32 @@ fn sandgates_names_cannot_be_squatted() {
         sandgate::netpol::is_default_deny(&stored),
         "the impostor is still there: {stored:?}"
     );
+
+    // One under a template policy's name with sandgate's label too, and no template
+    // behind it: the label does not make it sandgate's, its content is judged, and the
+    // open egress it gives every pod keeps sandbox pods out.
+    let mut ghost = policy(
+        "sandgate-template-ghost",
+        json!({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}),
+    );
+    ghost["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "sandgate"});
+    let o = create(c, &ghost);
+    assert!(o.status.success(), "{}", out(&o));
+    let mut p = pod("second", n);
+    p["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": "second"});
+    let o = create(c, &p);
+    assert!(
+        !o.status.success()
+            && out(&o).contains("[egress-widening]")
+            && out(&o).contains("sandgate-template-ghost"),
+        "a sandbox pod under a labelled impostor: {}",
+        out(&o)
+    );
+    // Twin: without it, the same pod is admitted.
+    let o = c.kubectl(&["delete", "networkpolicy", "sandgate-template-ghost", "-n", n]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = create(c, &p);
+    assert!(o.status.success(), "{}", out(&o));
 }
 
 /// The sandbox RuntimeClass cannot be swapped for one without gVisor: a user who may
