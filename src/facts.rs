@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use kube::api::{ApiResource, DynamicObject};
@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::admission::upstream::claim::{self, TemplateSource};
 use crate::admission::upstream::warm_pool;
-use crate::admission::{Decision, Lookup, Rule, Violation, netpol_guard};
+use crate::admission::{Decision, Lookup, Rule, Violation, netpol_guard, volume_claims};
 use crate::contract::{self, kubernetes, label};
 use crate::resources::Kind;
 
@@ -57,6 +57,16 @@ pub trait ClusterFacts: Send + Sync {
     /// Every object of one of upstream agent-sandbox's kinds in `namespace`.
     fn upstream_objects<'a>(&'a self, namespace: &'a str, kind: Kind)
     -> FactFuture<'a, Vec<Value>>;
+
+    /// A PersistentVolumeClaim (`None`: there is none of that name).
+    fn volume_claim<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> FactFuture<'a, Option<Value>>;
+
+    /// A PersistentVolume (`None`: there is none of that name).
+    fn persistent_volume<'a>(&'a self, name: &'a str) -> FactFuture<'a, Option<Value>>;
 }
 
 /// No cluster (dev mode, in-process tests): no Secret is a token, no namespace hosts
@@ -96,6 +106,18 @@ impl ClusterFacts for NoCluster {
         _kind: Kind,
     ) -> FactFuture<'a, Vec<Value>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn volume_claim<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> FactFuture<'a, Option<Value>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn persistent_volume<'a>(&'a self, _name: &'a str) -> FactFuture<'a, Option<Value>> {
+        Box::pin(async { Ok(None) })
     }
 }
 
@@ -193,6 +215,49 @@ impl ClusterFacts for KubeFacts {
             Ok(tokens)
         })
     }
+
+    fn volume_claim<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> FactFuture<'a, Option<Value>> {
+        let api: kube::Api<PersistentVolumeClaim> =
+            kube::Api::namespaced(self.client.clone(), namespace);
+        Box::pin(async move {
+            read_as_value(
+                &api,
+                name,
+                &format!("PersistentVolumeClaim {namespace}/{name}"),
+            )
+            .await
+        })
+    }
+
+    fn persistent_volume<'a>(&'a self, name: &'a str) -> FactFuture<'a, Option<Value>> {
+        let api: kube::Api<PersistentVolume> = kube::Api::all(self.client.clone());
+        Box::pin(
+            async move { read_as_value(&api, name, &format!("PersistentVolume {name}")).await },
+        )
+    }
+}
+
+/// One object, as JSON (`None`: there is none of that name).
+pub async fn read_as_value<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    what: &str,
+) -> Result<Option<Value>, FactsError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let err = |reason: String| FactsError {
+        what: what.to_string(),
+        reason,
+    };
+    let found = api.get_opt(name).await.map_err(|e| err(e.to_string()))?;
+    found
+        .map(|o| serde_json::to_value(o).map_err(|e| err(e.to_string())))
+        .transpose()
 }
 
 /// Whether Secret `name` is a legacy service-account token, by its metadata only (one
@@ -396,6 +461,20 @@ async fn violations(
             warm_pool::namespace_violation(&pools, pool, *replicas, *cap)
                 .into_iter()
                 .collect()
+        }
+        Lookup::VolumeClaims { namespace, claims } => {
+            let mut found = Vec::new();
+            for r in claims {
+                let claim = facts.volume_claim(namespace, &r.name).await?;
+                let volume = match claim.as_ref().map(volume_claims::binding) {
+                    Some(volume_claims::Binding::Volume(name)) => {
+                        facts.persistent_volume(name).await?
+                    }
+                    _ => None,
+                };
+                found.extend(volume_claims::judge(r, claim.as_ref(), volume.as_ref()));
+            }
+            found
         }
         Lookup::ClaimEnv {
             namespace,

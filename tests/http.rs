@@ -460,9 +460,37 @@ struct Facts {
     policies_fail: bool,
     /// Upstream agent-sandbox objects, by kind.
     upstream: Vec<(sandgate::resources::Kind, Value)>,
+    /// PersistentVolumeClaims and PersistentVolumes, as stored.
+    volume_claims: Vec<Value>,
+    volumes: Vec<Value>,
 }
 
 impl sandgate::facts::ClusterFacts for Facts {
+    fn volume_claim<'a>(
+        &'a self,
+        _namespace: &'a str,
+        name: &'a str,
+    ) -> sandgate::facts::FactFuture<'a, Option<Value>> {
+        let found = self
+            .volume_claims
+            .iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn persistent_volume<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> sandgate::facts::FactFuture<'a, Option<Value>> {
+        let found = self
+            .volumes
+            .iter()
+            .find(|o| o["metadata"]["name"] == name)
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
     fn upstream_object<'a>(
         &'a self,
         _namespace: &'a str,

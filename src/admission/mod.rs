@@ -16,6 +16,7 @@ pub mod secret;
 pub mod template;
 pub mod upstream;
 pub mod validate;
+pub mod volume_claims;
 pub mod workload;
 
 use std::fmt;
@@ -112,7 +113,7 @@ pub enum Lookup {
     /// one would hold a credential for the apiserver.
     NoTokenSecrets {
         namespace: String,
-        refs: Vec<SecretRef>,
+        refs: Vec<ObjectRef>,
     },
     /// A write harmless only where no sandbox runs (a NetworkPolicy that would widen
     /// egress for the pods it selects, a service-account token Secret), admitted only
@@ -139,6 +140,13 @@ pub enum Lookup {
         replicas: u64,
         cap: u32,
     },
+    /// The PersistentVolumeClaims a sandbox pod mounts must exist and be bound, or
+    /// provisioned, to volumes that are neither the node's disk nor a network share
+    /// ([`volume_claims::judge`]).
+    VolumeClaims {
+        namespace: String,
+        claims: Vec<ObjectRef>,
+    },
     /// An upstream claim's `env`, judged against its template's injection policy
     /// ([`upstream::claim::judge`]).
     ClaimEnv {
@@ -148,9 +156,9 @@ pub enum Lookup {
     },
 }
 
-/// A Secret a pod references, and where.
+/// An object a pod references by name (a Secret, a PersistentVolumeClaim), and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretRef {
+pub struct ObjectRef {
     pub name: String,
     pub field: String,
 }
@@ -158,7 +166,7 @@ pub struct SecretRef {
 impl Lookup {
     /// The violations for the references found to be tokens.
     pub fn tokens_found(
-        refs: &[SecretRef],
+        refs: &[ObjectRef],
         tokens: &std::collections::BTreeSet<String>,
     ) -> Vec<Violation> {
         refs.iter()
@@ -188,6 +196,13 @@ impl Lookup {
             }
             Lookup::SandboxNamespace { namespace, .. } => {
                 format!("whether namespace {namespace:?} hosts sandbox pods")
+            }
+            Lookup::VolumeClaims { claims, .. } => {
+                let names: Vec<&str> = claims.iter().map(|r| r.name.as_str()).collect();
+                format!(
+                    "which PersistentVolumes claim(s) {} are bound to",
+                    names.join(", ")
+                )
             }
             Lookup::NoWideningPolicies { namespace, .. } => format!(
                 "whether another NetworkPolicy of namespace {namespace:?} widens its egress"
@@ -232,6 +247,13 @@ impl Lookup {
                 "spec.replicas",
                 format!(
                     "the namespace's other SandboxWarmPools could not be counted ({reason}); retry later"
+                ),
+            ),
+            Lookup::VolumeClaims { .. } => Violation::new(
+                Rule::VolumeTypes,
+                "spec.volumes",
+                format!(
+                    "the PersistentVolumeClaims the pod mounts could not be checked for host or network storage ({reason}); retry later"
                 ),
             ),
             Lookup::ClaimEnv { .. } => Violation::new(

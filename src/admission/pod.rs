@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::validate::{self, Change};
 use super::{
     AdmissionRequest, Decision, Effect, Lookup, Operation, Rule, Violation, Webhook, mutate,
-    subject, upstream,
+    subject, upstream, volume_claims,
 };
 use crate::config::Config;
 use crate::contract::{annotation, label};
@@ -98,6 +98,15 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
             decision.lookups.push(Lookup::NoTokenSecrets {
                 namespace: req.namespace.clone().unwrap_or_default(),
                 refs,
+            });
+        }
+        // Volumes are fixed at creation: a claim's binding is judged then (and by the
+        // audit while the pod runs).
+        let claims = volume_claims::claim_refs(spec, "spec");
+        if req.operation == Operation::Create && !claims.is_empty() {
+            decision.lookups.push(Lookup::VolumeClaims {
+                namespace: req.namespace.clone().unwrap_or_default(),
+                claims,
             });
         }
     }

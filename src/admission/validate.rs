@@ -91,11 +91,11 @@ pub fn volume_types(volumes: Option<&serde_json::Value>, prefix: &str, out: &mut
 /// Every Secret that reaches the pod's containers: secret volumes, projected secret
 /// sources, `env[].valueFrom.secretKeyRef` and `envFrom[].secretRef`, with the field
 /// that names it. Sandboxed code is untrusted: whatever it can read, it can send.
-pub fn secret_refs(spec: &PodSpec, prefix: &str) -> Vec<super::SecretRef> {
+pub fn secret_refs(spec: &PodSpec, prefix: &str) -> Vec<super::ObjectRef> {
     let mut out = Vec::new();
     let mut add = |name: &str, field: String| {
         if !name.is_empty() {
-            out.push(super::SecretRef {
+            out.push(super::ObjectRef {
                 name: name.to_string(),
                 field,
             });

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, ObjectList};
@@ -677,6 +677,32 @@ impl ClusterFacts for Snapshot<'_> {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(key, list.clone());
             Ok(list)
+        })
+    }
+
+    fn volume_claim<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> FactFuture<'a, Option<serde_json::Value>> {
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.scanner.client.clone(), namespace);
+        Box::pin(async move {
+            self.scanner.pace("get").await;
+            facts::read_as_value(
+                &api,
+                name,
+                &format!("PersistentVolumeClaim {namespace}/{name}"),
+            )
+            .await
+        })
+    }
+
+    fn persistent_volume<'a>(&'a self, name: &'a str) -> FactFuture<'a, Option<serde_json::Value>> {
+        let api: Api<PersistentVolume> = Api::all(self.scanner.client.clone());
+        Box::pin(async move {
+            self.scanner.pace("get").await;
+            facts::read_as_value(&api, name, &format!("PersistentVolume {name}")).await
         })
     }
 }

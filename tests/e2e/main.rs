@@ -985,7 +985,13 @@ fn sandgates_names_cannot_be_squatted() {
         out(&o)
     );
     // Twin: without it, the same pod is admitted.
-    let o = c.kubectl(&["delete", "networkpolicy", "sandgate-template-ghost", "-n", n]);
+    let o = c.kubectl(&[
+        "delete",
+        "networkpolicy",
+        "sandgate-template-ghost",
+        "-n",
+        n,
+    ]);
     assert!(o.status.success(), "{}", out(&o));
     let o = create(c, &p);
     assert!(o.status.success(), "{}", out(&o));
@@ -1162,4 +1168,125 @@ fn legacy_token_secrets_never_reach_a_sandbox() {
         create(c, &renamed).status.success(),
         "an ordinary Secret of that name still passes"
     );
+}
+
+/// A PersistentVolumeClaim is only a name: a sandbox pod may mount one only when the
+/// volume it is bound to, or names, is storage of its own (CSI, a cloud disk), never
+/// the node's disk (hostPath, local) or a network share, and only when the claim exists
+/// and cannot be bound later to a pre-made volume of the tenant's choosing.
+#[test]
+fn volume_claims_cannot_smuggle_in_the_nodes_disk_or_a_network_share() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "claims", false);
+    let n = ns.name.as_str();
+    // Volumes an admin made for something else (cluster-scoped: named for the test).
+    let pv = |name: &str, source: Value| {
+        let mut spec = json!({"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                              "persistentVolumeReclaimPolicy": "Retain", "storageClassName": ""});
+        if let (Some(s), Some(src)) = (spec.as_object_mut(), source.as_object()) {
+            s.extend(src.clone());
+        }
+        json!({"apiVersion": "v1", "kind": "PersistentVolume",
+               "metadata": {"name": format!("{n}-{name}")}, "spec": spec})
+    };
+    let volumes = [
+        ("host", json!({"hostPath": {"path": "/"}})),
+        (
+            "share",
+            json!({"nfs": {"server": "10.0.0.1", "path": "/exports"}}),
+        ),
+        (
+            "disk",
+            json!({"csi": {"driver": "disk.csi.example.com", "volumeHandle": "vol-1"}}),
+        ),
+    ];
+    for (name, source) in &volumes {
+        let o = create(c, &pv(name, source.clone()));
+        assert!(o.status.success(), "{}", out(&o));
+    }
+    let claim = |name: &str, spec: Value| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": name, "namespace": n}, "spec": spec})
+    };
+    let request = |extra: Value| {
+        let mut s = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        if let (Some(s), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        s
+    };
+    for (name, spec) in [
+        (
+            "host",
+            request(json!({"storageClassName": "", "volumeName": format!("{n}-host")})),
+        ),
+        (
+            "share",
+            request(json!({"storageClassName": "", "volumeName": format!("{n}-share")})),
+        ),
+        (
+            "disk",
+            request(json!({"storageClassName": "", "volumeName": format!("{n}-disk")})),
+        ),
+        // More than any pre-made volume holds, so it stays unbound.
+        (
+            "static",
+            json!({"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                          "resources": {"requests": {"storage": "100Gi"}}}),
+        ),
+        (
+            "provisioned",
+            request(json!({"storageClassName": "standard"})),
+        ),
+    ] {
+        let o = create(c, &claim(name, spec));
+        assert!(o.status.success(), "{}", out(&o));
+    }
+    let pod_with = |name: &str, claim: &str| {
+        let mut p = pod(name, n);
+        p["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": name});
+        p["spec"]["volumes"] =
+            json!([{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]);
+        p
+    };
+    must_deny(
+        c,
+        "the node's disk",
+        &pod_with("on-host", "host"),
+        "[host-path]",
+    );
+    must_deny(
+        c,
+        "an NFS share",
+        &pod_with("on-share", "share"),
+        "[volume-types]",
+    );
+    must_deny(
+        c,
+        "a claim bound later to a pre-made volume",
+        &pod_with("on-static", "static"),
+        "[volume-types]",
+    );
+    must_deny(
+        c,
+        "a claim that does not exist yet",
+        &pod_with("on-nothing", "nothing"),
+        "[volume-types]",
+    );
+    // Twins: a CSI volume, and a claim a provisioner will satisfy.
+    for (name, claim) in [("on-disk", "disk"), ("on-provisioned", "provisioned")] {
+        let o = create(c, &pod_with(name, claim));
+        assert!(o.status.success(), "{name}: {}", out(&o));
+    }
+    // An ordinary pod is none of sandgate's business, whatever it mounts.
+    let mut plain = pod("plain-on-host", n);
+    plain["spec"]["volumes"] =
+        json!([{"name": "data", "persistentVolumeClaim": {"claimName": "host"}}]);
+    let o = create(c, &plain);
+    assert!(o.status.success(), "{}", out(&o));
+    for (name, _) in &volumes {
+        let o = c.kubectl(&["delete", "pv", &format!("{n}-{name}"), "--wait=false"]);
+        assert!(o.status.success(), "{}", out(&o));
+    }
 }
