@@ -439,7 +439,8 @@ fn answer_offline(
     objects: &[(Kind, Value)],
     cfg: &Config,
 ) -> Option<Vec<Violation>> {
-    use admission::upstream::{claim, warm_pool};
+    use admission::pool_budget;
+    use admission::upstream::claim;
     fn in_namespace(objects: &[(Kind, Value)], kind: Kind, ns: &str) -> Vec<Value> {
         objects
             .iter()
@@ -472,20 +473,26 @@ fn answer_offline(
         admission::Lookup::NamespaceWarmPools {
             namespace,
             pool,
-            replicas,
+            size,
             cap,
+            upstream,
         } => {
             // Pools above the per-pool cap are refused themselves: not counted.
             let per_pool = u64::from(cfg.warm_pool_caps.per_pool);
-            let pools: Vec<Value> = in_namespace(objects, Kind::UpstreamSandboxWarmPool, namespace)
-                .into_iter()
-                .filter(|p| {
-                    p.pointer("/spec/replicas")
-                        .and_then(Value::as_u64)
-                        .is_some_and(|r| r <= per_pool)
-                })
-                .collect();
-            warm_pool::namespace_violation(&pools, pool, *replicas, *cap).map(|v| vec![v])
+            let pools: Vec<Value> = if *upstream {
+                in_namespace(objects, Kind::UpstreamSandboxWarmPool, namespace)
+                    .into_iter()
+                    .filter(|p| {
+                        p.pointer("/spec/replicas")
+                            .and_then(Value::as_u64)
+                            .is_some_and(|r| r <= per_pool)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let templates = in_namespace(objects, Kind::SandboxTemplate, namespace);
+            pool_budget::namespace_violation(&templates, &pools, pool, *size, *cap).map(|v| vec![v])
         }
         _ => None,
     }
@@ -592,7 +599,7 @@ mod tests {
         assert!(
             f.note
                 .as_deref()
-                .is_some_and(|n| n.contains("SandboxWarmPools")),
+                .is_some_and(|n| n.contains("warm sandboxes")),
             "{f:?}"
         );
         let claim = doc(
@@ -653,7 +660,7 @@ mod tests {
             ok[1]
                 .2
                 .as_deref()
-                .is_some_and(|n| n.contains("SandboxWarmPools"))
+                .is_some_and(|n| n.contains("warm sandboxes"))
         );
         // The template says no, and the two pools together pass the namespace cap.
         let bad = verdicts(yaml("Disallowed", 31));

@@ -70,6 +70,9 @@ pub struct ConfigFile {
     /// CSI drivers a sandbox pod may mount inline (`volumes[].csi`); none by default.
     #[serde(rename = "inlineCSIDrivers")]
     pub inline_csi_drivers: Option<Vec<String>>,
+    /// The most warm sandboxes one namespace may keep, summed over sandgate's templates
+    /// (`spec.poolConfig.size`) and agent-sandbox's warm pools (`spec.replicas`).
+    pub max_warm_sandboxes_per_namespace: Option<u32>,
     pub upstream_agent_sandbox: Option<UpstreamSettings>,
 }
 
@@ -85,7 +88,8 @@ pub struct UpstreamSettings {
     pub controllers: Option<Vec<String>>,
     /// The largest `spec.replicas` of one SandboxWarmPool.
     pub max_warm_pool_replicas: Option<u32>,
-    /// The largest sum of `spec.replicas` over one namespace's SandboxWarmPools.
+    /// Earlier name of the top-level `maxWarmSandboxesPerNamespace` (one budget for both
+    /// kinds of pool), still read.
     pub max_warm_pool_replicas_per_namespace: Option<u32>,
 }
 
@@ -150,7 +154,8 @@ pub struct Config {
     pub warm_pool_caps: WarmPoolCaps,
 }
 
-/// The most sandboxes upstream warm pools may keep.
+/// The most sandboxes warm pools may keep: one upstream SandboxWarmPool, and one
+/// namespace's pools of both kinds together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmPoolCaps {
     pub per_pool: u32,
@@ -427,13 +432,23 @@ impl Config {
                 "upstreamAgentSandbox.controllers: empty user or group name".into(),
             ));
         }
+        let per_namespace = match (
+            file.max_warm_sandboxes_per_namespace,
+            upstream_file.max_warm_pool_replicas_per_namespace,
+        ) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ConfigError::Invalid(format!(
+                    "maxWarmSandboxesPerNamespace ({a}) and upstreamAgentSandbox.maxWarmPoolReplicasPerNamespace ({b}) are one budget under two names; set maxWarmSandboxesPerNamespace only"
+                )));
+            }
+            (Some(n), _) | (None, Some(n)) => n,
+            (None, None) => contract::DEFAULT_MAX_WARM_SANDBOXES_PER_NAMESPACE,
+        };
         let warm_pool_caps = WarmPoolCaps {
             per_pool: upstream_file
                 .max_warm_pool_replicas
                 .unwrap_or(contract::upstream::DEFAULT_MAX_WARM_POOL_REPLICAS),
-            per_namespace: upstream_file
-                .max_warm_pool_replicas_per_namespace
-                .unwrap_or(contract::upstream::DEFAULT_MAX_NAMESPACE_WARM_POOL_REPLICAS),
+            per_namespace,
         };
 
         Ok(Config {
@@ -463,6 +478,7 @@ impl Config {
             runtime_handler: Some(self.runtime_handler.clone()),
             runtime_class_writers: Some(self.runtime_class_writers.iter().cloned().collect()),
             inline_csi_drivers: Some(self.inline_csi_drivers.iter().cloned().collect()),
+            max_warm_sandboxes_per_namespace: Some(self.warm_pool_caps.per_namespace),
             resources: self
                 .resources
                 .iter()
@@ -486,7 +502,7 @@ impl Config {
                 enabled: Some(self.upstream),
                 controllers: Some(self.upstream_controllers.iter().cloned().collect()),
                 max_warm_pool_replicas: Some(self.warm_pool_caps.per_pool),
-                max_warm_pool_replicas_per_namespace: Some(self.warm_pool_caps.per_namespace),
+                max_warm_pool_replicas_per_namespace: None,
             }),
         }
     }
@@ -552,6 +568,24 @@ mod tests {
         assert_eq!(cpu.default_request, "100m");
         assert_eq!(cpu.max_limit, "3");
         assert!(c.exclude_namespaces.contains("tools"));
+    }
+
+    #[test]
+    fn the_warm_sandbox_budget_has_one_name_and_reads_its_old_one() {
+        let build = |yaml: &str| {
+            Config::build(serde_yaml::from_str(yaml).unwrap(), Overrides::default())
+                .map(|c| c.warm_pool_caps.per_namespace)
+        };
+        assert_eq!(
+            build("{}").ok(),
+            Some(contract::DEFAULT_MAX_WARM_SANDBOXES_PER_NAMESPACE)
+        );
+        assert_eq!(build("maxWarmSandboxesPerNamespace: 40").ok(), Some(40));
+        let old = "upstreamAgentSandbox: {maxWarmPoolReplicasPerNamespace: 30}";
+        assert_eq!(build(old).ok(), Some(30));
+        let both = "maxWarmSandboxesPerNamespace: 40\nupstreamAgentSandbox: {maxWarmPoolReplicasPerNamespace: 30}";
+        let err = build(both).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("one budget"), "{err}");
     }
 
     #[test]

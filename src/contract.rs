@@ -118,9 +118,6 @@ pub mod upstream {
     /// The largest `replicas` of one SandboxWarmPool unless configured otherwise
     /// (sandgate's own `poolConfig.size` cap is the same).
     pub const DEFAULT_MAX_WARM_POOL_REPLICAS: u32 = 50;
-    /// The largest sum of `replicas` over one namespace's SandboxWarmPools unless
-    /// configured otherwise.
-    pub const DEFAULT_MAX_NAMESPACE_WARM_POOL_REPLICAS: u32 = 100;
     /// `SandboxTemplate.spec.envVarsInjectionPolicy`: what a claim's `env` may do.
     pub const ENV_ALLOWED: &str = "Allowed";
     pub const ENV_OVERRIDES: &str = "Overrides";
@@ -243,6 +240,10 @@ pub const MAX_CLAIM_TTL_SECONDS: i64 = 365 * 24 * 3600;
 /// package under it that holds shared helpers rather than policies.
 pub const POLICY_PACKAGE_ROOT: &str = "sandgate";
 pub const POLICY_LIBRARY_PACKAGE: &str = "lib";
+
+/// The most warm sandboxes one namespace may keep (sandgate's templates and
+/// agent-sandbox's warm pools together) unless configured otherwise.
+pub const DEFAULT_MAX_WARM_SANDBOXES_PER_NAMESPACE: u32 = 100;
 
 /// Name of the per-namespace default-deny NetworkPolicy.
 pub const DEFAULT_DENY_POLICY: &str = "sandgate-default-deny";

@@ -17,8 +17,9 @@ use kube::api::{ApiResource, DynamicObject};
 use serde_json::Value;
 
 use crate::admission::upstream::claim::{self, TemplateSource};
-use crate::admission::upstream::warm_pool;
-use crate::admission::{Decision, Lookup, Rule, Violation, netpol_guard, volume_claims};
+use crate::admission::{
+    Decision, Lookup, Rule, Violation, netpol_guard, pool_budget, volume_claims,
+};
 use crate::contract::{self, kubernetes, label};
 use crate::resources::Kind;
 
@@ -57,6 +58,9 @@ pub trait ClusterFacts: Send + Sync {
     /// Every object of one of upstream agent-sandbox's kinds in `namespace`.
     fn upstream_objects<'a>(&'a self, namespace: &'a str, kind: Kind)
     -> FactFuture<'a, Vec<Value>>;
+
+    /// Every sandgate SandboxTemplate of `namespace`.
+    fn sandbox_templates<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, Vec<Value>>;
 
     /// A PersistentVolumeClaim (`None`: there is none of that name).
     fn volume_claim<'a>(
@@ -118,6 +122,10 @@ impl ClusterFacts for NoCluster {
 
     fn persistent_volume<'a>(&'a self, _name: &'a str) -> FactFuture<'a, Option<Value>> {
         Box::pin(async { Ok(None) })
+    }
+
+    fn sandbox_templates<'a>(&'a self, _namespace: &'a str) -> FactFuture<'a, Vec<Value>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
@@ -239,6 +247,31 @@ impl ClusterFacts for KubeFacts {
             async move { read_as_value(&api, name, &format!("PersistentVolume {name}")).await },
         )
     }
+
+    fn sandbox_templates<'a>(&'a self, namespace: &'a str) -> FactFuture<'a, Vec<Value>> {
+        Box::pin(list_templates(&self.client, namespace))
+    }
+}
+
+/// Every sandgate SandboxTemplate of `namespace`, as JSON.
+pub async fn list_templates(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Vec<Value>, FactsError> {
+    let api: kube::Api<crate::crd::SandboxTemplate> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let err = |reason: String| FactsError {
+        what: format!("the SandboxTemplates of namespace {namespace}"),
+        reason,
+    };
+    let list = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    list.items
+        .into_iter()
+        .map(|t| serde_json::to_value(t).map_err(|e| err(e.to_string())))
+        .collect()
 }
 
 /// One object, as JSON (`None`: there is none of that name).
@@ -452,13 +485,19 @@ async fn violations(
         Lookup::NamespaceWarmPools {
             namespace,
             pool,
-            replicas,
+            size,
             cap,
+            upstream,
         } => {
-            let pools = facts
-                .upstream_objects(namespace, Kind::UpstreamSandboxWarmPool)
-                .await?;
-            warm_pool::namespace_violation(&pools, pool, *replicas, *cap)
+            let templates = facts.sandbox_templates(namespace).await?;
+            let pools = if *upstream {
+                facts
+                    .upstream_objects(namespace, Kind::UpstreamSandboxWarmPool)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            pool_budget::namespace_violation(&templates, &pools, pool, *size, *cap)
                 .into_iter()
                 .collect()
         }

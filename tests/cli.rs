@@ -259,7 +259,8 @@ fn bad_templates_are_denied_with_one_named_reason_each() {
             assert_eq!(v["field"], field, "{name}");
         }
     }
-    // The same files with policies off: only the built-in rules remain.
+    // The same files with policies off: only the built-in rules remain, and a pool of
+    // 10,000 is still refused, by the namespace's warm-sandbox budget.
     let o = sandgate(&[
         "check",
         "--no-policies",
@@ -268,7 +269,16 @@ fn bad_templates_are_denied_with_one_named_reason_each() {
         "tests/manifests/bad-templates",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(report["summary"]["denied"], 3, "{report}");
+    assert_eq!(report["summary"]["denied"], 4, "{report}");
+    let huge = report["results"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "huge-pool"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        huge["violations"][0]["rule"], "warm-pool-replicas",
+        "{huge}"
+    );
 }
 
 #[test]

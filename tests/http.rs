@@ -460,12 +460,22 @@ struct Facts {
     policies_fail: bool,
     /// Upstream agent-sandbox objects, by kind.
     upstream: Vec<(sandgate::resources::Kind, Value)>,
-    /// PersistentVolumeClaims and PersistentVolumes, as stored.
+    /// sandgate's SandboxTemplates, PersistentVolumeClaims and PersistentVolumes, as
+    /// stored.
+    templates: Vec<Value>,
     volume_claims: Vec<Value>,
     volumes: Vec<Value>,
 }
 
 impl sandgate::facts::ClusterFacts for Facts {
+    fn sandbox_templates<'a>(
+        &'a self,
+        _namespace: &'a str,
+    ) -> sandgate::facts::FactFuture<'a, Vec<Value>> {
+        let all = self.templates.clone();
+        Box::pin(async move { Ok(all) })
+    }
+
     fn volume_claim<'a>(
         &'a self,
         _namespace: &'a str,

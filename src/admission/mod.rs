@@ -9,6 +9,7 @@ pub mod mutate;
 pub mod netpol_guard;
 pub mod pipeline;
 pub mod pod;
+pub mod pool_budget;
 pub mod review;
 pub mod rule;
 pub mod runtime_class;
@@ -132,13 +133,15 @@ pub enum Lookup {
         labels: std::collections::BTreeMap<String, String>,
         upstream: bool,
     },
-    /// The namespace's upstream SandboxWarmPools, `pool` counted at `replicas`, may keep
-    /// at most `cap` sandboxes ([`upstream::warm_pool::namespace_violation`]).
+    /// The namespace's warm pools of both kinds, `pool` counted at `size`, may keep at
+    /// most `cap` sandboxes ([`pool_budget::namespace_violation`]); upstream's pools are
+    /// read only with `upstream` support (otherwise their kind may not exist).
     NamespaceWarmPools {
         namespace: String,
-        pool: String,
-        replicas: u64,
+        pool: pool_budget::Pool,
+        size: u64,
         cap: u32,
+        upstream: bool,
     },
     /// The PersistentVolumeClaims a sandbox pod mounts must exist and be bound, or
     /// provisioned, to volumes that are neither the node's disk nor a network share
@@ -207,9 +210,9 @@ impl Lookup {
             Lookup::NoWideningPolicies { namespace, .. } => format!(
                 "whether another NetworkPolicy of namespace {namespace:?} widens its egress"
             ),
-            Lookup::NamespaceWarmPools { namespace, .. } => format!(
-                "how many sandboxes the other SandboxWarmPools of namespace {namespace:?} keep"
-            ),
+            Lookup::NamespaceWarmPools { namespace, .. } => {
+                format!("how many warm sandboxes the other pools of namespace {namespace:?} keep")
+            }
             Lookup::ClaimEnv { source, .. } => format!(
                 "whether the envVarsInjectionPolicy of the template of {} allows the claim's env",
                 source.describe()
@@ -242,11 +245,11 @@ impl Lookup {
                     "the namespace's NetworkPolicies could not be checked for egress or ingress they would open to this sandbox pod ({reason}); retry later"
                 ),
             ),
-            Lookup::NamespaceWarmPools { .. } => Violation::new(
+            Lookup::NamespaceWarmPools { pool, .. } => Violation::new(
                 Rule::WarmPoolReplicas,
-                "spec.replicas",
+                pool.field(),
                 format!(
-                    "the namespace's other SandboxWarmPools could not be counted ({reason}); retry later"
+                    "the namespace's other warm pools could not be counted ({reason}); retry later"
                 ),
             ),
             Lookup::VolumeClaims { .. } => Violation::new(

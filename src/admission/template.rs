@@ -4,9 +4,13 @@
 //! pods fail to start.
 
 use super::pod::parse_object;
-use super::{AdmissionRequest, Decision, Operation, Rule, Violation, egress, subject, validate};
+use super::pool_budget::Pool;
+use super::{
+    AdmissionRequest, Decision, Lookup, Operation, Rule, Violation, egress, subject, validate,
+};
 use crate::config::Config;
 use crate::crd::SandboxTemplate;
+use crate::resources::Kind;
 
 /// The built-in decision on a SandboxTemplate request (the same at both webhooks:
 /// templates are never mutated).
@@ -40,13 +44,32 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
     );
     violations.extend(reach);
     warnings.extend(more);
-    if violations.is_empty() {
-        let mut d = Decision::allow_subject(who);
-        d.warnings = warnings;
-        d
-    } else {
-        Decision::deny(who, violations)
+    if !violations.is_empty() {
+        return Decision::deny(who, violations);
     }
+    let mut d = Decision::allow_subject(who);
+    d.warnings = warnings;
+    // A pool that grows counts against its namespace's warm-sandbox budget (shrinking
+    // is always allowed, even above a budget lowered since).
+    let size = |o: Option<&serde_json::Value>| {
+        o.and_then(|o| o.pointer("/spec/poolConfig/size"))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    let grows_to = size(req.object.as_ref());
+    if grows_to > size(req.old_object.as_ref()) {
+        d.lookups.push(Lookup::NamespaceWarmPools {
+            namespace: req.namespace.clone().unwrap_or_default(),
+            pool: Pool {
+                kind: Kind::SandboxTemplate,
+                name: req.name.clone().unwrap_or_default(),
+            },
+            size: grows_to,
+            cap: cfg.warm_pool_caps.per_namespace,
+            upstream: cfg.upstream,
+        });
+    }
+    d
 }
 
 /// Every built-in rule that the template's pods would break.

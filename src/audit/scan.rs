@@ -576,7 +576,8 @@ struct Snapshot<'a> {
     netpols: &'a BTreeMap<String, Vec<NetworkPolicy>>,
     sandbox_namespaces: Mutex<BTreeSet<String>>,
     tokens: Mutex<HashMap<(String, String), bool>>,
-    /// Upstream objects read for lookups, by (namespace, kind): read once a sweep.
+    /// Pools read for lookups (upstream's objects and sandgate's templates), by
+    /// (namespace, kind): read once a sweep.
     upstream: Mutex<HashMap<(String, Kind), Vec<serde_json::Value>>>,
 }
 
@@ -703,6 +704,31 @@ impl ClusterFacts for Snapshot<'_> {
         Box::pin(async move {
             self.scanner.pace("get").await;
             facts::read_as_value(&api, name, &format!("PersistentVolume {name}")).await
+        })
+    }
+
+    fn sandbox_templates<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> FactFuture<'a, Vec<serde_json::Value>> {
+        Box::pin(async move {
+            let key = (namespace.to_string(), Kind::SandboxTemplate);
+            let known = self
+                .upstream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned();
+            if let Some(list) = known {
+                return Ok(list);
+            }
+            self.scanner.pace("list").await;
+            let list = facts::list_templates(&self.scanner.client, namespace).await?;
+            self.upstream
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, list.clone());
+            Ok(list)
         })
     }
 }

@@ -452,6 +452,41 @@ fn warm_pool_replicas_are_capped_per_pool_and_per_namespace_also_through_scale()
     assert!(o.status.success(), "{}", out(&o));
     let stored = get_json(c, &[pools, "a", "-n", &ns.name]);
     assert_eq!(stored["spec"]["replicas"], 10, "{stored}");
+
+    // One budget for both kinds: the namespace keeps 100 warm sandboxes in upstream's
+    // pools, so a sandgate SandboxTemplate may not keep one more (asked in dry runs:
+    // the apiserver runs the webhooks and stores nothing, so no pool is made).
+    let template = |size: u64| {
+        let mut t = json!({"apiVersion": "sandbox.gke.io/v1", "kind": "SandboxTemplate",
+            "metadata": {"name": "python", "namespace": ns.name},
+            "spec": {"runtimeClassName": "gvisor",
+                     "template": {"spec": {"containers": [{"name": "c", "image": "python:3.11-slim"}]}},
+                     "poolConfig": {"size": size}}});
+        t["spec"]["networkPolicy"] =
+            json!({"egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]});
+        t
+    };
+    let dry_run = |object: &Value| {
+        c.kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            Some(&object.to_string()),
+        )
+    };
+    let o = dry_run(&template(1));
+    assert!(
+        !o.status.success()
+            && out(&o).contains("spec.poolConfig.size")
+            && out(&o).contains("[warm-pool-replicas]")
+            && out(&o).contains("100 in its SandboxWarmPools"),
+        "a template's pool beyond the namespace's budget: {}",
+        out(&o)
+    );
+    let o = dry_run(&template(0));
+    assert!(o.status.success(), "no pool, no budget: {}", out(&o));
+    let o = c.kubectl(&["scale", pools, "c", "--replicas=30", "-n", &ns.name]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = dry_run(&template(10));
+    assert!(o.status.success(), "within the budget again: {}", out(&o));
 }
 
 /// A claim's env, held to its template's `envVarsInjectionPolicy` at apply, through

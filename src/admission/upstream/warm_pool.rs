@@ -1,14 +1,17 @@
 //! A SandboxWarmPool's `replicas` has no upper bound upstream: anyone who may write warm
 //! pools in a namespace can have the controller create thousands of pods
 //! (kubernetes-sigs/agent-sandbox#251). sandgate caps each pool
-//! (`maxWarmPoolReplicas`) and each namespace's sum (`maxWarmPoolReplicasPerNamespace`),
+//! (`maxWarmPoolReplicas`) and each namespace's sum with sandgate's own pools
+//! (`maxWarmSandboxesPerNamespace`, [`super::super::pool_budget`]),
 //! on the pool itself and through its `/scale` subresource (what `kubectl scale` and an
 //! HPA write). Lowering a pool is always allowed, even above a cap lowered since.
 
 use serde_json::Value;
 
+use super::super::pool_budget::Pool;
 use super::super::{AdmissionRequest, Decision, Lookup, Operation, Rule, Violation, subject};
 use crate::config::Config;
+use crate::resources::Kind;
 
 /// The decision on a write of a SandboxWarmPool or its `/scale`.
 pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
@@ -63,9 +66,13 @@ pub fn decide(req: &AdmissionRequest, cfg: &Config) -> Decision {
     let mut d = Decision::allow_subject(who);
     d.lookups.push(Lookup::NamespaceWarmPools {
         namespace: req.namespace.clone().unwrap_or_default(),
-        pool: req.name.clone().unwrap_or_default(),
-        replicas,
+        pool: Pool {
+            kind: Kind::UpstreamSandboxWarmPool,
+            name: req.name.clone().unwrap_or_default(),
+        },
+        size: replicas,
         cap: cap.per_namespace,
+        upstream: true,
     });
     d
 }
@@ -89,31 +96,6 @@ fn replicas(object: Option<&Value>, what: &str) -> Result<Option<u64>, Violation
             )
         }),
     }
-}
-
-/// The replicas the namespace's other pools keep (`pools`, as listed), for the
-/// namespace cap: `pool` itself is counted at its new size, not its stored one.
-pub fn namespace_violation(
-    pools: &[Value],
-    pool: &str,
-    replicas: u64,
-    cap: u32,
-) -> Option<Violation> {
-    let others: u64 = pools
-        .iter()
-        .filter(|p| p.pointer("/metadata/name").and_then(Value::as_str) != Some(pool))
-        .filter_map(|p| p.pointer("/spec/replicas").and_then(Value::as_u64))
-        .fold(0u64, u64::saturating_add);
-    let total = others.saturating_add(replicas);
-    (total > u64::from(cap)).then(|| {
-        Violation::new(
-            Rule::WarmPoolReplicas,
-            "spec.replicas",
-            format!(
-                "would bring the namespace's warm pools to {total} sandboxes ({others} in its other pools); a namespace may keep at most {cap} (upstreamAgentSandbox.maxWarmPoolReplicasPerNamespace)"
-            ),
-        )
-    })
 }
 
 #[cfg(test)]
@@ -199,7 +181,7 @@ mod tests {
         assert!(d.allowed);
         assert!(matches!(
             d.lookups.as_slice(),
-            [Lookup::NamespaceWarmPools { replicas, .. }] if *replicas == cap
+            [Lookup::NamespaceWarmPools { size, upstream: true, .. }] if *size == cap
         ));
         // Scaling down from above a lowered cap: allowed, and no lookup needed.
         let down = req(
@@ -220,9 +202,14 @@ mod tests {
             json!({"metadata": {"name": "pool"}, "spec": {"replicas": 1}}),
             json!({"metadata": {"name": "odd"}, "spec": {}}),
         ];
-        assert!(namespace_violation(&pools, "pool", 10, 100).is_none());
-        let v = namespace_violation(&pools, "pool", 11, 100).expect("over the cap");
+        use crate::admission::pool_budget::{Pool, namespace_violation};
+        let pool = Pool {
+            kind: Kind::UpstreamSandboxWarmPool,
+            name: "pool".into(),
+        };
+        assert!(namespace_violation(&[], &pools, &pool, 10, 100).is_none());
+        let v = namespace_violation(&[], &pools, &pool, 11, 100).expect("over the cap");
         assert!(v.message.contains("101"), "{}", v.message);
-        assert!(namespace_violation(&pools, "pool", u64::MAX, 100).is_some());
+        assert!(namespace_violation(&[], &pools, &pool, u64::MAX, 100).is_some());
     }
 }
