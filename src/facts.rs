@@ -164,14 +164,11 @@ impl ClusterFacts for KubeFacts {
         Box::pin(async move {
             let api: kube::Api<NetworkPolicy> =
                 kube::Api::namespaced(self.client.clone(), namespace);
-            let list = api
-                .list(&kube::api::ListParams::default())
-                .await
-                .map_err(|e| FactsError {
-                    what: format!("the NetworkPolicies of namespace {namespace}"),
-                    reason: e.to_string(),
-                })?;
-            Ok(list.items)
+            list_bounded(
+                &api,
+                &format!("the NetworkPolicies of namespace {namespace}"),
+            )
+            .await
         })
     }
 
@@ -253,6 +250,43 @@ impl ClusterFacts for KubeFacts {
     }
 }
 
+/// The most objects of one kind a lookup reads from one namespace: far above what a
+/// namespace holds, low enough that a tenant who fills theirs cannot make each of its
+/// admissions read and judge without end. Beyond it the lookup fails, which denies.
+pub const MAX_LISTED: usize = 1_000;
+/// Objects per page of a lookup's list, so the bound is checked as they arrive.
+const LIST_PAGE: u32 = 250;
+
+/// Every object `api` lists, page by page, up to [`MAX_LISTED`].
+pub async fn list_bounded<K>(api: &kube::Api<K>, what: &str) -> Result<Vec<K>, FactsError>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let err = |reason: String| FactsError {
+        what: what.to_string(),
+        reason,
+    };
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = kube::api::ListParams::default().limit(LIST_PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await.map_err(|e| err(e.to_string()))?;
+        out.extend(page.items);
+        if out.len() > MAX_LISTED {
+            return Err(err(format!(
+                "there are more than {MAX_LISTED}, more than sandgate reads for one admission; remove some"
+            )));
+        }
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// Every sandgate SandboxTemplate of `namespace`, as JSON.
 pub async fn list_templates(
     client: &kube::Client,
@@ -260,15 +294,13 @@ pub async fn list_templates(
 ) -> Result<Vec<Value>, FactsError> {
     let api: kube::Api<crate::crd::SandboxTemplate> =
         kube::Api::namespaced(client.clone(), namespace);
+    let what = format!("the SandboxTemplates of namespace {namespace}");
     let err = |reason: String| FactsError {
-        what: format!("the SandboxTemplates of namespace {namespace}"),
+        what: what.clone(),
         reason,
     };
-    let list = api
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    list.items
+    list_bounded(&api, &what)
+        .await?
         .into_iter()
         .map(|t| serde_json::to_value(t).map_err(|e| err(e.to_string())))
         .collect()
@@ -355,14 +387,8 @@ pub async fn list_upstream(
     kind: Kind,
 ) -> Result<Vec<Value>, FactsError> {
     let what = format!("the {} of namespace {namespace}", kind.resource());
-    let list = upstream_api(client, namespace, kind)
-        .list(&kube::api::ListParams::default())
-        .await
-        .map_err(|e| FactsError {
-            what: what.clone(),
-            reason: e.to_string(),
-        })?;
-    list.items
+    list_bounded(&upstream_api(client, namespace, kind), &what)
+        .await?
         .into_iter()
         .map(|o| object_value(o, &what))
         .collect()

@@ -458,6 +458,8 @@ struct Facts {
     sandbox_namespaces: Vec<&'static str>,
     policies: Vec<Value>,
     policies_fail: bool,
+    /// The NetworkPolicies take this long to read (a slow or hostile apiserver).
+    policies_delay: Option<std::time::Duration>,
     /// Upstream agent-sandbox objects, by kind.
     upstream: Vec<(sandgate::resources::Kind, Value)>,
     /// sandgate's SandboxTemplates, PersistentVolumeClaims and PersistentVolumes, as
@@ -563,6 +565,9 @@ impl sandgate::facts::ClusterFacts for Facts {
         namespace: &'a str,
     ) -> sandgate::facts::FactFuture<'a, Vec<k8s_openapi::api::networking::v1::NetworkPolicy>> {
         Box::pin(async move {
+            if let Some(delay) = self.policies_delay {
+                tokio::time::sleep(delay).await;
+            }
             if self.policies_fail {
                 return Err(sandgate::facts::FactsError {
                     what: format!("the NetworkPolicies of {namespace}"),
@@ -729,5 +734,33 @@ async fn no_other_network_policy_may_widen_a_sandbox_pods_egress() {
     let r = review(state(vec![]), "/validate", &write("default")).await;
     assert_eq!(r["response"]["allowed"], false, "{r}");
     let r = review(state(vec![]), "/validate", &write("web-apps")).await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+}
+
+/// A request's work stops at its deadline (the `timeout` the apiserver puts in the
+/// query): a lookup that would take a minute is abandoned and the sandbox pod denied
+/// when the apiserver stops waiting, not a minute later. Without a timeout in the query
+/// the default (10 s) applies, so the same slow lookup still completes under it.
+#[tokio::test]
+async fn a_request_stops_at_its_deadline_and_is_denied() {
+    let slow = |delay: u64| {
+        state_with_facts(Facts {
+            policies_delay: Some(std::time::Duration::from_millis(delay)),
+            ..Facts::default()
+        })
+    };
+    let pod = pod_review("CREATE", compliant_pod(), None, None);
+    let started = std::time::Instant::now();
+    let r = review(slow(60_000), "/validate?timeout=1s", &pod).await;
+    let took = started.elapsed();
+    assert_eq!(r["response"]["allowed"], false, "{r}");
+    let msg = r["response"]["status"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("deadline (1s)"), "{msg}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "answered after {took:?}, long after the deadline"
+    );
+    // Twin: a lookup that finishes inside the deadline is answered as usual.
+    let r = review(slow(200), "/validate?timeout=5s", &pod).await;
     assert_eq!(r["response"]["allowed"], true, "{r}");
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
@@ -63,13 +63,67 @@ fn too_large() -> Response {
     )
 }
 
+/// The apiserver waits at most this long for a webhook (`timeoutSeconds` is 1–30).
+const MAX_DEADLINE: Duration = Duration::from_secs(30);
+/// The deadline of a request that does not say (the apiserver's default timeout).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// When the request's answer stops mattering: the `timeout` the apiserver puts in the
+/// query (`?timeout=5s`, the entry's `timeoutSeconds`), counted from `start`, at most
+/// [`MAX_DEADLINE`]. A value that does not parse gets the default.
+fn deadline(uri: &Uri, start: Instant) -> (Instant, Duration) {
+    let asked = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("timeout="))
+        .and_then(parse_go_duration)
+        .unwrap_or(DEFAULT_DEADLINE)
+        .min(MAX_DEADLINE);
+    (start + asked, asked)
+}
+
+/// A Go duration as the apiserver writes a timeout: `5s`, `1m0s`, `500ms`, `1.5s`.
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let number: f64 = number.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let seconds = match unit {
+            "h" => number * 3600.0,
+            "m" => number * 60.0,
+            "s" => number,
+            "ms" => number / 1e3,
+            "us" | "µs" => number / 1e6,
+            "ns" => number / 1e9,
+            _ => return None,
+        };
+        total = total.checked_add(Duration::try_from_secs_f64(seconds).ok()?)?;
+        rest = tail;
+    }
+    Some(total)
+}
+
 pub async fn admit(
     State(state): State<Arc<AppState>>,
     webhook: Webhook,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let start = Instant::now();
+    let (deadline, allowed_time) = deadline(&uri, start);
     let record = |kind: String, operation: &'static str, decision: &'static str| {
         state
             .metrics
@@ -106,10 +160,26 @@ pub async fn admit(
         }
     };
 
-    let (req, decision) = decide(&state, webhook, req, bytes.len()).await;
-    state.metrics.record_policy_runs(&decision.policy_runs);
-    let decision = check_lookups(&state, decision).await;
-    let decision = perform_effects(&state, decision).await;
+    // Everything a request triggers stops at its deadline: the apiserver has stopped
+    // waiting, and a hostile request must not keep the CPU or the apiserver busy after
+    // that. (A client that goes away drops this future, which stops it the same way.)
+    // The work on the blocking pool is bounded on its own (the analyses by their input
+    // bounds, each policy by its deadline).
+    let req = Arc::new(req);
+    let judged = tokio::time::timeout_at(deadline.into(), async {
+        let decision = decide(&state, webhook, req.clone(), bytes.len()).await;
+        state.metrics.record_policy_runs(&decision.policy_runs);
+        let decision = check_lookups(&state, decision).await;
+        perform_effects(&state, decision).await
+    })
+    .await;
+    let decision = judged.unwrap_or_else(|_| {
+        state.metrics.deadline_exceeded.inc();
+        pipeline::failed(
+            &req,
+            format!("not judged within the request's deadline ({allowed_time:?}); retry later"),
+        )
+    });
 
     state.notices.decided(&req, &decision);
     let label = decision.label();
@@ -144,9 +214,9 @@ const INLINE_BYTES: usize = 64 * 1024;
 async fn decide(
     state: &AppState,
     webhook: Webhook,
-    req: AdmissionRequest,
+    req: Arc<AdmissionRequest>,
     body_len: usize,
-) -> (AdmissionRequest, Decision) {
+) -> Decision {
     let set = state.policies.get();
     let heavy = pipeline::policy_kind(webhook, &req, &state.config, &set)
         .is_some_and(|kind| body_len > INLINE_BYTES || set.typical_cost(&kind) > INLINE_COST);
@@ -155,24 +225,17 @@ async fn decide(
         // than dropping the connection.
         let run =
             std::panic::AssertUnwindSafe(|| admission::admit(webhook, &req, &state.config, &set));
-        let decision = std::panic::catch_unwind(run)
+        return std::panic::catch_unwind(run)
             .unwrap_or_else(|_| pipeline::failed(&req, "policy evaluation crashed"));
-        return (req, decision);
     }
     let Ok(_permit) = state.eval_permits.acquire().await else {
-        let decision = pipeline::failed(&req, "policy evaluation is shutting down");
-        return (req, decision);
+        return pipeline::failed(&req, "policy evaluation is shutting down");
     };
     let config = state.config.clone();
-    let shared = Arc::new(req);
-    let for_pool = shared.clone();
-    let result =
-        tokio::task::spawn_blocking(move || admission::admit(webhook, &for_pool, &config, &set))
-            .await;
-    let req = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
-    let decision = result
-        .unwrap_or_else(|e| pipeline::failed(&req, format!("policy evaluation crashed: {e}")));
-    (req, decision)
+    let for_pool = req.clone();
+    tokio::task::spawn_blocking(move || admission::admit(webhook, &for_pool, &config, &set))
+        .await
+        .unwrap_or_else(|e| pipeline::failed(&req, format!("policy evaluation crashed: {e}")))
 }
 
 /// Checks the cluster facts the decision depends on ([`facts::resolve`]).
@@ -195,4 +258,44 @@ async fn perform_effects(state: &AppState, decision: Decision) -> Decision {
         }
     }
     decision
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_as_the_apiserver_writes_them() {
+        for (text, want) in [
+            ("5s", Duration::from_secs(5)),
+            ("1m0s", Duration::from_secs(60)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            assert_eq!(parse_go_duration(text), Some(want), "{text}");
+        }
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5x",
+            "-1s",
+            "1e999s",
+            "9999999999999999999999h",
+        ] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_is_the_query_timeout_at_most_thirty_seconds() {
+        let start = Instant::now();
+        let at = |uri: &str| deadline(&uri.parse().expect("a URI"), start).1;
+        assert_eq!(at("/validate?timeout=5s"), Duration::from_secs(5));
+        assert_eq!(at("/validate?x=1&timeout=2s"), Duration::from_secs(2));
+        assert_eq!(at("/validate"), DEFAULT_DEADLINE);
+        assert_eq!(at("/validate?timeout=nonsense"), DEFAULT_DEADLINE);
+        assert_eq!(at("/validate?timeout=1h"), MAX_DEADLINE);
+    }
 }

@@ -48,6 +48,7 @@ pub struct WebhookMetrics {
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub cert_expiry: Gauge,
     pub side_effect_errors: Counter,
+    pub deadline_exceeded: Counter,
     pub policies_loaded: Gauge,
     pub policy_reload_errors: Counter,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
@@ -97,6 +98,12 @@ impl WebhookMetrics {
             "Failures to ensure a namespace's default-deny NetworkPolicy (the pod was denied)",
             side_effect_errors.clone(),
         );
+        let deadline_exceeded = Counter::default();
+        registry.register(
+            "admission_deadline_exceeded",
+            "Requests not judged within their deadline (the apiserver's timeout): their work was stopped and they were denied",
+            deadline_exceeded.clone(),
+        );
         let policies_loaded = Gauge::default();
         registry.register(
             "policies_loaded",
@@ -136,6 +143,7 @@ impl WebhookMetrics {
             cert_reloads,
             cert_expiry,
             side_effect_errors,
+            deadline_exceeded,
             policies_loaded,
             policy_reload_errors,
             policy_evaluations,

@@ -124,11 +124,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/mutate",
-            post(|s, h, b| handlers::admit(s, Webhook::Mutate, h, b)),
+            post(|s, u, h, b| handlers::admit(s, Webhook::Mutate, u, h, b)),
         )
         .route(
             "/validate",
-            post(|s, h, b| handlers::admit(s, Webhook::Validate, h, b)),
+            post(|s, u, h, b| handlers::admit(s, Webhook::Validate, u, h, b)),
         )
         .with_state(state)
         .merge(probes)

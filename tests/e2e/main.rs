@@ -1290,3 +1290,50 @@ fn volume_claims_cannot_smuggle_in_the_nodes_disk_or_a_network_share() {
         assert!(o.status.success(), "{}", out(&o));
     }
 }
+
+/// What a sandbox pod's admission reads is bounded: a namespace filled with more
+/// NetworkPolicies than sandgate reads for one admission refuses sandbox pods with a
+/// reason (fail closed) instead of making each admission read and judge them all.
+#[test]
+fn a_namespace_full_of_policies_is_refused_with_a_reason_not_read_without_end() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    let ns = Ns::new(c, "many-policies", false);
+    let n = ns.name.as_str();
+    let policies = |from: usize, to: usize| {
+        let items: Vec<Value> = (from..to)
+            .map(|i| {
+                json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                       "metadata": {"name": format!("p{i}"), "namespace": n},
+                       "spec": {"podSelector": {"matchLabels": {"nothing": "here"}}}})
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "List", "items": items})
+    };
+    let sandbox = |name: &str| {
+        let mut p = pod(name, n);
+        p["metadata"]["labels"] = json!({"sandbox.gke.io/sandbox": name});
+        p
+    };
+    let max = sandgate::facts::MAX_LISTED;
+    // At the bound (sandgate's default-deny comes on top of these): admitted.
+    let o = c.kubectl_stdin(
+        &["create", "-f", "-"],
+        Some(&policies(0, max - 1).to_string()),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = create(c, &sandbox("at-the-bound"));
+    assert!(o.status.success(), "{}", out(&o));
+    // One more: refused, saying why.
+    let o = c.kubectl_stdin(
+        &["create", "-f", "-"],
+        Some(&policies(max - 1, max + 1).to_string()),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    must_deny(
+        c,
+        "too many policies",
+        &sandbox("past-the-bound"),
+        "more than 1000",
+    );
+}
