@@ -1328,3 +1328,74 @@ fn template_ingress_is_judged_as_a_set_for_both_kinds_of_template() {
         }
     }
 }
+
+/// The fuzz corpus's other hostile inputs, one per analysis, judged as they should be:
+/// ingress that adds up to the internet across hundreds of blocks with exceptions; a
+/// NetworkPolicy with hundreds of selector requirements and rules whose last one widens
+/// sandbox egress; a pod naming more Secrets than are read for one admission (refused
+/// before any lookup is asked).
+#[test]
+fn the_hostile_inputs_of_the_fuzz_corpus_are_judged_as_they_should_be() {
+    let fixture =
+        |text: &str| -> Value { serde_json::from_str(text).expect("the fixture is JSON") };
+    let ingress = fixture(include_str!(
+        "fixtures/adversarial-ingress-template-review.json"
+    ));
+    let d = decide(Webhook::Validate, &ingress);
+    assert!(
+        !d.allowed && rules(&d).contains(&"ingress-reach"),
+        "{}",
+        d.message()
+    );
+
+    let maze = fixture(include_str!(
+        "fixtures/adversarial-networkpolicy-review.json"
+    ));
+    let d = decide(Webhook::Validate, &maze);
+    // Its selector may select sandbox pods (only the namespace knows): it asks.
+    assert!(d.allowed, "{}", d.message());
+    match d.lookups.as_slice() {
+        [sandgate::admission::Lookup::SandboxNamespace { violation, .. }] => {
+            assert_eq!(violation.rule, Rule::EgressWidening);
+            assert_eq!(violation.field, "spec.egress[150]");
+        }
+        other => panic!("expected one namespace lookup, got {other:?}"),
+    }
+
+    let refs = fixture(include_str!(
+        "fixtures/adversarial-pod-references-review.json"
+    ));
+    let d = decide(Webhook::Validate, &refs);
+    assert!(!d.allowed, "{d:?}");
+    assert!(
+        d.lookups.is_empty(),
+        "refused before asking: {:?}",
+        d.lookups
+    );
+    assert!(d.message().contains("names 300 Secrets"), "{}", d.message());
+    // Twin: within the bound, the pod asks about each Secret and claim.
+    let mut fewer = refs.clone();
+    if let Some(volumes) = fewer["request"]["object"]["spec"]["volumes"].as_array_mut() {
+        volumes.retain(|v| {
+            v["secret"]["secretName"].as_str().is_none_or(|n| {
+                n.trim_start_matches("secret-")
+                    .parse::<u32>()
+                    .is_ok_and(|i| i < 200)
+            })
+        });
+    }
+    let d = decide(Webhook::Validate, &fewer);
+    assert!(d.allowed, "{}", d.message());
+    use sandgate::admission::Lookup;
+    assert!(
+        d.lookups
+            .iter()
+            .any(|l| matches!(l, Lookup::NoTokenSecrets { refs, .. } if refs.len() == 200))
+            && d.lookups
+                .iter()
+                .any(|l| matches!(l, Lookup::VolumeClaims { claims, .. } if claims.len() == 40)),
+        "{:?}",
+        d.lookups.len()
+    );
+    assert!(d.warnings.len() <= 21, "{} warnings", d.warnings.len());
+}

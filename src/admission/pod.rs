@@ -13,6 +13,19 @@ use crate::config::Config;
 use crate::contract::{annotation, label};
 
 /// The built-in decision on a pod request.
+/// The most distinct Secrets, and the most distinct claims, one sandbox pod may name:
+/// each is read from the apiserver before the pod is admitted.
+pub const MAX_REFERENCED: usize = 256;
+/// Secret references named one by one in warnings; the rest are counted.
+const MAX_SECRET_WARNINGS: usize = 20;
+
+fn distinct_names(refs: &[super::ObjectRef]) -> usize {
+    refs.iter()
+        .map(|r| r.name.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
 pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decision {
     let sub = req.sub_resource();
     if !matches!(req.operation, Operation::Create | Operation::Update)
@@ -88,10 +101,34 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         && let Some(spec) = after.spec.as_ref()
     {
         let refs = validate::secret_refs(spec, "spec");
-        for r in &refs {
+        let claims = volume_claims::claim_refs(spec, "spec");
+        // Every Secret and claim named is read from the apiserver before the answer:
+        // their number is bounded, or one pod could make its admission read without end.
+        for (named, what, rule) in [
+            (&refs, "Secrets", Rule::ServiceAccountToken),
+            (&claims, "PersistentVolumeClaims", Rule::VolumeTypes),
+        ] {
+            let distinct = distinct_names(named);
+            if distinct > MAX_REFERENCED {
+                return decision.fail(Violation::new(
+                        rule,
+                        "spec",
+                        format!(
+                            "names {distinct} {what}; at most {MAX_REFERENCED} are read to judge one sandbox pod"
+                        ),
+                ));
+            }
+        }
+        for r in refs.iter().take(MAX_SECRET_WARNINGS) {
             decision.warnings.push(format!(
                 "{}: Secret {:?} reaches the sandbox; sandboxed code can read (and send) everything in it",
                 r.field, r.name
+            ));
+        }
+        if refs.len() > MAX_SECRET_WARNINGS {
+            decision.warnings.push(format!(
+                "and {} more Secret references reach the sandbox",
+                refs.len() - MAX_SECRET_WARNINGS
             ));
         }
         if !refs.is_empty() {
@@ -102,7 +139,6 @@ pub fn decide(webhook: Webhook, req: &AdmissionRequest, cfg: &Config) -> Decisio
         }
         // Volumes are fixed at creation: a claim's binding is judged then (and by the
         // audit while the pod runs).
-        let claims = volume_claims::claim_refs(spec, "spec");
         if req.operation == Operation::Create && !claims.is_empty() {
             decision.lookups.push(Lookup::VolumeClaims {
                 namespace: req.namespace.clone().unwrap_or_default(),
