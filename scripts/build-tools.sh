@@ -7,7 +7,8 @@
 #   scripts/build-tools.sh go      the Go builds, one after another, in the order the
 #                                  tests need them: helm (tests/chart.rs), the control
 #                                  plane (tests/e2e), the real node (tests/install,
-#                                  tests/realnode), OPA (tests/opa_*)
+#                                  tests/realnode), OPA (tests/opa_*), agent-sandbox's
+#                                  controller and CRDs (tests/e2e's upstream tests)
 #   scripts/build-tools.sh other   what is not compiled: the real node's two images
 #                                  (debootstrap: network and disk) and the Python SDK's
 #                                  virtualenv (pip); needs the apt packages of .ci/run
@@ -19,10 +20,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 S=$ROOT/scripts
 
 case "${1:-}" in
-    go) steps=(helm:build-helm.sh controlplane:build-controlplane.sh node:build-node.sh
-               opa:build-opa.sh) ;;
+    go) steps=(helm:build-helm.sh controlplane:build-controlplane.sh
+               agent-sandbox:build-agent-sandbox.sh node:build-node.sh opa:build-opa.sh) ;;
     other) steps=("node-images:build-node.sh --images" sdk-venv:sdk-venv.sh) ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: scripts/build-tools.sh go|other (--help)" >&2; exit 2 ;;
 esac
 

@@ -62,6 +62,9 @@ pub struct Cluster {
     pub reconciler_kubeconfig: PathBuf,
     /// Authenticates as [`PLAIN_USER`], who has only the RBAC a test grants.
     pub user_kubeconfig: PathBuf,
+    /// Authenticates as agent-sandbox's controller (its ServiceAccount's name).
+    #[allow(dead_code)] // used by the upstream tests of tests/e2e
+    pub upstream_kubeconfig: PathBuf,
     dir: PathBuf,
     /// The shared reconciler process and its probe port.
     reconciler: Mutex<Option<(Child, u16)>>,
@@ -236,53 +239,49 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     serving.not_after = now + time::Duration::days(30);
     let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(e)?;
 
-    let admin_key = KeyPair::generate().map_err(e)?;
-    let mut admin = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    admin
-        .distinguished_name
-        .push(DnType::CommonName, "e2e-admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    admin.not_before = now - time::Duration::days(1);
-    admin.not_after = now + time::Duration::days(30);
-    let admin_cert = admin.signed_by(&admin_key, &issuer).map_err(e)?;
-
-    // The reconciler authenticates as sandgate's ServiceAccount would in a cluster, so
-    // deploy/rbac.yaml grants exactly what it gets and the webhook's template-label rule
-    // sees the production identity.
-    let rec_key = KeyPair::generate().map_err(e)?;
-    let mut rec = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    rec.distinguished_name.push(
-        DnType::CommonName,
-        sandgate::config::SANDGATE_SERVICE_ACCOUNT,
-    );
-    rec.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    rec.not_before = now - time::Duration::days(1);
-    rec.not_after = now + time::Duration::days(30);
-    let rec_cert = rec.signed_by(&rec_key, &issuer).map_err(e)?;
-
-    // A namespace-admin-like user with no group, for tests of what a non-admin may do.
-    let user_key = KeyPair::generate().map_err(e)?;
-    let mut user = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    user.distinguished_name.push(DnType::CommonName, PLAIN_USER);
-    user.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    user.not_before = now - time::Duration::days(1);
-    user.not_after = now + time::Duration::days(30);
-    let user_cert = user.signed_by(&user_key, &issuer).map_err(e)?;
-
-    // The real node's kubelet, as the Node authorizer knows nodes.
-    let node_key = KeyPair::generate().map_err(e)?;
-    let mut node = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    node.distinguished_name
-        .push(DnType::CommonName, format!("system:node:{REAL_NODE}"));
-    node.distinguished_name
-        .push(DnType::OrganizationName, "system:nodes");
-    node.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    node.not_before = now - time::Duration::days(1);
-    node.not_after = now + time::Duration::days(30);
-    let node_cert = node.signed_by(&node_key, &issuer).map_err(e)?;
+    // A client certificate for a user (the common name) in some groups.
+    let client = |name: &str, groups: &[&str]| -> Result<(String, String), String> {
+        let key = KeyPair::generate().map_err(e)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        for g in groups {
+            params.distinguished_name.push(DnType::OrganizationName, *g);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        let cert = params.signed_by(&key, &issuer).map_err(e)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    };
+    let clients = [
+        ("admin", client("e2e-admin", &["system:masters"])?),
+        // The reconciler authenticates as sandgate's ServiceAccount would in a cluster,
+        // so deploy/rbac.yaml grants exactly what it gets and the webhook's
+        // template-label rule sees the production identity.
+        (
+            "reconciler",
+            client(sandgate::config::SANDGATE_SERVICE_ACCOUNT, &[])?,
+        ),
+        // A namespace-admin-like user with no group, for tests of what a non-admin may do.
+        ("user", client(PLAIN_USER, &[])?),
+        // The real node's kubelet, as the Node authorizer knows nodes.
+        (
+            "node",
+            client(&format!("system:node:{REAL_NODE}"), &["system:nodes"])?,
+        ),
+        // kubernetes-sigs/agent-sandbox's controller, as its ServiceAccount (the identity
+        // sandgate's configuration trusts for upstream's labels and policies).
+        (
+            "agent-sandbox",
+            client(
+                sandgate::contract::upstream::CONTROLLER,
+                &[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:agent-sandbox-system",
+                ],
+            )?,
+        ),
+    ];
 
     let sa_key = KeyPair::generate().map_err(e)?;
     let files = dir.join("pki");
@@ -290,14 +289,10 @@ fn pki(dir: &Path) -> Result<Pki, String> {
     write(&files.join("ca.crt"), &ca_cert.pem())?;
     write(&files.join("apiserver.crt"), &serving_cert.pem())?;
     write(&files.join("apiserver.key"), &serving_key.serialize_pem())?;
-    write(&files.join("admin.crt"), &admin_cert.pem())?;
-    write(&files.join("admin.key"), &admin_key.serialize_pem())?;
-    write(&files.join("reconciler.crt"), &rec_cert.pem())?;
-    write(&files.join("reconciler.key"), &rec_key.serialize_pem())?;
-    write(&files.join("user.crt"), &user_cert.pem())?;
-    write(&files.join("user.key"), &user_key.serialize_pem())?;
-    write(&files.join("node.crt"), &node_cert.pem())?;
-    write(&files.join("node.key"), &node_key.serialize_pem())?;
+    for (name, (cert, key)) in &clients {
+        write(&files.join(format!("{name}.crt")), cert)?;
+        write(&files.join(format!("{name}.key")), key)?;
+    }
     write(&files.join("sa.key"), &sa_key.serialize_pem())?;
     write(&files.join("sa.pub"), &sa_key.public_key_pem())?;
     Ok(Pki { files })
@@ -641,6 +636,8 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
     write_kubeconfig_for(&reconciler_kubeconfig, &server, &pki, "reconciler")?;
     let user_kubeconfig = dir.join("user.kubeconfig");
     write_kubeconfig_for(&user_kubeconfig, &server, &pki, "user")?;
+    let upstream_kubeconfig = dir.join("agent-sandbox.kubeconfig");
+    write_kubeconfig_for(&upstream_kubeconfig, &server, &pki, "agent-sandbox")?;
 
     // Children are owned by the watchdog from here on.
     std::mem::forget((etcd, apiserver, cm, sched, kwok));
@@ -649,6 +646,7 @@ fn start(nodes: Nodes) -> Result<Cluster, String> {
         kubeconfig,
         reconciler_kubeconfig,
         user_kubeconfig,
+        upstream_kubeconfig,
         dir: dir.clone(),
         reconciler: Mutex::new(None),
         webhook: Mutex::new(webhook),
@@ -836,6 +834,21 @@ pub fn spawn_reconciler(c: &Cluster, name: &str, extra: &[&str]) -> (Child, u16)
         spawn_sandgate(c, name, &args, &c.reconciler_kubeconfig),
         port,
     )
+}
+
+/// kubernetes-sigs/agent-sandbox's own controller (`bin`, built from its Go module),
+/// with its extensions (templates, claims, warm pools), as its ServiceAccount, logging
+/// to `logs/agent-sandbox.log`, its pid recorded for the watchdog.
+#[allow(dead_code)] // used by the upstream tests of tests/e2e
+pub fn spawn_upstream_controller(c: &Cluster, bin: &Path) -> Result<Child, String> {
+    let args = [
+        "--extensions".to_string(),
+        "--leader-elect=false".to_string(),
+        format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
+        format!("--health-probe-bind-address=127.0.0.1:{}", free_port()),
+        format!("--kubeconfig={}", c.upstream_kubeconfig.display()),
+    ];
+    spawn(&c.dir, "agent-sandbox", bin, &args)
 }
 
 /// A sandgate process with `args`, talking to the cluster through `kubeconfig`, logging

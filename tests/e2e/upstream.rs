@@ -35,7 +35,29 @@ fn create_as_controller(c: &Cluster, object: &Value) -> std::process::Output {
     )
 }
 
-/// Registers the stand-in CRDs once per test binary (tests run in parallel, and two
+/// kubernetes-sigs/agent-sandbox as its Go module ships it (scripts/build-agent-sandbox.sh):
+/// the directory of its controller binary, CRDs and RBAC, built once into the cache.
+fn agent_sandbox() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/build-agent-sandbox.sh"
+        );
+        let o = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("scripts/build-agent-sandbox.sh runs");
+        assert!(
+            o.status.success(),
+            "scripts/build-agent-sandbox.sh: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    })
+}
+
+/// Registers upstream's real CRDs once per test binary (tests run in parallel, and two
 /// first applies of one CRD race to create it).
 fn upstream_crds(c: &Cluster) {
     static ONCE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
@@ -43,11 +65,8 @@ fn upstream_crds(c: &Cluster) {
     if *done {
         return;
     }
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/agent-sandbox-crds.yaml"
-    );
-    let o = c.kubectl(&["apply", "-f", path]);
+    let crds = agent_sandbox().join("crds");
+    let o = c.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()]);
     assert!(o.status.success(), "{}", out(&o));
     let o = c.kubectl(&[
         "wait",
@@ -926,4 +945,171 @@ fn with_the_upstream_entries_deleted_upstream_objects_never_reach_sandgate() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// Upstream's own controller, started once per test binary (as its ServiceAccount,
+/// with its extensions), for the tests that need what it really writes.
+fn upstream_controller(c: &Cluster) {
+    static STARTED: std::sync::Mutex<Option<std::process::Child>> = std::sync::Mutex::new(None);
+    upstream_crds(c);
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    if started.is_none() {
+        let bin = agent_sandbox().join("bin/agent-sandbox-controller");
+        let child = super::harness::spawn_upstream_controller(c, &bin)
+            .unwrap_or_else(|e| panic!("agent-sandbox's controller: {e}"));
+        *started = Some(child);
+    }
+}
+
+fn pods_of(c: &Cluster, ns: &str) -> Vec<Value> {
+    get_json(c, &["pods", "-n", ns, "-l", HASH])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The real thing: agent-sandbox v1.0.1's own controller, built from its Go module, on
+/// its real CRDs. Its warm pool's pods are hardened by sandgate as they are made, the
+/// NetworkPolicy it writes for a template passes as the template's own egress (in an
+/// enforced namespace, where anything else widening is refused), a claim binds one of
+/// its sandboxes, and a pod sandgate refuses (its Secret is a service-account token,
+/// which only the pod's admission can see) is named on the controller's Sandbox.
+#[test]
+fn upstreams_own_controller_makes_pods_and_policies_sandgate_admits_and_hardens() {
+    let c = cluster();
+    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
+    upstream_controller(c);
+    let ns = Ns::new(c, "upstream-real", true);
+    let n = ns.name.as_str();
+    let egress =
+        json!([{"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}], "ports": [{"port": 443}]}]);
+    let template = |name: &str, pod: Value| {
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+               "metadata": {"name": name, "namespace": n},
+               "spec": {"podTemplate": {"spec": pod}, "networkPolicy": {"egress": egress}}})
+    };
+    let pool = |name: &str, ns: &str, replicas: u64| {
+        json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxWarmPool",
+               "metadata": {"name": name, "namespace": ns},
+               "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": name}}})
+    };
+    let python = json!({"containers": [{"name": "c", "image": "python:3.11-slim"}]});
+    let o = create(c, &template("python", python.clone()));
+    assert!(o.status.success(), "{}", out(&o));
+    let o = create(c, &pool("python", n, 2));
+    assert!(o.status.success(), "{}", out(&o));
+
+    // Its managed policy, written by the controller and admitted by sandgate.
+    wait(
+        "the controller's NetworkPolicy for the template",
+        Duration::from_secs(60),
+        || {
+            c.kubectl(&["get", "networkpolicy", "python-network-policy", "-n", n])
+                .status
+                .success()
+        },
+    );
+    let np = get_json(c, &["networkpolicy", "python-network-policy", "-n", n]);
+    assert_eq!(
+        np["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"], "203.0.113.0/24",
+        "{np}"
+    );
+    // Its pods, hardened on the way in.
+    wait("the warm pool's two pods", Duration::from_secs(90), || {
+        pods_of(c, n).len() == 2
+    });
+    for p in pods_of(c, n) {
+        assert_eq!(p["spec"]["runtimeClassName"], "gvisor", "{p}");
+        assert_eq!(p["spec"]["automountServiceAccountToken"], false, "{p}");
+        let container = &p["spec"]["containers"][0];
+        assert!(
+            container["resources"]["limits"]["cpu"].is_string(),
+            "{container}"
+        );
+        assert_eq!(
+            container["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
+        assert!(
+            p["metadata"]["labels"]["sandbox.gke.io/sandbox"].is_string(),
+            "{p}"
+        );
+    }
+    // A claim takes one of the pool's sandboxes.
+    let claim = json!({"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+                       "metadata": {"name": "mine", "namespace": n},
+                       "spec": {"warmPoolRef": {"name": "python"}}});
+    let o = create(c, &claim);
+    assert!(o.status.success(), "{}", out(&o));
+    wait(
+        "a Sandbox owned by the claim",
+        Duration::from_secs(60),
+        || {
+            get_json(c, &["sandboxes.agents.x-k8s.io", "-n", n])["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| {
+                    s["metadata"]["ownerReferences"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|o| o["kind"] == "SandboxClaim" && o["name"] == "mine")
+                })
+        },
+    );
+
+    // Where a service-account token Secret exists, the controller's pod that mounts it
+    // is refused (its Sandbox was admitted: the Secret is a fact only the pod's
+    // admission asks about), and sandgate names the denial on the controller's Sandbox.
+    let open = Ns::new(c, "upstream-real-token", false);
+    let o = create(
+        c,
+        &json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": "bot-token", "namespace": open.name,
+                             "annotations": {"kubernetes.io/service-account.name": "default"}}}),
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let mut leaky = template(
+        "leaky",
+        json!({"containers": [{"name": "c", "image": "python:3.11-slim",
+                               "volumeMounts": [{"name": "t", "mountPath": "/t"}]}],
+               "volumes": [{"name": "t", "secret": {"secretName": "bot-token"}}]}),
+    );
+    leaky["metadata"]["namespace"] = json!(open.name);
+    let o = create(c, &leaky);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = create(c, &pool("leaky", &open.name, 1));
+    assert!(o.status.success(), "{}", out(&o));
+    wait(
+        "PodDenied on the controller's Sandbox",
+        Duration::from_secs(90),
+        || {
+            get_json(
+                c,
+                &[
+                    "events",
+                    "-n",
+                    &open.name,
+                    "--field-selector",
+                    "reason=PodDenied",
+                ],
+            )["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| {
+                    (e["involvedObject"]["kind"] == "Sandbox"
+                        || e["regarding"]["kind"] == "Sandbox")
+                        && e["message"]
+                            .as_str()
+                            .or(e["note"].as_str())
+                            .is_some_and(|m| m.contains("service-account-token"))
+                })
+        },
+    );
+    assert!(
+        pods_of(c, &open.name).is_empty(),
+        "the token-mounting pod was admitted"
+    );
 }
