@@ -7,7 +7,10 @@
 //! Env: CONNECTIONS (default "1,16,64"), SECONDS per run (default 10), MAX_REQUESTS per
 //! run (default 2,000,000), RATE (total requests/s; default 0: as fast as answered),
 //! WORKLOAD (pod-mutate | pod-validate | template |
-//! denied-pod | all; default all).
+//! denied-pod | all; default all), or WORKLOAD=hostile: the article's template at a
+//! steady 200 reviews/s on one connection, alone and then while HOSTILE connections
+//! (default 4) send the worst template the analyses judge (10,000 egress and 10,000
+//! ingress CIDRs) as fast as they are answered; reports both latencies.
 
 #[allow(dead_code)]
 mod loadgen;
@@ -82,6 +85,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if only == "hostile" {
+        hostile(&rt, &target, seconds, max_requests);
+        let _ = server.kill();
+        let _ = server.wait();
+        return;
+    }
     println!(
         "\n| workload | connections | reviews/s | p50 | p90 | p99 | max | errors | server RSS peak / end |"
     );
@@ -114,4 +123,81 @@ fn main() {
     }
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// An ordinary template's latency alone and while hostile ones are in flight.
+fn hostile(rt: &tokio::runtime::Runtime, target: &Target<'_>, seconds: u64, max_requests: u64) {
+    let hostile_conns: usize = loadgen::env_or("HOSTILE", 4);
+    let bound = sandgate::admission::egress::MAX_CIDRS;
+    let req = |v: serde_json::Value| Request {
+        path: "/validate".into(),
+        body: serde_json::to_vec(&v).expect("serialisable"),
+    };
+    let ordinary = req(bodies::template());
+    let worst = req(bodies::hostile_template(bound));
+    let steady = Load {
+        connections: 1,
+        duration: Duration::from_secs(seconds),
+        max_requests,
+        rate: Some(200.0),
+    };
+    let flood = Load {
+        connections: hostile_conns,
+        duration: Duration::from_secs(seconds),
+        max_requests,
+        rate: None,
+    };
+    println!(
+        "\n| case | ordinary template p50 / p90 / p99 / max | ordinary errors | hostile reviews/s | hostile p50 / p99 / max | hostile errors | server RSS peak |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let row = |case: &str, o: &loadgen::Report, h: Option<&loadgen::Report>| {
+        let hostile = h.map_or_else(
+            || "— | — | — ".to_string(),
+            |h| {
+                format!(
+                    "{:.0} | {:.1} / {:.1} / {:.1} ms | {}",
+                    h.throughput(),
+                    h.quantile_ms(0.5),
+                    h.quantile_ms(0.99),
+                    h.max_ms(),
+                    h.errors
+                )
+            },
+        );
+        let rss = h.map_or(o.rss_peak_kib, |h| h.rss_peak_kib.max(o.rss_peak_kib));
+        println!(
+            "| {case} | {:.2} / {:.2} / {:.2} / {:.2} ms | {} | {hostile} | {:.1} MiB |",
+            o.quantile_ms(0.5),
+            o.quantile_ms(0.9),
+            o.quantile_ms(0.99),
+            o.max_ms(),
+            o.errors,
+            rss as f64 / 1024.0
+        );
+    };
+    let alone = loadgen::run(rt, target, std::slice::from_ref(&ordinary), &steady);
+    row("ordinary alone", &alone, None);
+    let (o, h) = std::thread::scope(|s| {
+        let flooding = s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            loadgen::run(&rt, target, std::slice::from_ref(&worst), &flood)
+        });
+        // Let the flood start before measuring beside it.
+        std::thread::sleep(Duration::from_millis(300));
+        let o = loadgen::run(rt, target, std::slice::from_ref(&ordinary), &steady);
+        (o, flooding.join().expect("the flood finishes"))
+    });
+    row(
+        &format!("ordinary beside {hostile_conns} hostile connections"),
+        &o,
+        Some(&h),
+    );
+    println!(
+        "\nhostile body: {} KiB, {bound} egress and {bound} ingress CIDRs",
+        worst.body.len() / 1024
+    );
 }

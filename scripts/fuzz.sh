@@ -3,6 +3,7 @@
 # and of the policy input conversion, each for a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 300)
+#   scripts/fuzz.sh --runs N                  N executions per target (at most 4 h each)
 #
 # Installs cargo-fuzz (pinned) into ~/.cache/sandgate/cargo-fuzz when missing. Uses the
 # nightly toolchain when rustup has one, else stable with RUSTC_BOOTSTRAP=1 (libFuzzer's
@@ -12,7 +13,13 @@
 # Prints the executions of each run (libFuzzer's "stat::number_of_executed_units").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds="${1:-300}"
+runs=""
+if [ "${1:-}" = "--runs" ]; then
+  runs="${2:?--runs needs a count}"
+  seconds=14400
+else
+  seconds="${1:-300}"
+fi
 cache="$HOME/.cache/sandgate"
 tools="$cache/cargo-fuzz"
 if ! [ -x "$tools/bin/cargo-fuzz" ]; then
@@ -32,11 +39,17 @@ for target in admission_body policy_input; do
   mkdir -p "$corpus"
   cp tests/fixtures/*.json "$corpus/" 2>/dev/null || true
   log="$(mktemp)"
-  echo "== fuzz $target for ${seconds}s"
+  if [ -n "$runs" ]; then
+    limit=(-runs="$runs" -max_total_time="$seconds")
+    echo "== fuzz $target for $runs executions"
+  else
+    limit=(-max_total_time="$seconds")
+    echo "== fuzz $target for ${seconds}s"
+  fi
   # -rss_limit_mb: regorus and the policies stay far below; a leak would not.
   set +e
   cargo "${toolchain[@]}" fuzz run --fuzz-dir fuzz "$target" "$corpus" -- \
-    -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 \
+    "${limit[@]}" -rss_limit_mb=2048 -max_len=65536 \
     -print_final_stats=1 >"$log" 2>&1
   status=$?
   set -e

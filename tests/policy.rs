@@ -117,7 +117,7 @@ deny contains "never" if {
         "the deadline stops the loop"
     );
     assert_eq!(out.errors.len(), 1, "{out:?}");
-    assert_eq!(out.errors[0].policy, "pod.slow");
+    assert_eq!(out.errors[0].policy, "pod.slow", "{out:?}");
     // The server reads this to keep slow policies off its I/O threads (a lower bound:
     // the run lasted at least until its deadline).
     assert!(
@@ -403,4 +403,18 @@ fn the_article_template_passes_the_shipped_policies_and_bad_ones_do_not() {
             assert_eq!(d.violations[0].field, policy);
         }
     }
+}
+
+/// The shipped policies all run on regorus' bytecode VM (the interpreter is several
+/// times slower: BENCHMARKS.md), and a policy whose rule may give conflicting values
+/// keeps to the interpreter, which stops with an error as OPA does.
+#[test]
+fn the_shipped_policies_run_compiled_and_possible_conflicts_interpreted() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let shipped = PolicySet::load_dir(&dir, Duration::from_millis(200)).unwrap();
+    assert!(shipped.interpreted().is_empty(), "{:?}", shipped.interpreted());
+    let conflict = "package sandgate.pod.conflict\nimport rego.v1\nx := 1 if true\nx := 2 if true\ndeny contains \"c\" if x == 3\n";
+    let booleans = "package sandgate.pod.booleans\nimport rego.v1\nok if input.a\nok if input.b\ndeny contains \"c\" if not ok\n";
+    let s = set(&[("conflict.rego", conflict), ("booleans.rego", booleans)]).unwrap();
+    assert_eq!(s.interpreted(), ["pod.conflict"]);
 }

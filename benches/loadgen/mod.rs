@@ -411,6 +411,24 @@ pub mod bodies {
         out
     }
 
+    /// The worst SandboxTemplate review the analyses judge: its egress names `cidrs`
+    /// CIDRs in the arrangement that costs the egress analysis most (one block, every
+    /// other CIDR an exception inside it), and its ingress as many again, split.
+    pub fn hostile_template(cidrs: usize) -> Value {
+        let except: Vec<String> = (1..cidrs)
+            .map(|i| format!("10.{}.{}.{}/32", i / 65536 % 256, i / 256 % 256, i % 256))
+            .collect();
+        let from: Vec<Value> = (0..cidrs)
+            .map(|i| json!({"ipBlock": {"cidr": format!("11.{}.{}.0/24", i / 256 % 256, i % 256)}}))
+            .collect();
+        let mut review = template();
+        review["request"]["object"]["spec"]["networkPolicy"] = json!({
+            "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": except}}]}],
+            "ingress": [{"from": from}]
+        });
+        review
+    }
+
     /// The article's SandboxTemplate as a CREATE review.
     pub fn template() -> Value {
         let yaml: serde_yaml::Value =

@@ -14,9 +14,10 @@ default caps := {}
 
 caps := data.settings.maxResources
 
-amount("cpu", q) := units.parse(q)
-
-amount(r, q) := units.parse_bytes(q) if r != "cpu"
+# One definition with an `else`: the two branches cannot both give a value.
+amount(r, q) := units.parse(q) if {
+	r == "cpu"
+} else := units.parse_bytes(q)
 
 deny contains msg if {
 	some e in containers

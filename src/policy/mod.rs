@@ -85,11 +85,25 @@ pub struct Verdict {
     pub runs: Vec<PolicyRun>,
 }
 
+/// How one policy's rules run: compiled to regorus' bytecode VM (several times faster
+/// than its tree interpreter for the shipped policies: the article's template, 230 µs →
+/// 60 µs for its six policies), or on the interpreter when a rule uses what the
+/// compiler does not take (`with`, some builtins); both give the same answers.
+#[derive(Clone)]
+enum Compiled {
+    Vm(Vec<(&'static str, Arc<regorus::rvm::Program>)>),
+    Interpreter,
+}
+
 /// A loaded, prepared, immutable set of policies.
 #[derive(Clone)]
 pub struct PolicySet {
     engine: regorus::Engine,
+    /// The data documents (settings), for the VM.
+    data: regorus::Value,
     policies: Vec<Policy>,
+    /// Per policy (same index), how its rules run.
+    compiled: Vec<Compiled>,
     by_kind: BTreeMap<String, Vec<usize>>,
     /// Per kind, recent evaluation times, so callers can tell cheap evaluations from
     /// slow ones. Shared by clones of the set.
@@ -216,7 +230,9 @@ impl PolicySet {
     pub fn empty() -> Self {
         Self {
             engine: regorus::Engine::new(),
+            data: regorus::Value::new_object(),
             policies: Vec::new(),
+            compiled: Vec::new(),
             by_kind: BTreeMap::new(),
             cost: Arc::default(),
             source: None,
@@ -316,6 +332,22 @@ impl PolicySet {
         engine
             .eval_query("true".to_string(), false)
             .map_err(|e| PolicyError::Prepare(e.to_string()))?;
+        let unsafe_for_vm = may_conflict(&mut engine);
+        let compiled = policies
+            .iter()
+            .map(|p| {
+                let conflicts = unsafe_for_vm.iter().any(|pkg| {
+                    pkg == &p.package || pkg.starts_with(&format!("data.{}.{}", contract::POLICY_PACKAGE_ROOT, contract::POLICY_LIBRARY_PACKAGE))
+                });
+                if conflicts {
+                    tracing::info!(policy = %p.name, "policy runs on the interpreter: a rule of its package or of the library has several complete definitions");
+                    Compiled::Interpreter
+                } else {
+                    compile(&mut engine, p)
+                }
+            })
+            .collect();
+        let data = engine.get_data();
         let mut by_kind: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, p) in policies.iter().enumerate() {
             by_kind.entry(p.kind.clone()).or_default().push(i);
@@ -328,12 +360,25 @@ impl PolicySet {
         );
         Ok(Self {
             engine,
+            data,
             policies,
+            compiled,
             by_kind,
             cost,
             source: None,
             deadline,
         })
+    }
+
+    /// The policies that run on regorus' interpreter rather than its VM (their rules do
+    /// not compile for it, or may conflict): slower, with the same answers.
+    pub fn interpreted(&self) -> Vec<&str> {
+        self.policies
+            .iter()
+            .zip(&self.compiled)
+            .filter(|(_, c)| matches!(c, Compiled::Interpreter))
+            .map(|(p, _)| p.name.as_str())
+            .collect()
     }
 
     pub fn policies(&self) -> &[Policy] {
@@ -388,8 +433,8 @@ impl PolicySet {
                 return out;
             }
         };
-        let mut engine = self.engine.clone();
-        engine.set_input(input);
+        // The interpreter is cloned only if a policy of the kind needs it.
+        let mut engine: Option<regorus::Engine> = None;
         for &i in indices {
             let p = &self.policies[i];
             let start = Instant::now();
@@ -398,7 +443,21 @@ impl PolicySet {
                 if !wanted {
                     continue;
                 }
-                match engine.eval_rule(format!("{}.{rule}", p.package)) {
+                let result = match &self.compiled[i] {
+                    Compiled::Vm(programs) => match programs.iter().find(|(r, _)| *r == rule) {
+                        Some((_, program)) => self.run_vm(program, &input),
+                        None => Ok(regorus::Value::Undefined),
+                    },
+                    Compiled::Interpreter => {
+                        let engine = engine.get_or_insert_with(|| {
+                            let mut e = self.engine.clone();
+                            e.set_input(input.clone());
+                            e
+                        });
+                        engine.eval_rule(format!("{}.{rule}", p.package))
+                    }
+                };
+                match result {
                     Ok(v) => {
                         let msgs = messages(&p.name, &v);
                         if rule == "deny" {
@@ -437,25 +496,114 @@ impl PolicySet {
     }
 }
 
+impl PolicySet {
+    /// One compiled rule on a fresh VM (cheap to make: the program is shared), under
+    /// the set's deadline.
+    fn run_vm(
+        &self,
+        program: &Arc<regorus::rvm::Program>,
+        input: &regorus::Value,
+    ) -> anyhow::Result<regorus::Value> {
+        let mut vm = regorus::rvm::RegoVM::new();
+        vm.load_program(program.clone());
+        // The deadline bounds the run, not a count of instructions (the VM's default
+        // of 25,000 would refuse an ordinary template with a few dozen containers).
+        vm.set_max_instructions(usize::MAX);
+        vm.set_execution_timer_config(Some(timer(self.deadline)));
+        vm.set_data(self.data.clone())?;
+        vm.set_input(input.clone());
+        Ok(vm.execute()?)
+    }
+}
+
+/// The packages with a rule that may produce conflicting values: one with several
+/// definitions that each give a value (not `contains`, not `default`), or several
+/// bodies that are not `else` branches. OPA and regorus' interpreter stop with an error
+/// when two give different values, which denies; the VM takes the first, which would
+/// let a policy author's mistake pass. Their policies keep to the interpreter.
+fn may_conflict(engine: &mut regorus::Engine) -> Vec<String> {
+    use regorus::unstable::{Rule, RuleHead};
+    let mut out = Vec::new();
+    for module in engine.get_modules() {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut risky = false;
+        for rule in &module.policy {
+            let Rule::Spec { head, bodies, .. } = rule.as_ref() else {
+                continue;
+            };
+            let (refr, valued) = match head {
+                RuleHead::Compr { refr, assign, .. } => (refr, assign.is_some()),
+                RuleHead::Func { refr, assign, .. } => (refr, assign.is_some()),
+                RuleHead::Set { .. } => continue,
+            };
+            risky |= bodies.iter().skip(1).any(|b| !b.is_else);
+            if valued {
+                *seen.entry(refr.span().text().to_string()).or_default() += 1;
+            }
+        }
+        if risky || seen.values().any(|&n| n > 1) {
+            out.push(format!("data.{}", module.package.refr.span().text()));
+        }
+    }
+    out
+}
+
+/// A policy's rules compiled for the VM, or the interpreter when any of them does not
+/// compile (logged: the policy still runs, only slower).
+fn compile(engine: &mut regorus::Engine, p: &Policy) -> Compiled {
+    let mut programs = Vec::new();
+    for (rule, wanted) in [("deny", p.has_deny), ("warn", p.has_warn)] {
+        if !wanted {
+            continue;
+        }
+        let path = format!("{}.{rule}", p.package);
+        let program = engine
+            .compile_with_entrypoint(&regorus::Rc::from(path.as_str()))
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                regorus::languages::rego::compiler::Compiler::compile_from_policy(
+                    &c,
+                    &[path.as_str()],
+                )
+                .map_err(|e| e.to_string())
+            });
+        match program {
+            Ok(program) => programs.push((rule, program)),
+            Err(e) => {
+                tracing::info!(policy = %p.name, reason = %e, "policy runs on the interpreter");
+                return Compiled::Interpreter;
+            }
+        }
+    }
+    Compiled::Vm(programs)
+}
+
 /// Whether an evaluation error is regorus' execution timer firing (its typed
-/// `LimitError`, wherever in the error's chain it sits).
+/// `LimitError`, or the VM's error for it, wherever in the error's chain it sits).
 fn is_time_limit(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(
             c.downcast_ref::<regorus::LimitError>(),
             Some(regorus::LimitError::TimeLimitExceeded { .. })
+        ) || matches!(
+            c.downcast_ref::<regorus::rvm::vm::VmError>(),
+            Some(regorus::rvm::vm::VmError::TimeLimitExceeded { .. })
         )
     })
+}
+
+fn timer(deadline: Duration) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit: deadline,
+        check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+    }
 }
 
 fn new_engine(deadline: Duration) -> regorus::Engine {
     let mut engine = regorus::Engine::new();
     engine.set_rego_v0(false);
     engine.set_strict_builtin_errors(false);
-    engine.set_execution_timer_config(ExecutionTimerConfig {
-        limit: deadline,
-        check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
-    });
+    engine.set_execution_timer_config(timer(deadline));
     engine
 }
 
