@@ -172,6 +172,13 @@ fn hostile_template(cidrs: usize) -> Vec<u8> {
     review["request"]["object"]["spec"]["networkPolicy"] = serde_json::json!({
         "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": except}}]}]
     });
+    if std::env::var("WITH_INGRESS").is_ok() {
+        let from: Vec<serde_json::Value> = (0..cidrs)
+            .map(|i| serde_json::json!({"ipBlock": {"cidr": format!("11.{}.{}.0/24", i / 256 % 256, i % 256)}}))
+            .collect();
+        review["request"]["object"]["spec"]["networkPolicy"]["ingress"] =
+            serde_json::json!([{"from": from}]);
+    }
     serde_json::to_vec(&review).unwrap()
 }
 

@@ -412,9 +412,31 @@ fn the_article_template_passes_the_shipped_policies_and_bad_ones_do_not() {
 fn the_shipped_policies_run_compiled_and_possible_conflicts_interpreted() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let shipped = PolicySet::load_dir(&dir, Duration::from_millis(200)).unwrap();
-    assert!(shipped.interpreted().is_empty(), "{:?}", shipped.interpreted());
+    assert!(
+        shipped.interpreted().is_empty(),
+        "{:?}",
+        shipped.interpreted()
+    );
     let conflict = "package sandgate.pod.conflict\nimport rego.v1\nx := 1 if true\nx := 2 if true\ndeny contains \"c\" if x == 3\n";
     let booleans = "package sandgate.pod.booleans\nimport rego.v1\nok if input.a\nok if input.b\ndeny contains \"c\" if not ok\n";
     let s = set(&[("conflict.rego", conflict), ("booleans.rego", booleans)]).unwrap();
     assert_eq!(s.interpreted(), ["pod.conflict"]);
+}
+
+/// Evaluations of a set taken apart with `unrecorded` (what the server does for large
+/// requests) leave the kind's typical cost alone, so a flood of hostile reviews does
+/// not make every ordinary one of their kind look slow and leave the I/O threads.
+#[test]
+fn unrecorded_evaluations_leave_the_typical_cost_alone() {
+    let slow = "package sandgate.pod.slow\nimport rego.v1\ndeny contains \"x\" if {\n    some i in numbers.range(1, 100000)\n    i == -1\n}\n";
+    let s = PolicySet::from_sources(
+        &[("slow.rego".into(), slow.into())],
+        &[],
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let _ = s.unrecorded().evaluate("pod", &json!({"object": {}}));
+    assert_eq!(s.typical_cost("pod"), Duration::ZERO);
+    let _ = s.evaluate("pod", &json!({"object": {}}));
+    assert!(s.typical_cost("pod") > Duration::ZERO);
 }

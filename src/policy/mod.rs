@@ -108,6 +108,9 @@ pub struct PolicySet {
     /// Per kind, recent evaluation times, so callers can tell cheap evaluations from
     /// slow ones. Shared by clones of the set.
     cost: Arc<BTreeMap<String, Recent>>,
+    /// Whether evaluations are recorded in `cost` (not for large requests, whose cost
+    /// says nothing of an ordinary one's: [`PolicySet::unrecorded`]).
+    record: bool,
     pub source: Option<PathBuf>,
     pub deadline: Duration,
 }
@@ -235,6 +238,7 @@ impl PolicySet {
             compiled: Vec::new(),
             by_kind: BTreeMap::new(),
             cost: Arc::default(),
+            record: true,
             source: None,
             deadline: DEFAULT_DEADLINE,
         }
@@ -365,9 +369,20 @@ impl PolicySet {
             compiled,
             by_kind,
             cost,
+            record: true,
             source: None,
             deadline,
         })
+    }
+
+    /// The same set, whose evaluations leave [`PolicySet::typical_cost`] alone: for
+    /// requests judged apart because of their size, so that a flood of hostile ones
+    /// does not make every ordinary request of their kind look slow.
+    pub fn unrecorded(&self) -> Self {
+        Self {
+            record: false,
+            ..self.clone()
+        }
     }
 
     /// The policies that run on regorus' interpreter rather than its VM (their rules do
@@ -400,7 +415,7 @@ impl PolicySet {
     pub fn evaluate(&self, kind: &str, review: &Json) -> Verdict {
         let start = Instant::now();
         let out = self.evaluate_uncosted(kind, review);
-        if let Some(recent) = self.cost.get(kind) {
+        if let Some(recent) = self.cost.get(kind).filter(|_| self.record) {
             recent.record(start.elapsed());
         }
         out

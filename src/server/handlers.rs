@@ -151,7 +151,7 @@ pub async fn admit(
             return resp;
         }
     };
-    let req = match review::parse(&bytes) {
+    let req = match parse(&state, &bytes).await {
         Ok(r) => r,
         Err(e) => {
             record("unknown".into(), "unknown", "error");
@@ -208,6 +208,22 @@ const INLINE_COST: Duration = Duration::from_micros(500);
 /// threads.
 const INLINE_BYTES: usize = 64 * 1024;
 
+/// Parses the review: inline when small, on the blocking pool (under the same permits
+/// as heavy evaluations) when large, so that parsing hostile megabytes never holds the
+/// I/O threads that ordinary requests are answered on.
+async fn parse(state: &AppState, bytes: &bytes::Bytes) -> Result<AdmissionRequest, String> {
+    if bytes.len() <= INLINE_BYTES {
+        return review::parse(bytes).map_err(|e| e.to_string());
+    }
+    let Ok(_permit) = state.eval_permits.acquire().await else {
+        return Err("shutting down".into());
+    };
+    let bytes = bytes.clone();
+    tokio::task::spawn_blocking(move || review::parse(&bytes).map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(format!("parsing crashed: {e}")))
+}
+
 /// Runs the pipeline where it is cheapest: inline when no policy runs or the kind's
 /// policies are cheap and the request small; otherwise on a blocking thread, at most one
 /// per core at a time. A crash denies.
@@ -233,6 +249,12 @@ async fn decide(
     };
     let config = state.config.clone();
     let for_pool = req.clone();
+    // A large request's cost is its own: it must not make its kind look slow.
+    let set = if body_len > INLINE_BYTES {
+        Arc::new(set.unrecorded())
+    } else {
+        set
+    };
     tokio::task::spawn_blocking(move || admission::admit(webhook, &for_pool, &config, &set))
         .await
         .unwrap_or_else(|e| pipeline::failed(&req, format!("policy evaluation crashed: {e}")))

@@ -52,7 +52,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// The Rego policies in force (swapped on reload).
     pub policies: Arc<PolicyStore>,
-    /// Bounds concurrent policy evaluations (CPU-bound, run off the async runtime).
+    /// Bounds concurrent heavy evaluations (CPU-bound, run off the async runtime): one
+    /// fewer than the cores.
     pub eval_permits: Arc<tokio::sync::Semaphore>,
 }
 
@@ -94,7 +95,13 @@ impl AppState {
         registry: Arc<Registry>,
         readiness: Arc<Readiness>,
     ) -> Arc<Self> {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Heavy evaluations (large bodies, slow policies) get every core but one, so
+        // ordinary requests, judged inline on the I/O threads, always have a core left
+        // however many hostile ones are queued.
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .saturating_sub(1)
+            .max(1);
         Arc::new(Self {
             config: Arc::new(config),
             metrics,
