@@ -947,18 +947,27 @@ fn with_the_upstream_entries_deleted_upstream_objects_never_reach_sandgate() {
     }
 }
 
-/// Upstream's own controller, started once per test binary (as its ServiceAccount,
-/// with its extensions), for the tests that need what it really writes.
-fn upstream_controller(c: &Cluster) {
-    static STARTED: std::sync::Mutex<Option<std::process::Child>> = std::sync::Mutex::new(None);
-    upstream_crds(c);
-    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
-    if started.is_none() {
-        let bin = agent_sandbox().join("bin/agent-sandbox-controller");
-        let child = super::harness::spawn_upstream_controller(c, &bin)
-            .unwrap_or_else(|e| panic!("agent-sandbox's controller: {e}"));
-        *started = Some(child);
+/// Upstream's own controller (as its ServiceAccount, with its extensions), for a test
+/// that needs what it really writes; stopped when the guard drops. It acts on every
+/// namespace, so its test holds the cluster alone (the gate, exclusively): the other
+/// upstream tests write as the controller by hand what it would never write, and a
+/// running controller would answer their objects too.
+struct UpstreamController(std::process::Child);
+
+impl Drop for UpstreamController {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
+}
+
+fn upstream_controller(c: &Cluster) -> UpstreamController {
+    upstream_crds(c);
+    let bin = agent_sandbox().join("bin/agent-sandbox-controller");
+    UpstreamController(
+        super::harness::spawn_upstream_controller(c, &bin)
+            .unwrap_or_else(|e| panic!("agent-sandbox's controller: {e}")),
+    )
 }
 
 fn pods_of(c: &Cluster, ns: &str) -> Vec<Value> {
@@ -977,8 +986,8 @@ fn pods_of(c: &Cluster, ns: &str) -> Vec<Value> {
 #[test]
 fn upstreams_own_controller_makes_pods_and_policies_sandgate_admits_and_hardens() {
     let c = cluster();
-    let _g = c.gate.read().unwrap_or_else(|e| e.into_inner());
-    upstream_controller(c);
+    let _g = c.gate.write().unwrap_or_else(|e| e.into_inner());
+    let _controller = upstream_controller(c);
     let ns = Ns::new(c, "upstream-real", true);
     let n = ns.name.as_str();
     let egress =
