@@ -582,6 +582,36 @@ struct Snapshot<'a> {
 }
 
 impl Snapshot<'_> {
+    /// The pools of one kind in `namespace` (upstream's objects or sandgate's
+    /// templates), listed once a sweep, paced.
+    async fn listed(
+        &self,
+        namespace: &str,
+        kind: Kind,
+    ) -> Result<Vec<serde_json::Value>, facts::FactsError> {
+        let key = (namespace.to_string(), kind);
+        let known = self
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(list) = known {
+            return Ok(list);
+        }
+        self.scanner.pace("list").await;
+        let list = if kind == Kind::SandboxTemplate {
+            facts::list_templates(&self.scanner.client, namespace).await?
+        } else {
+            facts::list_upstream(&self.scanner.client, namespace, kind).await?
+        };
+        self.upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, list.clone());
+        Ok(list)
+    }
+
     fn mark_sandbox_namespace(&self, ns: &str) {
         self.sandbox_namespaces
             .lock()
@@ -660,25 +690,7 @@ impl ClusterFacts for Snapshot<'_> {
         namespace: &'a str,
         kind: Kind,
     ) -> FactFuture<'a, Vec<serde_json::Value>> {
-        Box::pin(async move {
-            let key = (namespace.to_string(), kind);
-            let known = self
-                .upstream
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .cloned();
-            if let Some(list) = known {
-                return Ok(list);
-            }
-            self.scanner.pace("list").await;
-            let list = facts::list_upstream(&self.scanner.client, namespace, kind).await?;
-            self.upstream
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, list.clone());
-            Ok(list)
-        })
+        Box::pin(self.listed(namespace, kind))
     }
 
     fn volume_claim<'a>(
@@ -711,24 +723,6 @@ impl ClusterFacts for Snapshot<'_> {
         &'a self,
         namespace: &'a str,
     ) -> FactFuture<'a, Vec<serde_json::Value>> {
-        Box::pin(async move {
-            let key = (namespace.to_string(), Kind::SandboxTemplate);
-            let known = self
-                .upstream
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-                .cloned();
-            if let Some(list) = known {
-                return Ok(list);
-            }
-            self.scanner.pace("list").await;
-            let list = facts::list_templates(&self.scanner.client, namespace).await?;
-            self.upstream
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, list.clone());
-            Ok(list)
-        })
+        Box::pin(self.listed(namespace, Kind::SandboxTemplate))
     }
 }
